@@ -1,0 +1,114 @@
+// Compile once, run many: a Model becomes per-batch-size plans of oneDNN primitives
+// (blocked layouts, BN folded into convolutions, fused post-ops, weights reordered once),
+// executed by ExecutionContexts that each own their activation arena and scratchpad, so
+// several contexts run concurrently from different threads without locks.
+#ifndef NORMSERVE_KERNELS_ENGINE_H_
+#define NORMSERVE_KERNELS_ENGINE_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
+#include "kernels/model.h"
+#include "kernels/tensor.h"
+
+namespace normserve {
+
+struct CompileOptions {
+  // OpenMP threads used by one execution (intra-op). 0: the OpenMP default.
+  int intra_op_threads = 0;
+  // Batch sizes whose plans are built by Compile(); others are built on first use.
+  std::vector<int64_t> precompile_batch_sizes = {1};
+  // Plans kept for batch sizes not precompiled (least recently built evicted).
+  int max_cached_plans = 8;
+  // Largest batch accepted by Run.
+  int64_t max_batch = 64;
+  // BN layers kept unfolded whose input moments Run records (statistics hooks).
+  std::vector<std::string> observed_bn_layers;
+  // With observed layers: stop the plan once the last observed layer's input is known
+  // (outputs are then not produced).
+  bool stop_after_observed = false;
+  // Fusions can be turned off to test them against the unfused plan.
+  bool fold_batch_norm = true;
+  bool fuse_post_ops = true;
+};
+
+// Per-sample, per-channel moments of one BN layer's input, in float64.
+struct ChannelMoments {
+  int64_t count = 0;          // values per channel (H*W for NCHW, 1 for N x C)
+  std::vector<double> mean;   // [C]
+  std::vector<double> m2;     // [C], sum of squared deviations from mean
+};
+
+// Observations of one Run: for each observed layer, one ChannelMoments per sample.
+struct BnObservations {
+  std::map<std::string, std::vector<ChannelMoments>> per_layer;
+};
+
+class Plan;
+class CompiledModel;
+
+class ExecutionContext {
+ public:
+  ~ExecutionContext();
+  ExecutionContext(const ExecutionContext&) = delete;
+  ExecutionContext& operator=(const ExecutionContext&) = delete;
+
+  // Runs the model on `inputs` (one per model input, in order, float32 row-major). The
+  // batch is inputs[0].shape[0]; every other dim must match the model. Not thread-safe:
+  // one context per thread; contexts of one CompiledModel run concurrently.
+  absl::Status Run(absl::Span<const TensorView> inputs, std::vector<Tensor>* outputs,
+                   BnObservations* observations = nullptr);
+
+ private:
+  friend class CompiledModel;
+  struct Bound;
+  explicit ExecutionContext(std::shared_ptr<const CompiledModel> model);
+  absl::StatusOr<Bound*> BindPlan(int64_t batch);
+
+  std::shared_ptr<const CompiledModel> model_;
+  std::map<int64_t, std::unique_ptr<Bound>> bound_;  // per batch size
+};
+
+class CompiledModel : public std::enable_shared_from_this<CompiledModel> {
+ public:
+  static absl::StatusOr<std::shared_ptr<const CompiledModel>> Compile(
+      std::shared_ptr<const Model> model, const CompileOptions& options = {});
+  ~CompiledModel();
+
+  const Model& model() const { return *model_; }
+  std::shared_ptr<const Model> model_ptr() const { return model_; }
+  const CompileOptions& options() const { return options_; }
+
+  std::unique_ptr<ExecutionContext> NewContext() const;
+
+  // The plan for `batch`, building it if needed (thread-safe; building happens outside
+  // the lock so readers of existing plans never wait on a compile).
+  absl::StatusOr<std::shared_ptr<const Plan>> PlanFor(int64_t batch) const;
+
+  // Human-readable plan summary (one line per primitive) for batch 1.
+  std::string DescribePlan() const;
+  // Floating-point operations of one batch-1 run (convolutions, inner products, matmuls).
+  double FlopsPerSample() const;
+
+ private:
+  CompiledModel(std::shared_ptr<const Model> model, const CompileOptions& options);
+
+  std::shared_ptr<const Model> model_;
+  CompileOptions options_;
+  std::shared_ptr<const Plan> batch1_;  // immutable after Compile: read without a lock
+  mutable absl::Mutex mu_;
+  mutable std::map<int64_t, std::shared_ptr<const Plan>> plans_ ABSL_GUARDED_BY(mu_);
+  mutable std::vector<int64_t> build_order_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace normserve
+
+#endif  // NORMSERVE_KERNELS_ENGINE_H_
