@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs everything normserve needs to build, test, benchmark and serve, from Debian
+# bookworm packages only (run as root on a fresh machine; idempotent).
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+PACKAGES=(
+  # build
+  build-essential cmake ninja-build pkg-config git ca-certificates
+  # C++ dependencies
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
+  libdnnl-dev ocl-icd-opencl-dev opencl-headers  # Debian's dnnl CMake config requires OpenCL
+  prometheus-cpp-dev libonnx-dev libgtest-dev libgmock-dev libbenchmark-dev
+  # oracles, peers and test clients
+  python3-torch python3-torchvision python3-onnx python3-grpcio python3-numpy
+  dataset-fashion-mnist prometheus
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# node and npm run the ONNX Runtime peer of the benchmark; a machine may already have a
+# nodejs that bundles npm (installing Debian's npm next to it conflicts).
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

@@ -1,0 +1,87 @@
+// A Conv(3->8, 3x3, stride 2, pad 1, bias) -> BatchNormalization -> Relu model with
+// seeded random weights and non-trivial frozen statistics, and its float64 reference.
+#ifndef NORMSERVE_TESTS_KERNELS_CONV_BN_FIXTURE_H_
+#define NORMSERVE_TESTS_KERNELS_CONV_BN_FIXTURE_H_
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "tests/kernels/onnx_builder.h"
+
+namespace normserve::testing {
+
+struct ConvBnFixture {
+  static constexpr int kIn = 3, kOut = 8, kH = 9, kW = 9, kK = 3, kOH = 5, kOW = 5;
+  std::vector<float> w, b, gamma, beta, mean, var;
+  float eps = 1e-5f;
+  std::string onnx;
+
+  explicit ConvBnFixture(unsigned seed = 7) {
+    std::mt19937 rng(seed);
+    w = RandomVector(kOut * kIn * kK * kK, &rng);
+    b = RandomVector(kOut, &rng);
+    gamma = RandomVector(kOut, &rng, 0.5f, 1.5f);
+    beta = RandomVector(kOut, &rng);
+    mean = RandomVector(kOut, &rng, -0.5f, 0.5f);
+    var = RandomVector(kOut, &rng, 0.5f, 2.f);
+    OnnxBuilder m;
+    m.Input("x", {-1, kIn, kH, kW});
+    m.Output("y", {-1, kOut, kOH, kOW});
+    m.Initializer("w", {kOut, kIn, kK, kK}, w);
+    m.Initializer("b", {kOut}, b);
+    m.Initializer("gamma", {kOut}, gamma);
+    m.Initializer("beta", {kOut}, beta);
+    m.Initializer("mean", {kOut}, mean);
+    m.Initializer("var", {kOut}, var);
+    auto* conv = m.Node("Conv", "conv", {"x", "w", "b"}, {"c"});
+    OnnxBuilder::Ints(conv, "kernel_shape", {kK, kK});
+    OnnxBuilder::Ints(conv, "strides", {2, 2});
+    OnnxBuilder::Ints(conv, "pads", {1, 1, 1, 1});
+    auto* bn = m.Node("BatchNormalization", "bn", {"c", "gamma", "beta", "mean", "var"}, {"n"});
+    OnnxBuilder::Float(bn, "epsilon", eps);
+    m.Node("Relu", "relu", {"n"}, {"y"});
+    onnx = m.Bytes();
+  }
+
+  // Conv output (the BN input) in float64, [N, kOut, kOH, kOW].
+  std::vector<double> ConvRef(const std::vector<float>& x, int n) const {
+    std::vector<double> y(static_cast<size_t>(n) * kOut * kOH * kOW);
+    for (int s = 0; s < n; ++s)
+      for (int o = 0; o < kOut; ++o)
+        for (int oh = 0; oh < kOH; ++oh)
+          for (int ow = 0; ow < kOW; ++ow) {
+            double acc = b[o];
+            for (int i = 0; i < kIn; ++i)
+              for (int kh = 0; kh < kK; ++kh)
+                for (int kw = 0; kw < kK; ++kw) {
+                  const int ih = oh * 2 - 1 + kh, iw = ow * 2 - 1 + kw;
+                  if (ih < 0 || iw < 0 || ih >= kH || iw >= kW) continue;
+                  acc += static_cast<double>(w[((o * kIn + i) * kK + kh) * kK + kw]) *
+                         x[((static_cast<size_t>(s) * kIn + i) * kH + ih) * kW + iw];
+                }
+            y[((static_cast<size_t>(s) * kOut + o) * kOH + oh) * kOW + ow] = acc;
+          }
+    return y;
+  }
+
+  // Relu(BN(conv)) in float64 with the given statistics.
+  std::vector<double> Ref(const std::vector<float>& x, int n, const std::vector<double>& m,
+                          const std::vector<double>& v) const {
+    std::vector<double> y = ConvRef(x, n);
+    const int plane = kOH * kOW;
+    for (size_t i = 0; i < y.size(); ++i) {
+      const int o = static_cast<int>(i / plane) % kOut;
+      const double r = (y[i] - m[o]) / std::sqrt(v[o] + eps) * gamma[o] + beta[o];
+      y[i] = std::max(0.0, r);
+    }
+    return y;
+  }
+  std::vector<double> Ref(const std::vector<float>& x, int n) const {
+    return Ref(x, n, std::vector<double>(mean.begin(), mean.end()), std::vector<double>(var.begin(), var.end()));
+  }
+};
+
+}  // namespace normserve::testing
+
+#endif  // NORMSERVE_TESTS_KERNELS_CONV_BN_FIXTURE_H_

@@ -1,0 +1,102 @@
+// Execution contexts: batch N equals N batch-1 runs, contexts run concurrently, and bad
+// input is refused with the tensor's name.
+#include "kernels/engine.h"
+
+#include <thread>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "kernels/npy_io.h"
+#include "tests/kernels/conv_bn_fixture.h"
+
+namespace normserve {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::shared_ptr<const CompiledModel> CompileFixture(CompileOptions o = {}) {
+  testing::ConvBnFixture f;
+  auto m = Model::LoadBytes(f.onnx);
+  EXPECT_TRUE(m.ok()) << m.status();
+  auto c = CompiledModel::Compile(*m, o);
+  EXPECT_TRUE(c.ok()) << c.status();
+  return *c;
+}
+
+TEST(Engine, EverySampleOfABatchEqualsItsBatch1Output) {
+  auto c = CompileFixture();
+  auto ctx = c->NewContext();
+  std::mt19937 rng(11);
+  const int n = 5, per = 3 * 9 * 9;
+  auto x = testing::RandomVector(n * per, &rng);
+  std::vector<Tensor> batched;
+  ASSERT_TRUE(ctx->Run({TensorView{x.data(), {n, 3, 9, 9}}}, &batched).ok());
+  const size_t out_per = batched[0].data.size() / n;
+  for (int s = 0; s < n; ++s) {
+    std::vector<Tensor> single;
+    ASSERT_TRUE(ctx->Run({TensorView{x.data() + s * per, {1, 3, 9, 9}}}, &single).ok());
+    for (size_t i = 0; i < out_per; ++i) EXPECT_NEAR(single[0].data[i], batched[0].data[s * out_per + i], 1e-5);
+  }
+}
+
+TEST(Engine, ContextsRunConcurrentlyWithIdenticalResults) {
+  auto c = CompileFixture();
+  std::mt19937 rng(12);
+  auto x = testing::RandomVector(3 * 9 * 9, &rng);
+  std::vector<Tensor> want;
+  ASSERT_TRUE(c->NewContext()->Run({TensorView{x.data(), {1, 3, 9, 9}}}, &want).ok());
+  std::vector<std::thread> threads;
+  std::atomic<int> mismatches{0}, failures{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      auto ctx = c->NewContext();
+      for (int i = 0; i < 200; ++i) {
+        std::vector<Tensor> got;
+        if (!ctx->Run({TensorView{x.data(), {1, 3, 9, 9}}}, &got).ok()) ++failures;
+        else if (got[0].data != want[0].data) ++mismatches;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(mismatches.load(), 0);
+}
+
+TEST(Engine, WrongShapeNamesTheInput) {
+  auto c = CompileFixture();
+  std::vector<float> x(3 * 8 * 9);
+  std::vector<Tensor> out;
+  auto s = c->NewContext()->Run({TensorView{x.data(), {1, 3, 8, 9}}}, &out);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("input \"x\": expected shape [1,3,9,9], got [1,3,8,9]"));
+}
+
+TEST(Engine, BatchAboveLimitIsRefused) {
+  CompileOptions o;
+  o.max_batch = 4;
+  auto c = CompileFixture(o);
+  std::vector<float> x(5 * 3 * 9 * 9);
+  std::vector<Tensor> out;
+  auto s = c->NewContext()->Run({TensorView{x.data(), {5, 3, 9, 9}}}, &out);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("batch 5 is outside [1, 4]"));
+}
+
+TEST(Engine, WrongInputCountIsRefused) {
+  auto c = CompileFixture();
+  std::vector<Tensor> out;
+  EXPECT_EQ(c->NewContext()->Run({}, &out).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(NpyIo, RoundTripsAndRejectsTruncation) {
+  Tensor t{{2, 3}, {1, 2, 3, 4, 5, 6}};
+  const std::string bytes = SerializeNpy(t);
+  auto back = ParseNpy(bytes);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->shape, t.shape);
+  EXPECT_EQ(back->data, t.data);
+  EXPECT_FALSE(ParseNpy(bytes.substr(0, bytes.size() - 1)).ok());
+}
+
+}  // namespace
+}  // namespace normserve

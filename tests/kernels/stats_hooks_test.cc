@@ -1,0 +1,105 @@
+// Statistics hooks: observed BN layers report per-sample, per-channel moments of their
+// input in float64, and new statistics give a new plan without re-reading the file.
+#include "gtest/gtest.h"
+#include "kernels/engine.h"
+#include "tests/kernels/conv_bn_fixture.h"
+
+namespace normserve {
+namespace {
+
+TEST(StatsHooks, ObservedLayerMomentsMatchFloat64Reference) {
+  testing::ConvBnFixture f;
+  auto m = Model::LoadBytes(f.onnx);
+  ASSERT_TRUE(m.ok());
+  CompileOptions o;
+  o.observed_bn_layers = {"bn"};
+  auto c = CompiledModel::Compile(*m, o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  std::mt19937 rng(21);
+  const int n = 3, plane = 25;
+  auto x = testing::RandomVector(n * 3 * 9 * 9, &rng, -2.f, 2.f);
+  std::vector<Tensor> out;
+  BnObservations obs;
+  ASSERT_TRUE((*c)->NewContext()->Run({TensorView{x.data(), {n, 3, 9, 9}}}, &out, &obs).ok());
+  // Outputs are unchanged by observing.
+  const auto want_out = f.Ref(x, n);
+  for (size_t i = 0; i < want_out.size(); ++i) ASSERT_NEAR(out[0].data[i], want_out[i], 1e-5);
+  ASSERT_EQ(obs.per_layer.count("bn"), 1u);
+  const auto& samples = obs.per_layer["bn"];
+  ASSERT_EQ(samples.size(), static_cast<size_t>(n));
+  const auto conv = f.ConvRef(x, n);
+  for (int s = 0; s < n; ++s) {
+    EXPECT_EQ(samples[s].count, plane);
+    for (int ch = 0; ch < 8; ++ch) {
+      double mean = 0, m2 = 0;
+      for (int i = 0; i < plane; ++i) mean += conv[(s * 8 + ch) * plane + i];
+      mean /= plane;
+      for (int i = 0; i < plane; ++i) m2 += std::pow(conv[(s * 8 + ch) * plane + i] - mean, 2);
+      EXPECT_NEAR(samples[s].mean[ch], mean, 1e-5 * (1 + std::fabs(mean)));
+      EXPECT_NEAR(samples[s].m2[ch], m2, 1e-5 * (1 + m2));
+    }
+  }
+}
+
+TEST(StatsHooks, StopAfterObservedProducesNoOutputs) {
+  testing::ConvBnFixture f;
+  auto m = Model::LoadBytes(f.onnx);
+  CompileOptions o;
+  o.observed_bn_layers = {"bn"};
+  o.stop_after_observed = true;
+  auto c = CompiledModel::Compile(*m, o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  std::vector<float> x(3 * 81, 0.5f);
+  std::vector<Tensor> out;
+  BnObservations obs;
+  ASSERT_TRUE((*c)->NewContext()->Run({TensorView{x.data(), {1, 3, 9, 9}}}, &out, &obs).ok());
+  EXPECT_TRUE(out.empty());
+  EXPECT_EQ(obs.per_layer.count("bn"), 1u);
+}
+
+TEST(StatsHooks, UnknownObservedLayerIsNotFound) {
+  testing::ConvBnFixture f;
+  auto m = Model::LoadBytes(f.onnx);
+  CompileOptions o;
+  o.observed_bn_layers = {"nope"};
+  EXPECT_EQ(CompiledModel::Compile(*m, o).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(StatsHooks, NewStatisticsGiveANewPlanAndSurviveOnnxExport) {
+  testing::ConvBnFixture f;
+  auto m = Model::LoadBytes(f.onnx);
+  ASSERT_TRUE(m.ok());
+  BnStatistics s{{0.1, -0.2, 0.3, 0, 1, -1, 0.5, 2}, {1, 2, 3, 0.5, 0.25, 4, 1.5, 0.75}};
+  auto updated = (*m)->WithBnStatistics({{"bn", s}});
+  ASSERT_TRUE(updated.ok()) << updated.status();
+  // The original model keeps its statistics.
+  EXPECT_NEAR((*m)->GetBnStatistics("bn")->mean[0], f.mean[0], 1e-7);
+  std::mt19937 rng(22);
+  auto x = testing::RandomVector(2 * 3 * 81, &rng);
+  const auto want = f.Ref(x, 2, s.mean, s.var);
+  auto check = [&](std::shared_ptr<const Model> model) {
+    auto c = CompiledModel::Compile(model);
+    ASSERT_TRUE(c.ok()) << c.status();
+    std::vector<Tensor> out;
+    ASSERT_TRUE((*c)->NewContext()->Run({TensorView{x.data(), {2, 3, 9, 9}}}, &out).ok());
+    for (size_t i = 0; i < want.size(); ++i) ASSERT_NEAR(out[0].data[i], want[i], 1e-5) << i;
+  };
+  check(*updated);
+  auto bytes = (*updated)->SerializeOnnx();
+  ASSERT_TRUE(bytes.ok());
+  auto reloaded = Model::LoadBytes(*bytes);
+  ASSERT_TRUE(reloaded.ok()) << reloaded.status();
+  check(*reloaded);
+}
+
+TEST(StatsHooks, InvalidStatisticsAreRefused) {
+  testing::ConvBnFixture f;
+  auto m = Model::LoadBytes(f.onnx);
+  EXPECT_EQ((*m)->WithBnStatistics({{"bn", BnStatistics{{0}, {1}}}}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*m)->WithBnStatistics({{"bn", BnStatistics{std::vector<double>(8, 0), std::vector<double>(8, -1)}}}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*m)->WithBnStatistics({{"zz", BnStatistics{}}}).status().code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace normserve
