@@ -26,6 +26,8 @@ struct BnLayerInfo {
   int64_t values_per_channel = 0;     // per batch-1 request: product of dims except C
   BnReliability reliability = BnReliability::kFine;
   int topo_index = 0;                 // order of the layer in the graph (upstream first)
+  std::string mean_initializer;       // ONNX initializer names of the frozen statistics
+  std::string var_initializer;        // (PyTorch writes "<module>.running_mean" / "_var")
 };
 
 // Threshold below which a layer is kUnreliable (values per channel per request).

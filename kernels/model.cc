@@ -69,6 +69,8 @@ absl::Status Model::Analyze() {
     }
     info.reliability = ClassifyValuesPerChannel(info.values_per_channel, options_.reliable_values_per_channel);
     info.topo_index = index++;
+    info.mean_initializer = n.inputs[3];
+    info.var_initializer = n.inputs[4];
     bn_layers_.push_back(std::move(info));
   }
   return absl::OkStatus();

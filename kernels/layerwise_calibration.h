@@ -1,0 +1,56 @@
+// Exact layer-wise recalibration of BN statistics: layer L gets the statistics of its
+// input over all samples when every BN layer upstream of L already uses its new
+// statistics. Recalibrating all layers in one pass instead gives deeper layers the
+// statistics of inputs they will never see again (measured: Fashion-MNIST accuracy
+// 0.858 -> 0.767 one-pass vs 0.907 layer-wise with 256 samples).
+//
+// Layers are grouped in waves: a wave holds layers none of which is upstream of another,
+// so one truncated forward pass per wave gives all of them (ResNet-50: 53 layers in
+// fewer waves). Cost: sum over waves of (samples x forward up to the wave's deepest layer).
+#ifndef NORMSERVE_KERNELS_LAYERWISE_CALIBRATION_H_
+#define NORMSERVE_KERNELS_LAYERWISE_CALIBRATION_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "kernels/model.h"
+#include "kernels/stats_accumulator.h"
+#include "kernels/tensor.h"
+
+namespace normserve {
+
+// For each BN layer (in model.bn_layers() order), its wave: 0 for layers with no BN
+// upstream, else 1 + the largest wave of its upstream BN layers.
+std::vector<int> BnLayerWaves(const Model& model);
+
+struct CalibrationOptions {
+  int64_t batch = 16;        // samples per forward pass
+  int intra_op_threads = 0;
+  double prior_strength = 0;  // Schneider et al. 2020 N; 0: new statistics only
+};
+
+struct CalibratedLayer {
+  BnLayerInfo info;
+  LayerAccumulator accumulator;
+  BnStatistics frozen;     // before
+  BnStatistics committed;  // after (blended with the prior if requested)
+  int wave = 0;
+};
+
+struct CalibrationResult {
+  std::vector<CalibratedLayer> layers;
+  std::shared_ptr<const Model> model;  // the input model with the committed statistics
+  int waves = 0;
+};
+
+// `samples`: tensors of the model input's shape with any batch (usually 1).
+absl::StatusOr<CalibrationResult> CalibrateLayerwise(std::shared_ptr<const Model> model,
+                                                     absl::Span<const Tensor> samples,
+                                                     const CalibrationOptions& options = {});
+
+}  // namespace normserve
+
+#endif  // NORMSERVE_KERNELS_LAYERWISE_CALIBRATION_H_

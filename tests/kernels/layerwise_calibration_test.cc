@@ -1,0 +1,103 @@
+// Layer-wise recalibration matches the PyTorch float64 oracle per channel, and one-layer
+// calibration equals the float64 moments of the layer input.
+#include "kernels/layerwise_calibration.h"
+
+#include <cstdlib>
+
+#include "gtest/gtest.h"
+#include "kernels/npy_io.h"
+#include "tests/kernels/conv_bn_fixture.h"
+
+namespace normserve {
+namespace {
+
+std::string TestData(const std::string& rel) {
+  const char* dir = std::getenv("NORMSERVE_TESTDATA");
+  return std::string(dir ? dir : "testdata") + "/" + rel;
+}
+
+TEST(LayerwiseCalibration, SingleLayerEqualsFloat64MomentsOfItsInput) {
+  testing::ConvBnFixture f;
+  auto m = Model::LoadBytes(f.onnx);
+  ASSERT_TRUE(m.ok());
+  std::mt19937 rng(31);
+  std::vector<Tensor> samples;
+  std::vector<float> all;
+  for (int k = 0; k < 7; ++k) {
+    auto x = testing::RandomVector(3 * 81, &rng, -2.f, 2.f);
+    all.insert(all.end(), x.begin(), x.end());
+    samples.push_back(Tensor{{1, 3, 9, 9}, x});
+  }
+  CalibrationOptions o;
+  o.batch = 3;  // uneven split: 3 + 3 + 1
+  auto r = CalibrateLayerwise(*m, samples, o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  const auto conv = f.ConvRef(all, 7);
+  for (int c = 0; c < 8; ++c) {
+    double sum = 0, n = 0;
+    for (int k = 0; k < 7; ++k) for (int i = 0; i < 25; ++i) sum += conv[(k * 8 + c) * 25 + i], ++n;
+    const double mean = sum / n;
+    double m2 = 0;
+    for (int k = 0; k < 7; ++k) for (int i = 0; i < 25; ++i) m2 += std::pow(conv[(k * 8 + c) * 25 + i] - mean, 2);
+    EXPECT_NEAR(r->layers[0].committed.mean[c], mean, 1e-5);
+    EXPECT_NEAR(r->layers[0].committed.var[c], m2 / (n - 1), 1e-5 * m2 / n);
+  }
+  EXPECT_EQ(r->layers[0].accumulator.requests(), 7);
+  auto stored = r->model->GetBnStatistics("bn");
+  ASSERT_TRUE(stored.ok());
+  EXPECT_NEAR(stored->var[3], r->layers[0].committed.var[3], 1e-6 * stored->var[3]);
+}
+
+class OracleTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(OracleTest, MatchesPyTorchFloat64LayerByLayer) {
+  const std::string name = GetParam();
+  auto m = Model::LoadFile(TestData(name + "/model.onnx"));
+  ASSERT_TRUE(m.ok()) << m.status();
+  auto samples_t = ReadNpyFile(TestData("oracle_" + name + "/samples.npy"));
+  ASSERT_TRUE(samples_t.ok()) << samples_t.status();
+  std::vector<Tensor> samples;
+  const int64_t k = samples_t->shape[0];
+  const size_t per = samples_t->data.size() / k;
+  for (int64_t i = 0; i < k; ++i) {
+    std::vector<int64_t> shape = samples_t->shape;
+    shape[0] = 1;
+    samples.push_back(Tensor{shape, std::vector<float>(samples_t->data.begin() + i * per, samples_t->data.begin() + (i + 1) * per)});
+  }
+  CalibrationOptions o;
+  o.intra_op_threads = 2;
+  auto r = CalibrateLayerwise(*m, samples, o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_FALSE(r->layers.empty());
+  for (const auto& l : r->layers) {
+    std::string module = l.info.mean_initializer;
+    module = module.substr(0, module.rfind(".running_mean"));
+    auto mean = ReadNpyFile(TestData("oracle_" + name + "/" + module + ".mean.npy"));
+    auto var = ReadNpyFile(TestData("oracle_" + name + "/" + module + ".var.npy"));
+    ASSERT_TRUE(mean.ok() && var.ok()) << module;
+    ASSERT_EQ(mean->data.size(), l.committed.mean.size());
+    for (size_t c = 0; c < mean->data.size(); ++c) {
+      const double sd = std::sqrt(var->data[c]);
+      EXPECT_NEAR(l.committed.mean[c], mean->data[c], 1e-4 * sd + 1e-6) << l.info.name << " channel " << c;
+      EXPECT_NEAR(l.committed.var[c], var->data[c], 1e-4 * var->data[c] + 1e-9) << l.info.name << " channel " << c;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, OracleTest, ::testing::Values("bn1d_head", "resnet18"));
+
+TEST(LayerwiseCalibration, WavesFollowBnDependencies) {
+  auto m = Model::LoadFile(TestData("resnet18/model.onnx"));
+  ASSERT_TRUE(m.ok());
+  const auto waves = BnLayerWaves(**m);
+  ASSERT_EQ(waves.size(), 20u);
+  EXPECT_EQ(waves[0], 0);  // the stem BN has no BN upstream
+  // A downsample BN sees only the block input, so it is in an earlier wave than bn2 of
+  // the same block would be followed by: it never depends on that block's own BNs.
+  int max_wave = *std::max_element(waves.begin(), waves.end());
+  EXPECT_LT(max_wave, 20);
+  for (size_t i = 1; i < waves.size(); ++i) EXPECT_GE(waves[i], 1);
+}
+
+}  // namespace
+}  // namespace normserve
