@@ -13,7 +13,7 @@ PACKAGES=(
   prometheus-cpp-dev libonnx-dev libgtest-dev libgmock-dev libbenchmark-dev
   # oracles, peers and test clients
   python3-torch python3-torchvision python3-onnx python3-grpcio python3-numpy
-  dataset-fashion-mnist prometheus
+  dataset-fashion-mnist prometheus openssl
 )
 
 missing=()

@@ -1,0 +1,313 @@
+#!/usr/bin/python3
+"""Exports the ONNX test models that the engine's oracle tests compare against PyTorch.
+
+Usage (Debian's python, which has torch 1.13, torchvision, onnx and numpy):
+    /usr/bin/python3 scripts/export_test_models.py --out DIR [--only resnet18,gn_resnet]
+
+For every model it writes DIR/<name>/model.onnx and input_b1.npy, output_b1.npy,
+input_b3.npy, output_b3.npy (float32, C order): inputs are seeded N(0, 1), outputs come
+from the PyTorch module in eval mode, in float32, on the same inputs. DIR/manifest.json
+lists {name, opset, input_shape (batch 1), output_shape (batch 1), output_std,
+output_std_across_batch, op_types};
+with --only, the entries of the other models already in the manifest are kept.
+
+Everything is seeded from the model's name (CRC-32), so a model's files do not depend on
+which other models were exported in the same run. Weights are random (no downloads) and
+every normalization layer gets random affine parameters, and every BatchNorm random
+running statistics, so the engine's BN folding and norm kernels see non-trivial values.
+
+Models are exported with training=TrainingMode.PRESERVE (the module is in eval mode, so
+this is an inference export): with the default TrainingMode.EVAL, torch 1.13 runs
+_jit_pass_onnx_eval_peephole, which folds every Conv+BatchNormalization pair into the
+Conv before writing the file, and the engine's own folding would never be exercised.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+import zlib
+
+import numpy as np
+import onnx
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+
+# ---------------------------------------------------------------------------
+# Small architectures that torchvision does not provide.
+
+
+class GNBasicBlock(nn.Module):
+    """ResNet basic block with GroupNorm; 1x1 conv + GN shortcut when the shape changes."""
+
+    def __init__(self, cin, cout, stride, groups=8):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.gn1 = nn.GroupNorm(groups, cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.gn2 = nn.GroupNorm(groups, cout)
+        self.shortcut = None
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.GroupNorm(groups, cout))
+
+    def forward(self, x):
+        out = F.relu(self.gn1(self.conv1(x)))
+        out = self.gn2(self.conv2(out))
+        identity = x if self.shortcut is None else self.shortcut(x)
+        return F.relu(out + identity)
+
+
+class GNResNet(nn.Module):
+    """Stem 3->32 /2, blocks 32 (/1), 64 (/2), 128 (/2), GAP, Linear to 10. Input 64x64."""
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 32, 3, 2, 1, bias=False), nn.GroupNorm(8, 32), nn.ReLU(inplace=True))
+        self.layer1 = GNBasicBlock(32, 32, 1)
+        self.layer2 = GNBasicBlock(32, 64, 2)
+        self.layer3 = GNBasicBlock(64, 128, 2)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(128, num_classes)
+
+    def forward(self, x):
+        x = self.layer3(self.layer2(self.layer1(self.stem(x))))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def instnorm_net():
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.InstanceNorm2d(16, affine=True), nn.ReLU(inplace=True),
+        nn.Conv2d(16, 16, 3, padding=1), nn.InstanceNorm2d(16, affine=True), nn.ReLU(inplace=True),
+        nn.Conv2d(16, 3, 3, padding=1))
+
+
+def layernorm_net():
+    # 32x32 -> 16x16 after the first conv, so LayerNorm normalizes over [C,H,W] = [16,16,16].
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, 2, 1), nn.LayerNorm([16, 16, 16]), nn.ReLU(inplace=True),
+        nn.Conv2d(16, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(32, 64), nn.LayerNorm(64), nn.ReLU(inplace=True),
+        nn.Linear(64, 10))
+
+
+def bn1d_head():
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(16, 64), nn.BatchNorm1d(64), nn.ReLU(inplace=True),
+        nn.Linear(64, 10), nn.Softmax(dim=1))
+
+
+class ConcatNet(nn.Module):
+    """Branches on a 32x32 map that must all land on 16x16 for the Concat:
+
+    - MaxPool k5 s2 p1 ceil_mode=True: floor((32+2-5)/2)+1 = 15, ceil mode gives 16, so an
+      engine that ignores ceil_mode fails on shape, not on a rounding error.
+    - depthwise 3x3 conv, dilation 2, padding 2, stride 2, then x*sigmoid(x) as explicit
+      Sigmoid and Mul nodes.
+    - AvgPool k3 s2 p1 count_include_pad=False: border outputs divide by 4 or 6, not 9.
+    The head flattens with x.view(x.shape[0], -1), which exports as a
+    Shape->Gather->Unsqueeze->Concat->Reshape chain rather than a Flatten node.
+    """
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU6(inplace=True))
+        self.maxpool = nn.MaxPool2d(5, stride=2, padding=1, ceil_mode=True)
+        self.dw = nn.Sequential(
+            nn.Conv2d(16, 16, 3, stride=2, padding=2, dilation=2, groups=16, bias=False),
+            nn.BatchNorm2d(16))
+        self.avgpool = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
+        self.mix = nn.Sequential(
+            nn.Conv2d(48, 32, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU6(inplace=True))
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        d = self.dw(x)
+        x = torch.cat([self.maxpool(x), d * torch.sigmoid(d), self.avgpool(x)], dim=1)
+        x = self.gap(self.mix(x))
+        return self.fc(x.view(x.shape[0], -1))
+
+
+# name -> (constructor, opset, input shape without the batch dimension)
+MODELS = {
+    "resnet18": (lambda: torchvision.models.resnet18(weights=None, num_classes=1000),
+                 13, (3, 224, 224)),
+    "resnet50": (lambda: torchvision.models.resnet50(weights=None, num_classes=1000),
+                 17, (3, 224, 224)),
+    "mobilenet_v2": (lambda: torchvision.models.mobilenet_v2(weights=None, num_classes=1000),
+                     15, (3, 224, 224)),
+    "gn_resnet": (GNResNet, 13, (3, 64, 64)),
+    "instnorm_net": (instnorm_net, 13, (3, 32, 32)),
+    "layernorm_net": (layernorm_net, 17, (3, 32, 32)),
+    "layernorm_net_op13": (layernorm_net, 13, (3, 32, 32)),
+    "bn1d_head": (bn1d_head, 14, (3, 32, 32)),
+    "concat_net": (ConcatNet, 13, (3, 32, 32)),
+}
+
+
+def model_seed(name):
+    return zlib.crc32(name.encode("utf-8")) & 0x7FFFFFFF
+
+
+@torch.no_grad()
+def randomize_norms(model):
+    """Random affine params for every norm layer, random running stats for every BatchNorm.
+
+    Uses the global torch generator, which the caller has seeded.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.normal_(0.0, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.uniform_(0.5, 1.5)
+            m.bias.normal_(0.0, 0.2)
+        elif isinstance(m, (nn.GroupNorm, nn.modules.instancenorm._InstanceNorm, nn.LayerNorm)):
+            weight = getattr(m, "weight", None)
+            if weight is not None:
+                weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0.0, 0.2)
+
+
+@torch.no_grad()
+def normalize_weight_scales(model, calib):
+    """Rescales each Conv2d / Linear (weight and bias) by a power of two so that its output
+    has a standard deviation in [0.71, 1.41] on the calibration batch (an LSUV-style
+    data-dependent init, Mishkin & Matas 2016, done in one forward pass: layers run in
+    order and each hook rescales its output, so later layers see the corrected input).
+
+    Without it the random BN running stats and the inputs do not match: torchvision's
+    kaiming fan_out init counts a depthwise 3x3 conv's fan_out as C*9 instead of 9, so
+    every non-residual MobileNetV2 block shrinks the input-dependent signal ~10x and the
+    output is set by the BN biases alone (outputs for different inputs agreed to 1e-8);
+    resnet50's residual sums grow to output std ~27. Powers of two keep the random weights
+    exact and make the scales insensitive to last-bit differences in the std.
+    """
+    def hook(module, _inputs, output):
+        std = float(output.double().std())
+        if not np.isfinite(std) or std == 0.0:
+            return None
+        scale = 2.0 ** -round(np.log2(std))
+        module.weight.mul_(scale)
+        if module.bias is not None:
+            module.bias.mul_(scale)
+        return output * scale
+
+    handles = [m.register_forward_hook(hook)
+               for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        model(calib)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def build(name):
+    ctor, opset, chw = MODELS[name]
+    seed = model_seed(name.replace("_op13", ""))  # both LayerNorm exports share weights
+    torch.manual_seed(seed)
+    model = ctor()
+    randomize_norms(model)
+    model.eval()
+    rng = np.random.default_rng(seed)
+    normalize_weight_scales(model, torch.from_numpy(rng.standard_normal((2,) + chw, dtype=np.float32)))
+    inputs = {b: rng.standard_normal((b,) + chw, dtype=np.float32) for b in (1, 3)}
+    return model, opset, chw, inputs
+
+
+def export_one(name, out_dir):
+    t0 = time.perf_counter()
+    model, opset, chw, inputs = build(name)
+    model_dir = os.path.join(out_dir, name)
+    os.makedirs(model_dir, exist_ok=True)
+
+    outputs = {}
+    with torch.no_grad():
+        for b, x in inputs.items():
+            y = model(torch.from_numpy(x)).numpy().astype(np.float32)
+            if not np.all(np.isfinite(y)):
+                raise RuntimeError(f"{name}: non-finite PyTorch output at batch {b}")
+            outputs[b] = y
+            np.save(os.path.join(model_dir, f"input_b{b}.npy"), np.ascontiguousarray(x))
+            np.save(os.path.join(model_dir, f"output_b{b}.npy"), np.ascontiguousarray(y))
+
+    path = os.path.join(model_dir, "model.onnx")
+    with warnings.catch_warnings():
+        # PRESERVE + constant folding warns about training-mode exports; the module is in
+        # eval mode, so BN running stats are plain initializers and folding cannot touch them.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, torch.from_numpy(inputs[1]), path,
+            input_names=["input"], output_names=["output"],
+            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+            do_constant_folding=True, opset_version=opset,
+            training=torch.onnx.TrainingMode.PRESERVE)
+
+    proto = onnx.load(path)
+    onnx.checker.check_model(proto, full_check=True)
+    op_types = sorted({n.op_type for n in proto.graph.node})
+    out_std = float(outputs[3].std())
+    entry = {
+        "name": name,
+        "opset": opset,
+        "input_shape": [1] + list(chw),
+        "output_shape": list(outputs[1].shape),
+        "output_std": out_std,
+        # Std over the batch of 3 (averaged over output elements): how much the output
+        # depends on the input. Global pooling of i.i.d. noise makes it small, so a test
+        # whose tolerance is far above it cannot tell a batch-mixing bug from a pass.
+        "output_std_across_batch": float(outputs[3].std(axis=0).mean()),
+        "op_types": op_types,
+    }
+    size_mb = os.path.getsize(path) / 1e6
+    print(f"{name:20s} opset {opset:2d} in {entry['input_shape']} out {entry['output_shape']} "
+          f"std {out_std:.4g} (across batch {entry['output_std_across_batch']:.3g}) |max| {float(np.abs(outputs[3]).max()):.4g} "
+          f"{len(proto.graph.node)} nodes {size_mb:.1f} MB {time.perf_counter() - t0:.1f}s "
+          f"ops {','.join(op_types)}", flush=True)
+    return entry
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--only", default="", help="comma-separated model names")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    args = parser.parse_args(argv)
+
+    names = [n for n in args.only.split(",") if n] or list(MODELS)
+    unknown = [n for n in names if n not in MODELS]
+    if unknown:
+        parser.error(f"unknown model(s) {unknown}; known: {', '.join(MODELS)}")
+
+    torch.set_num_threads(args.threads)
+    os.makedirs(args.out, exist_ok=True)
+    manifest_path = os.path.join(args.out, "manifest.json")
+    entries = {}
+    if os.path.exists(manifest_path):
+        with open(manifest_path) as f:
+            entries = {e["name"]: e for e in json.load(f)}
+
+    t0 = time.perf_counter()
+    for name in names:
+        entries[name] = export_one(name, args.out)
+
+    ordered = [entries[n] for n in MODELS if n in entries]
+    with open(manifest_path, "w") as f:
+        json.dump(ordered, f, indent=2)
+        f.write("\n")
+    print(f"exported {len(names)} model(s) to {args.out} in {time.perf_counter() - t0:.1f}s")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
