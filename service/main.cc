@@ -1,0 +1,157 @@
+// normserve: the gRPC inference server binary. Flags live here only; they fill
+// ServerOptions, are checked before anything starts, and SIGTERM/SIGINT drain the server.
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "service/server.h"
+
+ABSL_FLAG(std::string, host, "0.0.0.0", "Address the gRPC and metrics endpoints bind to.");
+ABSL_FLAG(int, port, 8001, "gRPC port (0: any free port).");
+ABSL_FLAG(int, metrics_port, 8002, "Prometheus /metrics HTTP port (0: any free port, -1: off).");
+ABSL_FLAG(std::string, model_repository, "models/repository",
+          "Directory of <model>/<version>/model.onnx (and optional <model>/config.json).");
+ABSL_FLAG(int, intra_op_threads, 0, "OpenMP threads per execution (0: cores / workers).");
+ABSL_FLAG(int, workers, 1, "Inference worker threads (concurrent executions).");
+ABSL_FLAG(int, max_queue, 64,
+          "Requests waiting for a worker beyond which new ones get RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int64_t, max_message_bytes, 64 << 20, "Largest gRPC message received or sent.");
+ABSL_FLAG(bool, allow_non_finite, false, "Accept NaN/Inf input values (refused by default).");
+ABSL_FLAG(int, poll_seconds, 0, "Rescan the repository every N seconds (0: only on ReloadModel).");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain; with --tls_key enables TLS.");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key; with --tls_cert enables TLS.");
+ABSL_FLAG(int, drain_seconds, 30, "Longest wait for in-flight requests on SIGTERM.");
+
+namespace {
+
+// Self-pipe: the handler may run on any thread (civetweb's threads reset their signal
+// mask, so blocking SIGTERM for sigwait() is not reliable); it only writes one byte,
+// which is async-signal-safe, and main() does the draining.
+int g_signal_pipe[2] = {-1, -1};
+
+void OnTerminate(int) {
+  const char byte = 1;
+  [[maybe_unused]] ssize_t n = ::write(g_signal_pipe[1], &byte, 1);
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& flag, const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::InvalidArgumentError(absl::StrCat("--", flag, "=", path, ": cannot read"));
+  std::stringstream s;
+  s << in.rdbuf();
+  if (s.str().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("--", flag, "=", path, ": file is empty"));
+  }
+  return s.str();
+}
+
+void Check(bool ok, const std::string& message, std::vector<std::string>* errors) {
+  if (!ok) errors->push_back(message);
+}
+
+// Every flag problem at once, so a misconfigured deployment is fixed in one round.
+absl::StatusOr<normserve::ServerOptions> OptionsFromFlags() {
+  normserve::ServerOptions o;
+  std::vector<std::string> errors;
+  o.host = absl::GetFlag(FLAGS_host);
+  o.port = absl::GetFlag(FLAGS_port);
+  o.metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  o.model_repository = absl::GetFlag(FLAGS_model_repository);
+  o.intra_op_threads = absl::GetFlag(FLAGS_intra_op_threads);
+  o.workers = absl::GetFlag(FLAGS_workers);
+  o.max_queue = absl::GetFlag(FLAGS_max_queue);
+  const int64_t max_message = absl::GetFlag(FLAGS_max_message_bytes);
+  o.allow_non_finite = absl::GetFlag(FLAGS_allow_non_finite);
+  const int poll = absl::GetFlag(FLAGS_poll_seconds);
+  const int drain = absl::GetFlag(FLAGS_drain_seconds);
+  const std::string cert = absl::GetFlag(FLAGS_tls_cert);
+  const std::string key = absl::GetFlag(FLAGS_tls_key);
+
+  Check(!o.host.empty(), "--host must not be empty", &errors);
+  Check(o.port >= 0 && o.port <= 65535, absl::StrCat("--port=", o.port, " is outside [0, 65535]"),
+        &errors);
+  Check(o.metrics_port >= -1 && o.metrics_port <= 65535,
+        absl::StrCat("--metrics_port=", o.metrics_port, " is outside [-1, 65535]"), &errors);
+  Check(o.port == 0 || o.port != o.metrics_port,
+        absl::StrCat("--port and --metrics_port are both ", o.port), &errors);
+  Check(!o.model_repository.empty(), "--model_repository must not be empty", &errors);
+  Check(o.workers >= 1 && o.workers <= 256,
+        absl::StrCat("--workers=", o.workers, " is outside [1, 256]"), &errors);
+  Check(o.intra_op_threads >= 0 && o.intra_op_threads <= 1024,
+        absl::StrCat("--intra_op_threads=", o.intra_op_threads, " is outside [0, 1024]"), &errors);
+  Check(o.max_queue >= 1, absl::StrCat("--max_queue=", o.max_queue, " must be >= 1"), &errors);
+  Check(max_message >= 1024 && max_message <= INT_MAX,
+        absl::StrCat("--max_message_bytes=", max_message, " is outside [1024, ", INT_MAX, "]"),
+        &errors);
+  o.max_message_bytes = static_cast<int>(std::min<int64_t>(max_message, INT_MAX));
+  Check(poll >= 0, absl::StrCat("--poll_seconds=", poll, " must be >= 0"), &errors);
+  o.poll_period = absl::Seconds(poll);
+  Check(drain >= 0, absl::StrCat("--drain_seconds=", drain, " must be >= 0"), &errors);
+  o.drain_timeout = absl::Seconds(drain);
+  if (cert.empty() != key.empty()) {
+    errors.push_back("--tls_cert and --tls_key go together: give both or neither");
+  } else if (!cert.empty()) {
+    absl::StatusOr<std::string> c = ReadFile("tls_cert", cert);
+    absl::StatusOr<std::string> k = ReadFile("tls_key", key);
+    if (!c.ok()) errors.push_back(std::string(c.status().message()));
+    if (!k.ok()) errors.push_back(std::string(k.status().message()));
+    if (c.ok() && k.ok()) {
+      o.tls_cert_pem = *c;
+      o.tls_key_pem = *k;
+    }
+  }
+  if (!errors.empty()) return absl::InvalidArgumentError(absl::StrJoin(errors, "\n  "));
+  return o;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("normserve --model_repository=DIR [--port=8001] ...");
+  absl::ParseCommandLine(argc, argv);
+  absl::StatusOr<normserve::ServerOptions> options = OptionsFromFlags();
+  if (!options.ok()) {
+    std::fprintf(stderr, "normserve: invalid flags:\n  %s\n",
+                 std::string(options.status().message()).c_str());
+    return 2;
+  }
+
+  // Installed before the server starts, so a SIGTERM during model loading drains too.
+  if (::pipe(g_signal_pipe) != 0) {
+    std::perror("normserve: pipe");
+    return 1;
+  }
+  struct sigaction action = {};
+  action.sa_handler = OnTerminate;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGINT, &action, nullptr);
+
+  absl::StatusOr<std::unique_ptr<normserve::Server>> server = normserve::Server::Start(*options);
+  if (!server.ok()) {
+    std::fprintf(stderr, "normserve: cannot start: %s\n",
+                 std::string(server.status().message()).c_str());
+    return 1;
+  }
+  char byte = 0;
+  while (::read(g_signal_pipe[0], &byte, 1) < 0 && errno == EINTR) {
+  }
+  (*server)->Drain();
+  return 0;
+}

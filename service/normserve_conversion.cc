@@ -1,0 +1,130 @@
+// normserve.v1 decoding and encoding; the handlers only call these.
+#include "service/normserve_conversion.h"
+
+#include <cstring>
+
+namespace normserve {
+namespace {
+
+namespace v1 = ::normserve::v1;
+
+v1::DataType ToDataType(ElementType t) {
+  switch (t) {
+    case ElementType::kFloat32:
+      return v1::DATA_TYPE_FP32;
+    case ElementType::kInt64:
+      return v1::DATA_TYPE_INT64;
+  }
+  return v1::DATA_TYPE_UNSPECIFIED;
+}
+
+v1::BnReliability ToReliability(BnReliability r) {
+  switch (r) {
+    case BnReliability::kUndefined:
+      return v1::BN_RELIABILITY_UNDEFINED;
+    case BnReliability::kUnreliable:
+      return v1::BN_RELIABILITY_UNRELIABLE;
+    case BnReliability::kFine:
+      return v1::BN_RELIABILITY_FINE;
+  }
+  return v1::BN_RELIABILITY_UNSPECIFIED;
+}
+
+void FillSpec(const ValueSpec& spec, v1::TensorSpec* out) {
+  out->set_name(spec.name);
+  out->set_dtype(ToDataType(spec.type));
+  for (int64_t d : spec.shape) out->add_shape(d);
+}
+
+}  // namespace
+
+const char* DataTypeName(v1::DataType dtype) {
+  switch (dtype) {
+    case v1::DATA_TYPE_FP32:
+      return "FP32";
+    case v1::DATA_TYPE_FP16:
+      return "FP16";
+    case v1::DATA_TYPE_FP64:
+      return "FP64";
+    case v1::DATA_TYPE_INT32:
+      return "INT32";
+    case v1::DATA_TYPE_INT64:
+      return "INT64";
+    case v1::DATA_TYPE_UINT8:
+      return "UINT8";
+    case v1::DATA_TYPE_BOOL:
+      return "BOOL";
+    default:
+      return "";
+  }
+}
+
+PredictCall ProtoToPredictCall(const v1::PredictRequest& request) {
+  PredictCall call;
+  call.model = request.model_spec().name();
+  call.version = request.model_spec().version();
+  for (const v1::Tensor& in : request.inputs()) {
+    RequestTensor t;
+    t.name = in.name();
+    t.datatype = DataTypeName(in.dtype());
+    t.shape.assign(in.shape().begin(), in.shape().end());
+    t.has_raw = !in.raw_data().empty();
+    t.raw = in.raw_data();
+    t.fp32_values = absl::MakeConstSpan(in.float_data().data(), in.float_data_size());
+    call.inputs.push_back(std::move(t));
+  }
+  call.outputs.assign(request.output_filter().begin(), request.output_filter().end());
+  return call;
+}
+
+void PredictResultToProto(const v1::PredictRequest& request, const PredictResult& result,
+                          v1::PredictResponse* response) {
+  response->mutable_model_spec()->set_name(result.servable->name);
+  response->mutable_model_spec()->set_version(result.servable->version);
+  for (size_t i = 0; i < result.outputs.size(); ++i) {
+    const Tensor& t = result.outputs[i];
+    v1::Tensor* out = response->add_outputs();
+    out->set_name(result.servable->model().outputs()[result.output_indices[i]].name);
+    out->set_dtype(v1::DATA_TYPE_FP32);
+    for (int64_t d : t.shape) out->add_shape(d);
+    if (request.output_encoding() == v1::TENSOR_ENCODING_FLOAT_DATA) {
+      out->mutable_float_data()->Add(t.data.begin(), t.data.end());
+    } else {
+      std::string* bytes = out->mutable_raw_data();
+      bytes->resize(t.data.size() * sizeof(float));
+      if (!t.data.empty()) std::memcpy(bytes->data(), t.data.data(), bytes->size());
+    }
+  }
+}
+
+void ServableToMetadata(const Servable& servable, const std::vector<int64_t>& versions,
+                        v1::GetModelMetadataResponse* response) {
+  const Model& model = servable.model();
+  response->mutable_model_spec()->set_name(servable.name);
+  response->mutable_model_spec()->set_version(servable.version);
+  for (int64_t v : versions) response->add_available_versions(v);
+  for (const ValueSpec& in : model.inputs()) FillSpec(in, response->add_inputs());
+  for (const ValueSpec& out : model.outputs()) FillSpec(out, response->add_outputs());
+  for (const BnLayerInfo& bn : model.bn_layers()) {
+    v1::BnLayer* layer = response->add_bn_layers();
+    layer->set_name(bn.name);
+    layer->set_input(bn.input);
+    layer->set_channels(bn.channels);
+    for (int64_t d : bn.input_shape) layer->add_input_shape(d);
+    layer->set_values_per_channel(bn.values_per_channel);
+    layer->set_reliability(ToReliability(bn.reliability));
+    layer->set_topo_index(bn.topo_index);
+  }
+  response->set_opset(model.opset());
+  response->set_flops_per_sample(servable.compiled->FlopsPerSample());
+  response->set_max_batch(servable.compiled->options().max_batch);
+  for (const std::string& label : servable.config.labels()) response->add_labels(label);
+}
+
+void StatusInfoToProto(const ModelStatusInfo& info, v1::ModelStatus* out) {
+  out->set_name(info.name);
+  for (int64_t v : info.versions) out->add_versions(v);
+  out->set_last_error(info.last_error);
+}
+
+}  // namespace normserve

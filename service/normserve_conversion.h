@@ -1,0 +1,31 @@
+// normserve.v1 messages <-> the service's domain types.
+#ifndef NORMSERVE_SERVICE_NORMSERVE_CONVERSION_H_
+#define NORMSERVE_SERVICE_NORMSERVE_CONVERSION_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "normserve/v1/inference.pb.h"
+#include "service/predictor.h"
+#include "service/servable.h"
+#include "service/servable_manager.h"
+
+namespace normserve {
+
+// The KServe datatype name of `dtype` ("FP32", ...); "" for DATA_TYPE_UNSPECIFIED.
+const char* DataTypeName(normserve::v1::DataType dtype);
+
+// The call for `request`; its RequestTensors borrow from `request`.
+PredictCall ProtoToPredictCall(const normserve::v1::PredictRequest& request);
+
+void PredictResultToProto(const normserve::v1::PredictRequest& request, const PredictResult& result,
+                          normserve::v1::PredictResponse* response);
+
+void ServableToMetadata(const Servable& servable, const std::vector<int64_t>& versions,
+                        normserve::v1::GetModelMetadataResponse* response);
+
+void StatusInfoToProto(const ModelStatusInfo& info, normserve::v1::ModelStatus* out);
+
+}  // namespace normserve
+
+#endif  // NORMSERVE_SERVICE_NORMSERVE_CONVERSION_H_

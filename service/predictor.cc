@@ -1,0 +1,103 @@
+// Request path: lookup (a pointer copy), validation, one queue slot, accounting.
+#include "service/predictor.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace normserve {
+
+Predictor::Predictor(const ServableManager* manager, InferenceScheduler* scheduler,
+                     Metrics* metrics)
+    : manager_(manager), scheduler_(scheduler), metrics_(metrics) {}
+
+void Predictor::Predict(absl::StatusOr<PredictCall> decoded,
+                        std::function<void(absl::StatusOr<PredictResult>)> done) {
+  const absl::Time arrival = absl::Now();
+  if (metrics_ != nullptr) metrics_->RequestStarted();
+  inflight_.fetch_add(1);
+  // Every exit goes through here, so the inflight gauge and the counters stay exact.
+  auto finish = [metrics = metrics_, inflight = &inflight_, arrival, done = std::move(done)](
+                    const std::string& model, const std::string& version,
+                    absl::StatusOr<PredictResult> result) {
+    if (metrics != nullptr) {
+      metrics->RequestFinished(model, version, result.status().code(), absl::Now() - arrival);
+    }
+    done(std::move(result));
+    // After `done`: the reply is handed to gRPC before a drain may consider us idle.
+    inflight->fetch_sub(1);
+  };
+
+  if (draining()) {
+    finish("", "", absl::UnavailableError("the server is shutting down"));
+    return;
+  }
+  if (!decoded.ok()) {
+    finish("", "", decoded.status());
+    return;
+  }
+  PredictCall& call = *decoded;
+  absl::StatusOr<std::shared_ptr<const Servable>> servable =
+      manager_->Get(call.model, call.version);
+  if (!servable.ok()) {
+    finish("", "", servable.status());
+    return;
+  }
+  std::shared_ptr<const Servable> s = *std::move(servable);
+  const std::string model = s->name;
+  const std::string version = absl::StrCat(s->version);
+
+  absl::StatusOr<std::vector<int>> outputs =
+      ResolveRequestedOutputs(s->model().outputs(), call.outputs);
+  if (!outputs.ok()) {
+    finish(model, version, outputs.status());
+    return;
+  }
+  absl::StatusOr<std::vector<Tensor>> inputs =
+      ValidateInputs(s->model().inputs(), call.inputs, s->validation);
+  if (!inputs.ok()) {
+    finish(model, version, inputs.status());
+    return;
+  }
+  if (absl::Now() > call.deadline) {
+    finish(model, version, absl::DeadlineExceededError("deadline expired before queueing"));
+    return;
+  }
+
+  // `finish` is shared by the queued task and the refusal path below; only one runs.
+  auto shared_finish = std::make_shared<decltype(finish)>(std::move(finish));
+  InferenceTask task;
+  task.servable = s;
+  task.inputs = *std::move(inputs);
+  task.deadline = call.deadline;
+  task.cancelled = std::move(call.cancelled);
+  task.done = [shared_finish, s, indices = *outputs, model, version,
+               metrics = metrics_](absl::StatusOr<InferenceResult> r) {
+    if (!r.ok()) {
+      (*shared_finish)(model, version, r.status());
+      return;
+    }
+    if (metrics != nullptr) {
+      metrics->ObserveQueue(model, r->queue_time);
+      metrics->ObserveCompute(model, r->compute_time);
+    }
+    PredictResult result;
+    result.servable = s;
+    result.output_indices = indices;
+    for (int i : indices) {
+      if (i >= static_cast<int>(r->outputs.size())) {
+        (*shared_finish)(model, version,
+                         absl::InternalError(absl::StrCat("the engine returned ", r->outputs.size(),
+                                                          " outputs, the model declares ",
+                                                          s->model().outputs().size())));
+        return;
+      }
+      result.outputs.push_back(std::move(r->outputs[i]));
+    }
+    (*shared_finish)(model, version, std::move(result));
+  };
+  absl::Status queued = scheduler_->Submit(std::move(task));
+  if (!queued.ok()) (*shared_finish)(model, version, queued);
+}
+
+}  // namespace normserve

@@ -1,0 +1,58 @@
+// Building a servable: the only place the service calls the engine's load and compile.
+#include "service/servable.h"
+
+#include <atomic>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
+
+namespace normserve {
+namespace {
+
+uint64_t NextServableId() {
+  static std::atomic<uint64_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
+
+absl::Status Annotate(const absl::Status& s, const std::string& path) {
+  return absl::Status(s.code(), absl::StrCat(path, ": ", s.message()));
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<const Servable>> LoadServable(
+    const std::string& name, int64_t version, const std::string& path, const FileStamp& stamp,
+    const normserve::v1::ModelConfig& config, const ServableOptions& options) {
+  absl::StatusOr<std::shared_ptr<const Model>> model = Model::LoadFile(path);
+  if (!model.ok()) return Annotate(model.status(), path);
+
+  CompileOptions compile;
+  compile.intra_op_threads =
+      config.intra_op_threads() > 0 ? config.intra_op_threads() : options.intra_op_threads;
+  const int64_t max_batch =
+      config.max_batch_size() > 0 ? config.max_batch_size() : options.max_batch;
+  if (max_batch > 0) compile.max_batch = max_batch;
+  if (config.precompile_batch_sizes_size() > 0) {
+    compile.precompile_batch_sizes.assign(config.precompile_batch_sizes().begin(),
+                                          config.precompile_batch_sizes().end());
+  }
+  absl::StatusOr<std::shared_ptr<const CompiledModel>> compiled =
+      CompiledModel::Compile(*std::move(model), compile);
+  if (!compiled.ok()) return Annotate(compiled.status(), path);
+
+  auto servable = std::make_shared<Servable>();
+  servable->name = name;
+  servable->version = version;
+  servable->path = path;
+  servable->stamp = stamp;
+  servable->config = config;
+  servable->compiled = *std::move(compiled);
+  servable->validation.allow_non_finite =
+      config.has_allow_non_finite() ? config.allow_non_finite() : options.allow_non_finite;
+  servable->validation.max_batch = servable->compiled->options().max_batch;
+  servable->id = NextServableId();
+  servable->loaded_at = absl::Now();
+  return std::shared_ptr<const Servable>(std::move(servable));
+}
+
+}  // namespace normserve

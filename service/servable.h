@@ -1,0 +1,59 @@
+// A servable: one loaded, compiled model version. Immutable once built and shared as
+// std::shared_ptr<const Servable>, so a request keeps the version it started on even
+// while a reload publishes a newer one (TF Serving's ServableHandle idea).
+#ifndef NORMSERVE_SERVICE_SERVABLE_H_
+#define NORMSERVE_SERVICE_SERVABLE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "kernels/engine.h"
+#include "kernels/model.h"
+#include "normserve/v1/model_config.pb.h"
+#include "service/request_validation.h"
+
+namespace normserve {
+
+// Identity of a model file on disk: a changed stamp means the file must be loaded again.
+struct FileStamp {
+  int64_t size = 0;
+  int64_t mtime_ns = 0;
+  bool operator==(const FileStamp& o) const { return size == o.size && mtime_ns == o.mtime_ns; }
+  bool operator!=(const FileStamp& o) const { return !(*this == o); }
+};
+
+// Server-wide defaults a model's config.json may override.
+struct ServableOptions {
+  // OpenMP threads per execution; 0 leaves the OpenMP default.
+  int intra_op_threads = 0;
+  bool allow_non_finite = false;
+  // 0: the engine's default.
+  int64_t max_batch = 0;
+};
+
+struct Servable {
+  std::string name;
+  int64_t version = 0;
+  std::string path;  // the model.onnx file
+  FileStamp stamp;
+  normserve::v1::ModelConfig config;
+  std::shared_ptr<const CompiledModel> compiled;
+  ValidationOptions validation;
+  // Process-unique: keys the per-worker execution contexts of this servable.
+  uint64_t id = 0;
+  absl::Time loaded_at;
+
+  const Model& model() const { return compiled->model(); }
+};
+
+// Reads, imports and compiles `path`. Errors name the file.
+absl::StatusOr<std::shared_ptr<const Servable>> LoadServable(
+    const std::string& name, int64_t version, const std::string& path, const FileStamp& stamp,
+    const normserve::v1::ModelConfig& config, const ServableOptions& options);
+
+}  // namespace normserve
+
+#endif  // NORMSERVE_SERVICE_SERVABLE_H_

@@ -1,0 +1,205 @@
+// Server assembly, start order and drain order.
+#include "service/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server.h>
+#include <grpcpp/server_builder.h>
+
+#include <algorithm>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "grpc/health/v1/health.pb.h"
+#include "service/admin_executor.h"
+#include "service/inference_scheduler.h"
+#include "service/inference_service.h"
+#include "service/kserve_service.h"
+#include "service/log.h"
+#include "service/metrics.h"
+#include "service/predictor.h"
+#include "service/servable_manager.h"
+
+#ifndef NORMSERVE_VERSION
+#define NORMSERVE_VERSION "0.0.0"
+#endif
+
+namespace normserve {
+namespace {
+
+constexpr char kNormserveService[] = "normserve.v1.InferenceService";
+constexpr char kKServeService[] = "inference.GRPCInferenceService";
+
+// Mirrors what serves into metrics and into per-model health (service name = model).
+class ServingObserver : public ServableObserver {
+ public:
+  explicit ServingObserver(Metrics* metrics) : metrics_(metrics) {}
+
+  void SetHealth(grpc::HealthCheckServiceInterface* health) {
+    absl::MutexLock lock(&mu_);
+    health_ = health;
+  }
+
+  void OnLoadResult(const std::string& model, int64_t version,
+                    const absl::Status& status) override {
+    metrics_->ModelLoad(status.ok());
+  }
+
+  void OnServingChanged(const std::string& model, const std::vector<int64_t>& versions) override {
+    metrics_->SetModelVersions(model, versions);
+    absl::MutexLock lock(&mu_);
+    if (health_ != nullptr) health_->SetServingStatus(model, !versions.empty());
+  }
+
+ private:
+  Metrics* const metrics_;
+  absl::Mutex mu_;
+  grpc::HealthCheckServiceInterface* health_ ABSL_GUARDED_BY(mu_) = nullptr;
+};
+
+}  // namespace
+
+struct Server::State {
+  ServerOptions options;
+  Metrics metrics;
+  ServingObserver observer{&metrics};
+  std::unique_ptr<ServableManager> manager;
+  std::unique_ptr<InferenceScheduler> scheduler;
+  std::unique_ptr<Predictor> predictor;
+  std::unique_ptr<AdminExecutor> admin;
+  std::unique_ptr<InferenceServiceImpl> normserve_service;
+  std::unique_ptr<KServeServiceImpl> kserve_service;
+  // Declared last: destroyed first, before the services it dispatches to.
+  std::unique_ptr<grpc::Server> grpc_server;
+  int port = 0;
+  bool drained = false;
+};
+
+Server::Server(std::unique_ptr<State> state) : state_(std::move(state)) {}
+
+Server::~Server() { Drain(); }
+
+int Server::port() const { return state_->port; }
+int Server::metrics_port() const { return state_->metrics.port(); }
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options) {
+  auto state = std::make_unique<State>();
+  state->options = options;
+
+  if (options.metrics_port >= 0) {
+    absl::Status s =
+        state->metrics.StartExposer(absl::StrCat(options.host, ":", options.metrics_port));
+    if (!s.ok()) return s;
+  }
+
+  const int cores = std::max(1u, std::thread::hardware_concurrency());
+  const int workers = std::max(1, options.workers);
+  ServableOptions servable;
+  // Workers run concurrently: splitting the cores between them avoids oversubscription.
+  servable.intra_op_threads =
+      options.intra_op_threads > 0 ? options.intra_op_threads : std::max(1, cores / workers);
+  servable.allow_non_finite = options.allow_non_finite;
+  state->manager = std::make_unique<ServableManager>(ModelRepository(options.model_repository),
+                                                     servable, &state->observer);
+  if (absl::Status s = state->manager->LoadAll(); !s.ok()) return s;
+
+  InferenceScheduler::Options sched;
+  sched.workers = workers;
+  sched.max_queue = options.max_queue;
+  state->scheduler = std::make_unique<InferenceScheduler>(sched);
+  state->predictor =
+      std::make_unique<Predictor>(state->manager.get(), state->scheduler.get(), &state->metrics);
+  state->admin = std::make_unique<AdminExecutor>();
+  state->normserve_service = std::make_unique<InferenceServiceImpl>(
+      state->predictor.get(), state->manager.get(), state->admin.get());
+  state->kserve_service = std::make_unique<KServeServiceImpl>(
+      state->predictor.get(), state->manager.get(), NORMSERVE_VERSION);
+
+  // Registers grpc.health.v1 in the generated descriptor pool (gRPC's built-in health
+  // service is upb-based), so reflection can describe the health service too.
+  (void)grpc::health::v1::HealthCheckRequest::descriptor();
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+
+  std::shared_ptr<grpc::ServerCredentials> credentials;
+  if (!options.tls_cert_pem.empty()) {
+    grpc::SslServerCredentialsOptions ssl;
+    ssl.pem_key_cert_pairs.push_back({options.tls_key_pem, options.tls_cert_pem});
+    credentials = grpc::SslServerCredentials(ssl);
+  } else {
+    credentials = grpc::InsecureServerCredentials();
+  }
+  grpc::ServerBuilder builder;
+  const std::string address = absl::StrCat(options.host, ":", options.port);
+  builder.AddListeningPort(address, credentials, &state->port);
+  // gRPC sets SO_REUSEPORT by default: a second server on a busy port would start and
+  // silently take half the connections. Refuse instead.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.SetMaxReceiveMessageSize(options.max_message_bytes);
+  builder.SetMaxSendMessageSize(options.max_message_bytes);
+  builder.RegisterService(state->normserve_service.get());
+  builder.RegisterService(state->kserve_service.get());
+  state->grpc_server = builder.BuildAndStart();
+  if (state->grpc_server == nullptr || state->port == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", address, " (port in use or address invalid)"));
+  }
+
+  grpc::HealthCheckServiceInterface* health = state->grpc_server->GetHealthCheckService();
+  health->SetServingStatus(kNormserveService, true);
+  health->SetServingStatus(kKServeService, true);
+  std::vector<std::string> serving;
+  for (const ModelStatusInfo& info : state->manager->List()) {
+    health->SetServingStatus(info.name, !info.versions.empty());
+    if (!info.versions.empty()) {
+      serving.push_back(absl::StrCat(info.name, " v", absl::StrJoin(info.versions, ",v")));
+    }
+  }
+  state->observer.SetHealth(health);
+  if (options.poll_period > absl::ZeroDuration()) {
+    state->manager->StartPolling(options.poll_period);
+  }
+  Log(LogLevel::kInfo,
+      absl::StrCat("listening on ", options.host, ":", state->port, " (", workers, " workers x ",
+                   servable.intra_op_threads, " intra-op threads, queue ", options.max_queue,
+                   "); metrics port ", state->metrics.port(), "; serving: ",
+                   serving.empty() ? std::string("nothing") : absl::StrJoin(serving, "; ")));
+  return std::unique_ptr<Server>(new Server(std::move(state)));
+}
+
+void Server::Drain() {
+  State& s = *state_;
+  if (s.drained) return;
+  s.drained = true;
+  Log(LogLevel::kInfo, "draining: refusing new requests, finishing in-flight ones");
+  // 1. New inference is refused and health says NOT_SERVING, so balancers move away.
+  s.predictor->StartDraining();
+  s.observer.SetHealth(nullptr);
+  s.grpc_server->GetHealthCheckService()->Shutdown();
+  // 2. No reload may start while we stop; admin calls already queued finish.
+  s.manager->StopPolling();
+  s.admin->Shutdown();
+  // 3. In-flight inference finishes (the workers keep running), up to the drain timeout.
+  //    We wait on our own count rather than in grpc::Server::Shutdown: gRPC's shutdown
+  //    also waits for idle client connections to close, which can take seconds.
+  const absl::Time give_up = absl::Now() + s.options.drain_timeout;
+  while (s.predictor->inflight() > 0 && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(2));
+  }
+  if (s.predictor->inflight() > 0) {
+    Log(LogLevel::kWarning, absl::StrCat("drain timeout: cancelling ", s.predictor->inflight(),
+                                         " requests still in flight"));
+  }
+  // 4. Stop gRPC; the short grace lets replies already handed over reach the wire.
+  s.grpc_server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Milliseconds(200)));
+  s.scheduler->Shutdown();
+  s.grpc_server->Wait();
+  Log(LogLevel::kInfo, "drained");
+}
+
+}  // namespace normserve

@@ -1,0 +1,58 @@
+// The normserve server: wires repository, manager, scheduler, metrics and the gRPC
+// services (normserve.v1, KServe v2, health, reflection) and drains them in order.
+#ifndef NORMSERVE_SERVICE_SERVER_H_
+#define NORMSERVE_SERVICE_SERVER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace normserve {
+
+struct ServerOptions {
+  std::string host = "0.0.0.0";
+  int port = 8001;  // 0: any free port (see Server::port())
+  // -1: no metrics endpoint; 0: any free port.
+  int metrics_port = 8002;
+  std::string model_repository = "models/repository";
+  int workers = 1;
+  // OpenMP threads per execution; 0: cores / workers (at least 1).
+  int intra_op_threads = 0;
+  int max_queue = 64;
+  int max_message_bytes = 64 << 20;
+  bool allow_non_finite = false;
+  // Repository rescan period; zero: no polling (ReloadModel only).
+  absl::Duration poll_period = absl::ZeroDuration();
+  // PEM contents; both empty: plaintext.
+  std::string tls_cert_pem;
+  std::string tls_key_pem;
+  // Longest wait for in-flight requests when draining.
+  absl::Duration drain_timeout = absl::Seconds(30);
+};
+
+class Server {
+ public:
+  // Loads the repository, then listens. Fails on a busy port or an unreadable
+  // repository; a model that fails to load does not fail the start (see ListModels).
+  static absl::StatusOr<std::unique_ptr<Server>> Start(const ServerOptions& options);
+  ~Server();
+
+  int port() const;
+  int metrics_port() const;
+
+  // Stops accepting requests, lets in-flight ones finish (up to drain_timeout), stops
+  // the workers. Idempotent.
+  void Drain();
+
+ private:
+  struct State;
+  explicit Server(std::unique_ptr<State> state);
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace normserve
+
+#endif  // NORMSERVE_SERVICE_SERVER_H_

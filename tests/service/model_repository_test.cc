@@ -1,0 +1,137 @@
+// Repository layout, config.json parsing and version policies, on temporary directories.
+#include "service/model_repository.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+namespace normserve {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+class ModelRepositoryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = fs::temp_directory_path() /
+            ("normserve_repo_test_" + std::to_string(::getpid()) + "_" +
+             ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(root_);
+    fs::create_directories(root_);
+  }
+  void TearDown() override { fs::remove_all(root_); }
+
+  void Write(const fs::path& rel, const std::string& text) {
+    fs::create_directories((root_ / rel).parent_path());
+    std::ofstream(root_ / rel) << text;
+  }
+
+  fs::path root_;
+};
+
+normserve::v1::VersionPolicy Policy(const std::string& json_kind, int n = 0) {
+  normserve::v1::VersionPolicy p;
+  if (json_kind == "all") p.mutable_all();
+  if (json_kind == "latest") p.mutable_latest()->set_num_versions(n);
+  if (json_kind == "specific") {
+    p.mutable_specific()->add_versions(2);
+    p.mutable_specific()->add_versions(9);
+  }
+  return p;
+}
+
+TEST(SelectVersionsTest, Policies) {
+  const std::vector<int64_t> on_disk = {1, 2, 5};
+  EXPECT_THAT(SelectVersions({}, on_disk), ElementsAre(5));
+  EXPECT_THAT(SelectVersions(Policy("latest", 2), on_disk), ElementsAre(2, 5));
+  EXPECT_THAT(SelectVersions(Policy("latest", 9), on_disk), ElementsAre(1, 2, 5));
+  EXPECT_THAT(SelectVersions(Policy("all"), on_disk), ElementsAre(1, 2, 5));
+  EXPECT_THAT(SelectVersions(Policy("specific"), on_disk), ElementsAre(2));
+  EXPECT_TRUE(SelectVersions({}, {}).empty());
+}
+
+TEST_F(ModelRepositoryTest, ListsModelDirectoriesOnly) {
+  Write("b/1/model.onnx", "x");
+  Write("a/1/model.onnx", "x");
+  Write("README.md", "not a model");
+  Write(".hidden/1/model.onnx", "x");
+  ModelRepository repo(root_.string());
+  absl::StatusOr<std::vector<std::string>> names = repo.ListModels();
+  ASSERT_TRUE(names.ok()) << names.status();
+  EXPECT_THAT(*names, ElementsAre("a", "b"));
+}
+
+TEST_F(ModelRepositoryTest, MissingRootIsNotFound) {
+  ModelRepository repo((root_ / "nope").string());
+  EXPECT_EQ(repo.ListModels().status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(ModelRepositoryTest, ReadsVersionsAscendingAndSkipsIncompleteOnes) {
+  Write("m/10/model.onnx", "ten");
+  Write("m/2/model.onnx", "two");
+  Write("m/3/notes.txt", "no model yet");
+  Write("m/tmp/model.onnx", "not a version");
+  Write("m/0/model.onnx", "zero is not a version");
+  ModelRepository repo(root_.string());
+  absl::StatusOr<ModelOnDisk> m = repo.ReadModel("m");
+  ASSERT_TRUE(m.ok()) << m.status();
+  ASSERT_EQ(m->versions.size(), 2u);
+  EXPECT_EQ(m->versions[0].version, 2);
+  EXPECT_EQ(m->versions[1].version, 10);
+  EXPECT_EQ(m->versions[1].stamp.size, 3);
+  EXPECT_THAT(m->versions[0].path, HasSubstr("m/2/model.onnx"));
+}
+
+TEST_F(ModelRepositoryTest, ParsesTritonStyleAndPolicyConfig) {
+  Write("m/1/model.onnx", "x");
+  Write("m/config.json", R"({"name": "m", "platform": "onnx", "max_batch_size": 8,
+      "labels": ["cat", "dog"], "version_policy": {"latest": {"num_versions": 2}}})");
+  absl::StatusOr<ModelOnDisk> m = ModelRepository(root_.string()).ReadModel("m");
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->config.max_batch_size(), 8);
+  EXPECT_EQ(m->config.labels_size(), 2);
+  EXPECT_EQ(m->config.version_policy().latest().num_versions(), 2u);
+}
+
+TEST_F(ModelRepositoryTest, BadConfigsNameTheFile) {
+  ModelRepository repo(root_.string());
+  Write("typo/config.json", R"({"max_batch_sise": 8})");
+  absl::Status s = repo.ReadModel("typo").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("typo/config.json"));
+
+  Write("other/config.json", R"({"name": "different"})");
+  EXPECT_THAT(repo.ReadModel("other").status().message(), HasSubstr("differs"));
+
+  Write("tf/config.json", R"({"platform": "tensorflow_savedmodel"})");
+  EXPECT_THAT(repo.ReadModel("tf").status().message(), HasSubstr("is not served"));
+
+  Write("broken/config.json", "{not json");
+  EXPECT_EQ(repo.ReadModel("broken").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(ModelRepositoryTest, RejectsPathLikeNames) {
+  ModelRepository repo(root_.string());
+  EXPECT_EQ(repo.ReadModel("../etc").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(repo.ReadModel("").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(repo.ReadModel("absent").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(DefaultRepositoryTest, CommittedConfigsParse) {
+  const fs::path repo_dir = fs::path(NORMSERVE_SOURCE_DIR) / "models" / "repository";
+  if (!fs::exists(repo_dir)) GTEST_SKIP() << repo_dir << " not present";
+  ModelRepository repo(repo_dir.string());
+  absl::StatusOr<std::vector<std::string>> names = repo.ListModels();
+  ASSERT_TRUE(names.ok()) << names.status();
+  for (const std::string& name : *names) {
+    EXPECT_TRUE(repo.ReadModel(name).ok()) << repo.ReadModel(name).status();
+  }
+}
+
+}  // namespace
+}  // namespace normserve
