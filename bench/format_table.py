@@ -1,0 +1,97 @@
+#!/usr/bin/python3
+"""Joins the JSON lines of bench/run_bench.sh into the comparison table.
+
+  /usr/bin/python3 bench/format_table.py build/bench_results.jsonl
+
+Lines are {"runner": "normserve" | "onnxruntime" | "pytorch_torchscript", "model": ...,
+"median_ms": ..., "p90_ms": ...}, {"runner": "conv_peak", "gflops": ...} (the highest of
+several is used) and an optional {"runner": "meta", ...}. A model or runner missing from
+the file shows as "-".
+"""
+
+import json
+import sys
+
+RUNNERS = [("normserve", "normserve"), ("onnxruntime", "ORT"),
+           ("pytorch_torchscript", "PyTorch")]
+
+
+def _fmt(value, spec):
+    return "-" if value is None else format(value, spec)
+
+
+def _ratio(a, b):
+    return None if a is None or b is None or b <= 0 else a / b
+
+
+def format_table(records):
+    meta = next((r for r in records if r.get("runner") == "meta"), {})
+    peaks = [r for r in records if r.get("runner") == "conv_peak"]
+    peak = max(peaks, key=lambda r: r["gflops"]) if peaks else None
+    by_model = {}
+    for r in records:
+        if r.get("runner") in dict(RUNNERS):
+            by_model.setdefault(r["model"], {})[r["runner"]] = r
+    order = list(meta.get("models", []))  # every requested model, even if all runners failed
+    order += [m for m in by_model if m not in order]
+    peak_gflops = peak.get("gflops") if peak else None
+
+    header = ["model"] + [f"{label} med/p90 ms" for _, label in RUNNERS]
+    header += ["ns/ORT", "ns/PT", "GFLOP/run", "ns GFLOP/s", "% peak"]
+    rows = []
+    for model in order:
+        runs = by_model.get(model, {})
+        row = [model]
+        for runner, _ in RUNNERS:
+            r = runs.get(runner, {})
+            row.append("-" if r.get("median_ms") is None
+                       else f"{r['median_ms']:.2f} / {r['p90_ms']:.2f}")
+        ns = runs.get("normserve", {})
+        ns_med = ns.get("median_ms")
+        row.append(_fmt(_ratio(ns_med, runs.get("onnxruntime", {}).get("median_ms")), ".2f"))
+        row.append(_fmt(_ratio(ns_med, runs.get("pytorch_torchscript", {}).get("median_ms")),
+                        ".2f"))
+        row.append(_fmt(ns.get("gflop_per_run"), ".3f"))
+        achieved = ns.get("gflops_achieved")
+        row.append(_fmt(achieved, ".1f"))
+        pct = _ratio(achieved, peak_gflops)
+        row.append("-" if pct is None else f"{100 * pct:.0f}%")
+        rows.append(row)
+
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    lines = []
+    if meta:
+        lines.append(f"batch 1, {meta.get('threads', '?')} threads pinned to CPUs "
+                     f"{meta.get('cpus', '?')}, {meta.get('seconds', '?')} s per runner; "
+                     f"{meta.get('cpu_model', '')}")
+        lines.append(f"load average before {meta.get('loadavg_before', '?')}, "
+                     f"after {meta.get('loadavg_after', '?')}")
+    if peak:
+        lines.append(f"conv peak (oneDNN 3x3 conv, {peak.get('shape', '')}, "
+                     f"{peak.get('implementation', '')}): {peak['gflops']:.1f} GFLOP/s "
+                     f"at the median, {peak.get('gflops_best', 0):.1f} at the best run"
+                     + (f" (best of {len(peaks)}: "
+                        + ", ".join(f"{p['gflops']:.1f}" for p in peaks) + ")"
+                        if len(peaks) > 1 else ""))
+    else:
+        lines.append("conv peak: not measured")
+    lines.append("ns/ORT, ns/PT: normserve median / peer median (< 1: normserve faster); "
+                 "GFLOP/s and % peak: normserve at its median")
+    lines.append("  ".join(h.rjust(w) if i else h.ljust(w)
+                           for i, (h, w) in enumerate(zip(header, widths))))
+    for row in rows:
+        lines.append("  ".join(str(c).rjust(w) if i else str(c).ljust(w)
+                               for i, (c, w) in enumerate(zip(row, widths))))
+    return "\n".join(lines)
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit(f"usage: {sys.argv[0]} RESULTS.jsonl")
+    with open(sys.argv[1]) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    print(format_table(records))
+
+
+if __name__ == "__main__":
+    main()
