@@ -4,17 +4,26 @@
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
-PACKAGES=(
+# Usage: scripts/install_deps.sh [--build-only]
+#   --build-only: only what compiling the binaries needs (the Dockerfile's build stage).
+BUILD_PACKAGES=(
   # build
   build-essential cmake ninja-build pkg-config git ca-certificates
   # C++ dependencies
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   libdnnl-dev ocl-icd-opencl-dev opencl-headers  # Debian's dnnl CMake config requires OpenCL
   prometheus-cpp-dev libonnx-dev libgtest-dev libgmock-dev libbenchmark-dev
+)
+PACKAGES=(
+  "${BUILD_PACKAGES[@]}"
   # oracles, peers and test clients
   python3-torch python3-torchvision python3-onnx python3-grpcio python3-numpy
   dataset-fashion-mnist prometheus openssl
 )
+
+build_only=0
+[[ "${1:-}" == "--build-only" ]] && build_only=1
+((build_only)) && PACKAGES=("${BUILD_PACKAGES[@]}")
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -22,7 +31,7 @@ for p in "${PACKAGES[@]}"; do
 done
 # node and npm run the ONNX Runtime peer of the benchmark; a machine may already have a
 # nodejs that bundles npm (installing Debian's npm next to it conflicts).
-command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+((build_only)) || command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
