@@ -3,6 +3,7 @@
 #include <climits>
 #include <cmath>
 #include <cstring>
+#include <memory>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
@@ -11,6 +12,7 @@
 #include "oneapi/dnnl/dnnl_debug.h"
 #include "kernels/batch_norm_folding.h"
 #include "kernels/group_norm_fusion.h"
+#include "kernels/group_norm_kernel.h"
 #include "kernels/plan.h"
 #include "kernels/post_op_fusion.h"
 #include "kernels/specialize.h"
@@ -42,6 +44,15 @@ tag PlainTag(size_t rank) {
     case 4: return tag::abcd;
     case 5: return tag::abcde;
     default: return tag::abcdef;
+  }
+}
+
+// Channels-last (N, spatial..., C) for rank 3 to 5.
+tag ChannelsLastTag(size_t rank) {
+  switch (rank) {
+    case 3: return tag::acb;
+    case 4: return tag::acdb;
+    default: return tag::acdeb;
   }
 }
 
@@ -434,40 +445,42 @@ class Lowerer {
     return absl::OkStatus();
   }
 
-  // Group (and instance) normalization: oneDNN 2.6 has no such primitive, so the
-  // statistics come from layer normalization over a [N*G, C/G*spatial] view and the
-  // per-channel affine from an inference BN with mean 0, variance 1, epsilon 0.
+  // Group (and instance) normalization: oneDNN 2.6 has no such primitive, so it runs as
+  // one custom kernel (group_norm_kernel.h) in the layout its producer chose when that is
+  // channels-last or plain, which keeps the surrounding convolutions free of reorders.
   absl::Status LowerGroupNorm(const FusedNode& f) {
     const Node& n = f.node;
     const dims x = DimsOf(n.inputs[0]);
-    const int64_t c = x[1];
-    const int64_t groups = n.op == "GroupNorm" ? n.IntAttr("num_groups", 1) : c;
-    int64_t spatial = 1;
-    for (size_t i = 2; i < x.size(); ++i) spatial *= x[i];
-    ASSIGN_OR_RETURN(Val src, PlainVal(n.inputs[0]));
-    const md rows = Plain({x[0] * groups, c / groups * spatial});
-    using LN = dnnl::layer_normalization_forward;
-    LN::primitive_desc lpd(LN::desc(dnnl::prop_kind::forward_inference, rows, n.FloatAttr("epsilon", 1e-5f),
-                                    dnnl::normalization_flags::none),
-                           Attr(), CpuEngine());
-    Val normalized = NewVal(rows);
-    AddStep(absl::StrCat("layer_norm(stats) ", n.name), lpd, LN(lpd),
-            {{DNNL_ARG_SRC, Ref(Val{src.buffer, rows})}, {DNNL_ARG_DST, Ref(normalized)}});
-    const md chan = Plain({x[0], c, spatial});
-    auto flags = dnnl::normalization_flags::use_global_stats | dnnl::normalization_flags::use_scale |
-                 dnnl::normalization_flags::use_shift;
-    if (FusedRelu(f)) flags |= dnnl::normalization_flags::fuse_norm_relu;
-    using BN = dnnl::batch_normalization_forward;
-    BN::primitive_desc bpd(BN::desc(dnnl::prop_kind::forward_inference, chan, 0.f, flags), Attr(), CpuEngine());
-    Val dst = NewVal(chan);
-    AddStep(absl::StrCat("affine ", n.name, FusedRelu(f) ? " +relu" : ""), bpd, BN(bpd),
-            {{DNNL_ARG_SRC, Ref(Val{normalized.buffer, chan})},
-             {DNNL_ARG_SCALE, ConstPlain(Floats(g_.consts.at(n.inputs[1])), {c})},
-             {DNNL_ARG_SHIFT, ConstPlain(Floats(g_.consts.at(n.inputs[2])), {c})},
-             {DNNL_ARG_MEAN, ConstPlain(std::vector<float>(c, 0.f), {c})},
-             {DNNL_ARG_VARIANCE, ConstPlain(std::vector<float>(c, 1.f), {c})},
-             {DNNL_ARG_DST, Ref(dst)}});
-    Define(f.output, Val{dst.buffer, Plain(x)});
+    if (x.size() < 3) return absl::InvalidArgumentError("group normalization needs an input of rank >= 3");
+    GroupNormShape shape;
+    shape.batch = x[0];
+    shape.channels = x[1];
+    shape.groups = n.op == "GroupNorm" ? n.IntAttr("num_groups", 1) : x[1];
+    if (shape.groups < 1 || shape.channels % shape.groups != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("num_groups ", shape.groups, " does not divide the ", shape.channels, " channels"));
+    }
+    for (size_t i = 2; i < x.size(); ++i) shape.spatial *= x[i];
+    ASSIGN_OR_RETURN(Val produced, Get(n.inputs[0]));
+    const md channels_last(x, dt::f32, ChannelsLastTag(x.size()));
+    shape.channels_last = produced.desc == channels_last;
+    ASSIGN_OR_RETURN(Val src, InLayout(n.inputs[0], shape.channels_last ? channels_last : Plain(x)));
+    Val dst = NewVal(src.desc);
+    const int src_ref = Ref(src), dst_ref = Ref(dst);
+    auto gamma = std::make_shared<const std::vector<float>>(Floats(g_.consts.at(n.inputs[1])));
+    auto beta = std::make_shared<const std::vector<float>>(Floats(g_.consts.at(n.inputs[2])));
+    const float epsilon = n.FloatAttr("epsilon", 1e-5f);
+    const bool relu = FusedRelu(f);
+    PlanStep step;
+    step.what = absl::StrCat("group_norm ", n.name, relu ? " +relu" : "",
+                             shape.channels_last ? " [custom:channels_last]" : " [custom:plain]");
+    step.args = {{DNNL_ARG_SRC, src_ref}, {DNNL_ARG_DST, dst_ref}};
+    step.custom = [=](const std::vector<dnnl::memory>& mems, BnObservations*) {
+      GroupNormForward(shape, static_cast<const float*>(mems[src_ref].get_data_handle()), gamma->data(),
+                       beta->data(), epsilon, relu, static_cast<float*>(mems[dst_ref].get_data_handle()));
+    };
+    plan_->steps.push_back(std::move(step));
+    Define(f.output, dst);
     return absl::OkStatus();
   }
 
