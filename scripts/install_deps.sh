@@ -19,6 +19,7 @@ PACKAGES=(
   # oracles, peers and test clients
   python3-torch python3-torchvision python3-onnx python3-grpcio python3-numpy
   dataset-fashion-mnist prometheus openssl
+  python3-yaml  # tests/deploy read the Prometheus, compose and Kubernetes YAML
 )
 
 build_only=0
