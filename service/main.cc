@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
+#include <cstdlib>
 #include <climits>
 #include <cstdio>
 #include <fstream>
@@ -19,6 +21,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+#include "absl/strings/ascii.h"
 #include "service/server.h"
 
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address the gRPC and metrics endpoints bind to.");
@@ -36,6 +40,27 @@ ABSL_FLAG(int, poll_seconds, 0, "Rescan the repository every N seconds (0: only 
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain; with --tls_key enables TLS.");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key; with --tls_cert enables TLS.");
 ABSL_FLAG(int, drain_seconds, 30, "Longest wait for in-flight requests on SIGTERM.");
+ABSL_FLAG(int, training_port, 8003,
+          "Training endpoint port, its own listener (0: any free port, -1: off). Needs "
+          "--training_token_file, NORMSERVE_TRAINING_TOKEN or --training_client_ca; left at its "
+          "default without any of them, the endpoint stays off (logged).");
+ABSL_FLAG(std::string, training_host, "127.0.0.1", "Address the training endpoint binds to.");
+ABSL_FLAG(std::string, training_token_file, "",
+          "File holding the training bearer token (else env NORMSERVE_TRAINING_TOKEN).");
+ABSL_FLAG(std::string, training_client_ca, "",
+          "PEM CA bundle; with --tls_cert/--tls_key the training endpoint requires client "
+          "certificates signed by it (mTLS).");
+ABSL_FLAG(std::string, training_state_dir, "state/training",
+          "Directory of the training sessions' durable state (manifests and sample logs).");
+ABSL_FLAG(int64_t, training_min_values_per_channel, 64,
+          "Quality gate default: least values per channel every BN layer needs.");
+ABSL_FLAG(double, training_max_relative_sem, 0.1,
+          "Quality gate default: largest relative standard error of the mean per BN layer.");
+ABSL_FLAG(int64_t, training_max_samples, 4096,
+          "Default and largest number of samples a session keeps for its exact commit.");
+ABSL_FLAG(int, training_max_sessions, 16, "Most training sessions open at once.");
+ABSL_FLAG(double, live_drift_fraction, 0,
+          "Fraction of serving requests fed to the live drift watch (0: off).");
 
 namespace {
 
@@ -43,6 +68,11 @@ namespace {
 // mask, so blocking SIGTERM for sigwait() is not reliable); it only writes one byte,
 // which is async-signal-safe, and main() does the draining.
 int g_signal_pipe[2] = {-1, -1};
+
+// Whether --training_port was given explicitly (Debian's Abseil keeps
+// IsSpecifiedOnCommandLine private): an explicit port without credentials is an error,
+// the default one just leaves the endpoint off.
+bool g_training_port_given = false;
 
 void OnTerminate(int) {
   const char byte = 1;
@@ -62,6 +92,75 @@ absl::StatusOr<std::string> ReadFile(const std::string& flag, const std::string&
 
 void Check(bool ok, const std::string& message, std::vector<std::string>* errors) {
   if (!ok) errors->push_back(message);
+}
+
+void TrainingFromFlags(bool plaintext, normserve::ServerOptions* o, std::vector<std::string>* errors) {
+  o->training_port = absl::GetFlag(FLAGS_training_port);
+  o->training_host = absl::GetFlag(FLAGS_training_host);
+  normserve::TrainingOptions& t = o->training;
+  t.state_dir = absl::GetFlag(FLAGS_training_state_dir);
+  t.min_values_per_channel = absl::GetFlag(FLAGS_training_min_values_per_channel);
+  t.max_relative_sem = absl::GetFlag(FLAGS_training_max_relative_sem);
+  t.max_samples = absl::GetFlag(FLAGS_training_max_samples);
+  t.max_sessions = absl::GetFlag(FLAGS_training_max_sessions);
+  const double live = absl::GetFlag(FLAGS_live_drift_fraction);
+  Check(o->training_port >= -1 && o->training_port <= 65535,
+        absl::StrCat("--training_port=", o->training_port, " is outside [-1, 65535]"), errors);
+  Check(o->training_port <= 0 || (o->training_port != o->port && o->training_port != o->metrics_port),
+        absl::StrCat("--training_port=", o->training_port, " is also the serving or metrics port"),
+        errors);
+  Check(!o->training_host.empty(), "--training_host must not be empty", errors);
+  Check(!t.state_dir.empty(), "--training_state_dir must not be empty", errors);
+  Check(t.min_values_per_channel >= 1,
+        absl::StrCat("--training_min_values_per_channel=", t.min_values_per_channel, " must be >= 1"),
+        errors);
+  Check(t.max_relative_sem > 0 && std::isfinite(t.max_relative_sem),
+        absl::StrCat("--training_max_relative_sem=", t.max_relative_sem, " must be > 0"), errors);
+  Check(t.max_samples >= 1, absl::StrCat("--training_max_samples=", t.max_samples, " must be >= 1"),
+        errors);
+  Check(t.max_sessions >= 1,
+        absl::StrCat("--training_max_sessions=", t.max_sessions, " must be >= 1"), errors);
+  Check(live >= 0 && live <= 1, absl::StrCat("--live_drift_fraction=", live, " is outside [0, 1]"),
+        errors);
+  if (o->training_port < 0) return;
+
+  const std::string token_file = absl::GetFlag(FLAGS_training_token_file);
+  if (!token_file.empty()) {
+    absl::StatusOr<std::string> token = ReadFile("training_token_file", token_file);
+    if (!token.ok()) {
+      errors->push_back(std::string(token.status().message()));
+    } else {
+      o->training_token = std::string(absl::StripAsciiWhitespace(*token));
+      Check(!o->training_token.empty(),
+            absl::StrCat("--training_token_file=", token_file, ": the token is empty"), errors);
+    }
+  } else if (const char* env = std::getenv("NORMSERVE_TRAINING_TOKEN"); env != nullptr) {
+    o->training_token = std::string(absl::StripAsciiWhitespace(env));
+    Check(!o->training_token.empty(), "NORMSERVE_TRAINING_TOKEN is set but empty", errors);
+  }
+  const std::string ca = absl::GetFlag(FLAGS_training_client_ca);
+  if (!ca.empty()) {
+    if (plaintext) {
+      errors->push_back("--training_client_ca needs --tls_cert and --tls_key");
+    } else {
+      absl::StatusOr<std::string> pem = ReadFile("training_client_ca", ca);
+      if (!pem.ok()) errors->push_back(std::string(pem.status().message()));
+      if (pem.ok()) o->training_client_ca_pem = *pem;
+    }
+  }
+  if (o->training_token.empty() && o->training_client_ca_pem.empty() && errors->empty()) {
+    if (g_training_port_given) {
+      errors->push_back(absl::StrCat(
+          "--training_port=", o->training_port,
+          " needs --training_token_file, NORMSERVE_TRAINING_TOKEN or --training_client_ca"));
+    } else {
+      // The default port without credentials: the endpoint stays off rather than open.
+      std::fprintf(stderr,
+                   "normserve: training endpoint off (no --training_token_file, "
+                   "NORMSERVE_TRAINING_TOKEN or --training_client_ca)\n");
+      o->training_port = -1;
+    }
+  }
 }
 
 // Every flag problem at once, so a misconfigured deployment is fixed in one round.
@@ -115,6 +214,7 @@ absl::StatusOr<normserve::ServerOptions> OptionsFromFlags() {
       o.tls_key_pem = *k;
     }
   }
+  TrainingFromFlags(o.tls_cert_pem.empty(), &o, &errors);
   if (!errors.empty()) return absl::InvalidArgumentError(absl::StrJoin(errors, "\n  "));
   return o;
 }
@@ -123,6 +223,12 @@ absl::StatusOr<normserve::ServerOptions> OptionsFromFlags() {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("normserve --model_repository=DIR [--port=8001] ...");
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg.rfind("--training_port", 0) == 0 || arg.rfind("-training_port", 0) == 0) {
+      g_training_port_given = true;
+    }
+  }
   absl::ParseCommandLine(argc, argv);
   absl::StatusOr<normserve::ServerOptions> options = OptionsFromFlags();
   if (!options.ok()) {

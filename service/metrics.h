@@ -52,6 +52,9 @@ class Metrics {
   // The text exposition format of every metric (what /metrics serves).
   std::string Serialize() const;
 
+  // The registry /metrics serves, for components that add their own families (training).
+  std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
+
  private:
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Counter>& requests_;

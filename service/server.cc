@@ -5,6 +5,7 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server.h>
+#include <grpcpp/resource_quota.h>
 #include <grpcpp/server_builder.h>
 
 #include <algorithm>
@@ -24,6 +25,10 @@
 #include "service/metrics.h"
 #include "service/predictor.h"
 #include "service/servable_manager.h"
+#include "service/training/bearer_auth.h"
+#include "service/training/training_manager.h"
+#include "service/training/training_metrics.h"
+#include "service/training/training_service.h"
 
 #ifndef NORMSERVE_VERSION
 #define NORMSERVE_VERSION "0.0.0"
@@ -74,9 +79,15 @@ struct Server::State {
   std::unique_ptr<AdminExecutor> admin;
   std::unique_ptr<InferenceServiceImpl> normserve_service;
   std::unique_ptr<KServeServiceImpl> kserve_service;
-  // Declared last: destroyed first, before the services it dispatches to.
+  std::unique_ptr<TrainingMetrics> training_metrics;
+  std::unique_ptr<TrainingManager> training;
+  std::unique_ptr<BearerAuth> training_auth;
+  std::unique_ptr<TrainingServiceImpl> training_service;
+  // Declared last: destroyed first, before the services they dispatch to.
+  std::unique_ptr<grpc::Server> training_server;
   std::unique_ptr<grpc::Server> grpc_server;
   int port = 0;
+  int training_port = 0;
   bool drained = false;
 };
 
@@ -86,6 +97,7 @@ Server::~Server() { Drain(); }
 
 int Server::port() const { return state_->port; }
 int Server::metrics_port() const { return state_->metrics.port(); }
+int Server::training_port() const { return state_->training_port; }
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options) {
   auto state = std::make_unique<State>();
@@ -161,6 +173,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
     }
   }
   state->observer.SetHealth(health);
+  if (options.training_port >= 0) {
+    if (absl::Status s = StartTraining(options, state.get()); !s.ok()) {
+      state->grpc_server->Shutdown();
+      state->scheduler->Shutdown();
+      return s;
+    }
+  }
   if (options.poll_period > absl::ZeroDuration()) {
     state->manager->StartPolling(options.poll_period);
   }
@@ -195,11 +214,66 @@ void Server::Drain() {
     Log(LogLevel::kWarning, absl::StrCat("drain timeout: cancelling ", s.predictor->inflight(),
                                          " requests still in flight"));
   }
-  // 4. Stop gRPC; the short grace lets replies already handed over reach the wire.
+  // 4. Stop gRPC; the short grace lets replies already handed over reach the wire. The
+  //    training listener first: a commit in progress finishes (it publishes whole).
+  if (s.training_server != nullptr) {
+    s.training_server->Shutdown(absl::ToChronoTime(absl::Now() + s.options.drain_timeout));
+    s.training_server->Wait();
+  }
   s.grpc_server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Milliseconds(200)));
   s.scheduler->Shutdown();
   s.grpc_server->Wait();
   Log(LogLevel::kInfo, "drained");
+}
+
+absl::Status Server::StartTraining(const ServerOptions& options, State* state) {
+  const bool client_certs = !options.training_client_ca_pem.empty();
+  if (options.training_token.empty() && !client_certs) {
+    return absl::InvalidArgumentError(
+        "the training endpoint needs a bearer token or client certificates (mTLS)");
+  }
+  state->training_metrics = std::make_unique<TrainingMetrics>(state->metrics.registry());
+  state->training = std::make_unique<TrainingManager>(options.training, options.model_repository,
+                                                      state->manager.get(),
+                                                      state->training_metrics.get());
+  if (absl::Status s = state->training->Recover(); !s.ok()) return s;
+  state->training_auth = std::make_unique<BearerAuth>(options.training_token, client_certs);
+  state->training_service = std::make_unique<TrainingServiceImpl>(state->training.get(),
+                                                                   state->training_auth.get());
+  std::shared_ptr<grpc::ServerCredentials> credentials;
+  if (!options.tls_cert_pem.empty()) {
+    grpc::SslServerCredentialsOptions ssl(
+        client_certs ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                     : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+    ssl.pem_key_cert_pairs.push_back({options.tls_key_pem, options.tls_cert_pem});
+    if (client_certs) ssl.pem_root_certs = options.training_client_ca_pem;
+    credentials = grpc::SslServerCredentials(ssl);
+  } else {
+    credentials = grpc::InsecureServerCredentials();
+  }
+  grpc::ServerBuilder builder;
+  const std::string address = absl::StrCat(options.training_host, ":", options.training_port);
+  builder.AddListeningPort(address, credentials, &state->training_port);
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.SetMaxReceiveMessageSize(options.max_message_bytes);
+  builder.SetMaxSendMessageSize(options.max_message_bytes);
+  // Sync handlers block on fsync and compute: a bounded thread pool, not the callback
+  // threads serving shares.
+  grpc::ResourceQuota quota("normserve_training");
+  quota.SetMaxThreads(32);
+  builder.SetResourceQuota(quota);
+  builder.RegisterService(state->training_service.get());
+  state->training_server = builder.BuildAndStart();
+  if (state->training_server == nullptr || state->training_port == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen for training on ", address,
+                                               " (port in use or address invalid)"));
+  }
+  Log(LogLevel::kInfo, absl::StrCat("training endpoint on ", options.training_host, ":",
+                                    state->training_port, " (", client_certs ? "client certificates" : "",
+                                    client_certs && !options.training_token.empty() ? " or " : "",
+                                    options.training_token.empty() ? "" : "bearer token",
+                                    "); state in ", options.training.state_dir));
+  return absl::OkStatus();
 }
 
 }  // namespace normserve

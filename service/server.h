@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "service/training/training_manager.h"
 
 namespace normserve {
 
@@ -31,6 +32,17 @@ struct ServerOptions {
   std::string tls_key_pem;
   // Longest wait for in-flight requests when draining.
   absl::Duration drain_timeout = absl::Seconds(30);
+
+  // Training endpoint (docs/training.md): its own listener, never the serving port.
+  // -1: off; 0: any free port (see Server::training_port()).
+  int training_port = -1;
+  std::string training_host = "127.0.0.1";
+  // Accepted bearer token; empty: none (then client certificates must be configured).
+  std::string training_token;
+  // PEM CA bundle: with tls_cert/tls_key, the training listener requires and verifies
+  // client certificates signed by it (mTLS), which authenticate a call on their own.
+  std::string training_client_ca_pem;
+  TrainingOptions training;
 };
 
 class Server {
@@ -42,6 +54,8 @@ class Server {
 
   int port() const;
   int metrics_port() const;
+  // 0 when the training endpoint is off.
+  int training_port() const;
 
   // Stops accepting requests, lets in-flight ones finish (up to drain_timeout), stops
   // the workers. Idempotent.
@@ -49,6 +63,8 @@ class Server {
 
  private:
   struct State;
+  // The training endpoint on its own listener (never registered on the serving port).
+  static absl::Status StartTraining(const ServerOptions& options, State* state);
   explicit Server(std::unique_ptr<State> state);
   std::unique_ptr<State> state_;
 };

@@ -1,0 +1,516 @@
+// Training session: accumulate (compute outside the lock, log + merge under it), report,
+// exact commit, rebase, recovery from the sample log.
+#include "service/training/session.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <limits>
+#include <sstream>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "kernels/status_macros.h"
+#include "service/log.h"
+#include "service/training/version_publisher.h"
+
+namespace normserve {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr char kLogFile[] = "samples.wal";
+constexpr char kManifestFile[] = "manifest";
+
+bool AllFinite(const std::vector<double>& v) {
+  for (double x : v) {
+    if (!std::isfinite(x)) return false;
+  }
+  return true;
+}
+
+bool ValidRequestId(const std::string& id) {
+  if (id.empty() || id.size() > 128) return false;
+  for (char c : id) {
+    if (c < ' ' || c > '~') return false;
+  }
+  return true;
+}
+
+std::string FormatDouble(double v) {
+  std::ostringstream s;
+  s.precision(17);
+  s << v;
+  return s.str();
+}
+
+}  // namespace
+
+std::string SerializeManifest(const SessionConfig& c) {
+  return absl::StrCat("id=", c.id, "\nmodel=", c.model, "\nbase_version=", c.base_version,
+                      "\nmin_values_per_channel=", c.min_values_per_channel,
+                      "\nmax_relative_sem=", FormatDouble(c.max_relative_sem),
+                      "\nprior_strength=", FormatDouble(c.prior_strength),
+                      "\nmax_samples=", c.max_samples, "\nstate=", c.state,
+                      "\npublished_version=", c.published_version, "\n");
+}
+
+absl::StatusOr<SessionConfig> ParseManifest(const std::string& text) {
+  SessionConfig c;
+  int seen = 0;
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+    const size_t eq = line.find('=');
+    if (eq == absl::string_view::npos) return absl::DataLossError(absl::StrCat("bad line \"", line, "\""));
+    const absl::string_view key = line.substr(0, eq);
+    const std::string value(line.substr(eq + 1));
+    bool ok = true;
+    if (key == "id") {
+      c.id = value;
+    } else if (key == "model") {
+      c.model = value;
+    } else if (key == "base_version") {
+      ok = absl::SimpleAtoi(value, &c.base_version);
+    } else if (key == "min_values_per_channel") {
+      ok = absl::SimpleAtoi(value, &c.min_values_per_channel);
+    } else if (key == "max_relative_sem") {
+      ok = absl::SimpleAtod(value, &c.max_relative_sem);
+    } else if (key == "prior_strength") {
+      ok = absl::SimpleAtod(value, &c.prior_strength);
+    } else if (key == "max_samples") {
+      ok = absl::SimpleAtoi(value, &c.max_samples);
+    } else if (key == "state") {
+      c.state = value;
+    } else if (key == "published_version") {
+      ok = absl::SimpleAtoi(value, &c.published_version);
+    } else {
+      continue;  // newer fields: ignored
+    }
+    if (!ok) return absl::DataLossError(absl::StrCat("bad value for ", key, ": \"", value, "\""));
+    ++seen;
+  }
+  if (seen < 9 || c.id.empty() || c.model.empty() || c.base_version <= 0) {
+    return absl::DataLossError("manifest is incomplete");
+  }
+  return c;
+}
+
+LayerSummary SummarizeLayer(const BnLayerInfo& info, const LayerAccumulator& acc,
+                            const BnStatistics& frozen) {
+  LayerSummary s;
+  s.info = info;
+  s.frozen = frozen;
+  s.requests = acc.requests();
+  s.values_per_channel = acc.values_per_channel();
+  s.mean = acc.Mean();
+  s.variance = acc.UnbiasedVariance();
+  s.standard_error = acc.StandardError();
+  s.relative_standard_error = acc.RelativeStandardError();
+  const double inf = std::numeric_limits<double>::infinity();
+  double max = 0, sum = 0;
+  for (double r : s.relative_standard_error) {
+    // Undefined (fewer than 2 requests, or zero variance): worse than any limit.
+    const double v = std::isfinite(r) ? r : inf;
+    max = std::max(max, v);
+    sum += v;
+  }
+  s.max_relative_sem = s.relative_standard_error.empty() ? inf : max;
+  s.mean_relative_sem =
+      s.relative_standard_error.empty() ? inf : sum / static_cast<double>(s.relative_standard_error.size());
+  if (s.requests > 0 && !frozen.mean.empty()) s.drift = ComputeDrift(frozen, s.mean, s.variance);
+  return s;
+}
+
+void ApplyGate(int64_t min_values, double max_rsem, SessionSummary* summary) {
+  summary->gate_passed = !summary->layers.empty();
+  for (LayerSummary& l : summary->layers) {
+    std::vector<std::string> why;
+    if (l.values_per_channel < min_values) {
+      why.push_back(absl::StrCat(l.values_per_channel, " values per channel < ", min_values));
+    }
+    if (!(l.max_relative_sem <= max_rsem)) {
+      why.push_back(absl::StrCat("max relative SEM ", l.max_relative_sem, " > ", max_rsem));
+    }
+    l.gate_passed = why.empty();
+    l.gate_reason = absl::StrJoin(why, ", ");
+    summary->gate_passed = summary->gate_passed && l.gate_passed;
+  }
+}
+
+std::string GateFailures(const SessionSummary& summary) {
+  std::vector<std::string> parts;
+  for (const LayerSummary& l : summary.layers) {
+    if (!l.gate_passed) parts.push_back(absl::StrCat("layer \"", l.info.name, "\": ", l.gate_reason));
+  }
+  return absl::StrJoin(parts, "; ");
+}
+
+Session::Session(SessionConfig config, std::string dir, SessionEnv env)
+    : id_(config.id), model_(config.model), dir_(std::move(dir)), env_(env), config_(std::move(config)) {}
+
+absl::StatusOr<std::shared_ptr<const Session::Base>> Session::MakeBase(
+    std::shared_ptr<const Model> model, const SessionEnv& env, uint64_t generation) {
+  if (model->inputs().size() != 1) {
+    return absl::UnimplementedError(absl::StrCat("training needs a single-input model; this one has ",
+                                                 model->inputs().size(), " inputs"));
+  }
+  if (model->bn_layers().empty()) {
+    return absl::FailedPreconditionError("the model has no BatchNormalization layer to train");
+  }
+  auto base = std::make_shared<Base>();
+  base->model = model;
+  base->generation = generation;
+  CompileOptions options;
+  options.intra_op_threads = env.intra_op_threads;
+  options.max_batch = env.max_batch;
+  options.stop_after_observed = true;
+  for (const BnLayerInfo& l : model->bn_layers()) {
+    options.observed_bn_layers.push_back(l.name);
+    ASSIGN_OR_RETURN(BnStatistics frozen, model->GetBnStatistics(l.name));
+    base->frozen.push_back(std::move(frozen));
+  }
+  ASSIGN_OR_RETURN(base->observed, CompiledModel::Compile(model, options));
+  return std::shared_ptr<const Base>(std::move(base));
+}
+
+absl::StatusOr<std::shared_ptr<Session>> Session::Create(SessionConfig config, std::string dir,
+                                                         std::shared_ptr<const Model> base,
+                                                         SessionEnv env) {
+  ASSIGN_OR_RETURN(std::shared_ptr<const Base> b, MakeBase(std::move(base), env, 1));
+  std::shared_ptr<Session> s(new Session(std::move(config), std::move(dir), env));
+  ASSIGN_OR_RETURN(std::unique_ptr<SampleLog> log, SampleLog::Open(s->dir_ + "/" + kLogFile));
+  RETURN_IF_ERROR(FsyncDirectory(s->dir_));
+  absl::MutexLock lock(&s->mu_);
+  s->base_ = std::move(b);
+  s->log_ = std::move(log);
+  for (const BnLayerInfo& l : s->base_->model->bn_layers()) s->live_.emplace_back(l.channels);
+  s->ExportMetricsLocked();
+  return s;
+}
+
+absl::StatusOr<std::shared_ptr<Session>> Session::Recover(SessionConfig config, std::string dir,
+                                                          std::shared_ptr<const Model> base,
+                                                          SessionEnv env) {
+  ASSIGN_OR_RETURN(std::shared_ptr<const Base> b, MakeBase(std::move(base), env, 1));
+  std::shared_ptr<Session> s(new Session(std::move(config), std::move(dir), env));
+  const std::string log_path = s->dir_ + "/" + kLogFile;
+  ASSIGN_OR_RETURN(SampleLogRecovery rec, SampleLog::Recover(log_path));
+  if (rec.torn_tail) {
+    Log(LogLevel::kWarning, absl::StrCat("training session ", s->id_, ": truncated a torn tail of ",
+                                         rec.torn_bytes, " bytes from ", log_path,
+                                         " (an append that was never acknowledged)"));
+    if (env.metrics != nullptr) env.metrics->WalTornTail();
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<SampleLog> log, SampleLog::Open(log_path));
+  absl::MutexLock lock(&s->mu_);
+  s->base_ = b;
+  s->log_ = std::move(log);
+  for (const BnLayerInfo& l : b->model->bn_layers()) s->live_.emplace_back(l.channels);
+  for (SampleRecord& r : rec.records) {
+    if (r.inputs.size() != 1 || r.inputs[0].shape.empty()) {
+      rec.corrupt = true;
+      rec.corrupt_reason = absl::StrCat("record \"", r.request_id, "\" has no usable input");
+      break;
+    }
+    s->request_ids_.insert(r.request_id);
+    s->requests_accepted_ += r.inputs[0].shape[0];
+    s->samples_.push_back(std::move(r.inputs[0]));
+  }
+  if (rec.corrupt) {
+    s->corrupt_ = absl::StrCat(log_path, " at offset ", rec.corrupt_offset, ": ", rec.corrupt_reason);
+    Log(LogLevel::kError, absl::StrCat("training session ", s->id_, ": sample log is corrupt: ",
+                                       s->corrupt_, "; the session refuses Accumulate and Commit"));
+  }
+  RETURN_IF_ERROR(s->RebuildLiveLocked());
+  s->ExportMetricsLocked();
+  return s;
+}
+
+std::unique_ptr<ExecutionContext> Session::TakeContext(const Base& base) {
+  {
+    absl::MutexLock lock(&pool_mu_);
+    if (pool_generation_ != base.generation) {
+      pool_.clear();
+      pool_generation_ = base.generation;
+    }
+    if (!pool_.empty()) {
+      std::unique_ptr<ExecutionContext> ctx = std::move(pool_.back());
+      pool_.pop_back();
+      return ctx;
+    }
+  }
+  return base.observed->NewContext();
+}
+
+void Session::ReturnContext(const Base& base, std::unique_ptr<ExecutionContext> ctx) {
+  absl::MutexLock lock(&pool_mu_);
+  if (pool_generation_ == base.generation && pool_.size() < 8) pool_.push_back(std::move(ctx));
+}
+
+absl::StatusOr<Session::Moments> Session::ComputeMoments(const Base& base,
+                                                         absl::Span<const Tensor> inputs) {
+  std::vector<TensorView> views;
+  for (const Tensor& t : inputs) views.push_back(TensorView{t.data.data(), t.shape});
+  std::vector<Tensor> outputs;
+  BnObservations observations;
+  std::unique_ptr<ExecutionContext> ctx = TakeContext(base);
+  absl::Status s = ctx->Run(views, &outputs, &observations);
+  ReturnContext(base, std::move(ctx));
+  RETURN_IF_ERROR(s);
+  const auto& layers = base.model->bn_layers();
+  Moments m;
+  m.per_layer.resize(layers.size());
+  for (size_t i = 0; i < layers.size(); ++i) {
+    auto it = observations.per_layer.find(layers[i].name);
+    if (it == observations.per_layer.end()) {
+      return absl::InternalError(absl::StrCat("BN layer \"", layers[i].name, "\" was not observed"));
+    }
+    for (size_t b = 0; b < it->second.size(); ++b) {
+      const ChannelMoments& cm = it->second[b];
+      if (!AllFinite(cm.mean) || !AllFinite(cm.m2)) {
+        // OUT_OF_RANGE marks this refusal for the caller; it becomes INVALID_ARGUMENT.
+        return absl::OutOfRangeError(absl::StrCat(
+            "sample ", b, ": the input of BN layer \"", layers[i].name,
+            "\" is non-finite (the activations overflowed); the request is refused whole"));
+      }
+    }
+    m.per_layer[i] = std::move(it->second);
+  }
+  return m;
+}
+
+void Session::MergeLocked(const Moments& moments) {
+  for (size_t i = 0; i < moments.per_layer.size(); ++i) {
+    for (const ChannelMoments& cm : moments.per_layer[i]) {
+      // Checked finite with the right channel count: Add cannot refuse here.
+      live_[i].Add(cm).IgnoreError();
+    }
+  }
+}
+
+absl::Status Session::RebuildLiveLocked() {
+  live_.clear();
+  for (const BnLayerInfo& l : base_->model->bn_layers()) live_.emplace_back(l.channels);
+  for (const Tensor& t : samples_) {
+    absl::StatusOr<Moments> m = ComputeMoments(*base_, absl::MakeConstSpan(&t, 1));
+    if (!m.ok()) {
+      return absl::DataLossError(absl::StrCat("session ", id_, ": a kept sample cannot be replayed: ",
+                                              m.status().message()));
+    }
+    MergeLocked(*m);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Session::UsableLocked() const {
+  if (!corrupt_.empty()) {
+    return absl::DataLossError(absl::StrCat("session ", id_, ": sample log ", corrupt_,
+                                            "; nothing after it is used; Abort the session"));
+  }
+  if (config_.state != "open") {
+    return absl::FailedPreconditionError(absl::StrCat("session ", id_, " is already committed (as version ",
+                                                      config_.published_version, ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<AccumulateOutcome> Session::Accumulate(const std::string& request_id,
+                                                      absl::Span<const RequestTensor> inputs) {
+  TrainingMetrics* metrics = env_.metrics;
+  auto refuse = [&](TrainingMetrics::Refusal reason, absl::Status status) {
+    if (metrics != nullptr) metrics->Refused(model_, reason);
+    absl::MutexLock lock(&mu_);
+    ++requests_refused_;
+    return status;
+  };
+  if (!ValidRequestId(request_id)) {
+    return refuse(TrainingMetrics::Refusal::kInvalidInput,
+                  absl::InvalidArgumentError("request_id must be 1 to 128 printable ASCII characters"));
+  }
+  std::shared_ptr<const Base> base;
+  {
+    absl::MutexLock lock(&mu_);
+    RETURN_IF_ERROR(UsableLocked());
+    if (request_ids_.contains(request_id)) {
+      if (metrics != nullptr) metrics->RequestDuplicate(model_, id_);
+      return AccumulateOutcome{true, requests_accepted_};
+    }
+    base = base_;
+  }
+  ValidationOptions validation;
+  validation.max_batch = env_.max_batch;
+  absl::StatusOr<std::vector<Tensor>> tensors =
+      ValidateInputs(base->model->inputs(), inputs, validation);
+  if (!tensors.ok()) {
+    validation.allow_non_finite = true;
+    const bool only_non_finite = ValidateInputs(base->model->inputs(), inputs, validation).ok();
+    return refuse(only_non_finite ? TrainingMetrics::Refusal::kNonFiniteInput
+                                  : TrainingMetrics::Refusal::kInvalidInput,
+                  tensors.status());
+  }
+  const int64_t n = (*tensors)[0].shape[0];
+  while (true) {
+    absl::StatusOr<Moments> moments = ComputeMoments(*base, *tensors);
+    if (!moments.ok()) {
+      if (moments.status().code() == absl::StatusCode::kOutOfRange) {
+        return refuse(TrainingMetrics::Refusal::kNonFiniteActivation,
+                      absl::InvalidArgumentError(moments.status().message()));
+      }
+      return moments.status();
+    }
+    absl::MutexLock lock(&mu_);
+    RETURN_IF_ERROR(UsableLocked());
+    if (request_ids_.contains(request_id)) {  // a concurrent retry won the race
+      if (metrics != nullptr) metrics->RequestDuplicate(model_, id_);
+      return AccumulateOutcome{true, requests_accepted_};
+    }
+    if (base_ != base) {  // rebased while we computed: recompute on the new base
+      base = base_;
+      continue;
+    }
+    if (requests_accepted_ + n > config_.max_samples) {
+      ++requests_refused_;
+      if (metrics != nullptr) metrics->Refused(model_, TrainingMetrics::Refusal::kLimit);
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "session ", id_, " keeps at most max_samples=", config_.max_samples, " samples for the exact commit (",
+          requests_accepted_, " kept, this request has ", n, "); commit or start a new session"));
+    }
+    // Durable first: only a record that is on disk may change the statistics.
+    SampleRecord record{request_id, *std::move(tensors)};
+    if (absl::Status s = log_->Append(record); !s.ok()) {
+      if (metrics != nullptr) metrics->WalFsyncFailure();
+      Log(LogLevel::kError, absl::StrCat("training session ", id_, ": ", s.message()));
+      return absl::UnavailableError(absl::StrCat("sample not durable, not applied (retry with the same request_id): ",
+                                                 s.message()));
+    }
+    MergeLocked(*moments);
+    request_ids_.insert(request_id);
+    samples_.push_back(std::move(record.inputs[0]));
+    requests_accepted_ += n;
+    if (metrics != nullptr) metrics->RequestsAccepted(model_, id_, n);
+    ExportMetricsLocked();
+    return AccumulateOutcome{false, requests_accepted_};
+  }
+}
+
+SessionSummary Session::LiveSummaryLocked() const {
+  SessionSummary s;
+  s.config = config_;
+  s.requests_accepted = requests_accepted_;
+  s.requests_refused = requests_refused_;
+  s.samples_kept = static_cast<int64_t>(samples_.size());
+  if (base_ == nullptr) return s;
+  const auto& layers = base_->model->bn_layers();
+  for (size_t i = 0; i < layers.size() && i < live_.size(); ++i) {
+    s.layers.push_back(SummarizeLayer(layers[i], live_[i], base_->frozen[i]));
+  }
+  ApplyGate(config_.min_values_per_channel, config_.max_relative_sem, &s);
+  return s;
+}
+
+absl::StatusOr<SessionSummary> Session::ExactSummaryLocked() const {
+  if (samples_.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat("session ", id_, " has no accepted samples"));
+  }
+  CalibrationOptions options;
+  options.intra_op_threads = env_.intra_op_threads;
+  options.prior_strength = config_.prior_strength;
+  ASSIGN_OR_RETURN(CalibrationResult result, CalibrateLayerwise(base_->model, samples_, options));
+  SessionSummary s;
+  s.config = config_;
+  s.requests_accepted = requests_accepted_;
+  s.requests_refused = requests_refused_;
+  s.samples_kept = static_cast<int64_t>(samples_.size());
+  s.exact = true;
+  for (const CalibratedLayer& l : result.layers) {
+    s.layers.push_back(SummarizeLayer(l.info, l.accumulator, l.frozen));
+  }
+  s.committed_model = result.model;
+  ApplyGate(config_.min_values_per_channel, config_.max_relative_sem, &s);
+  return s;
+}
+
+void Session::ExportMetricsLocked() const {
+  if (env_.metrics == nullptr || config_.state != "open") return;
+  const SessionSummary s = LiveSummaryLocked();
+  std::vector<LayerQuality> q;
+  for (const LayerSummary& l : s.layers) {
+    q.push_back(LayerQuality{l.info.name, static_cast<double>(l.values_per_channel), l.max_relative_sem,
+                             l.mean_relative_sem, l.drift.mean_shift, l.drift.log_var_ratio, l.drift.kl});
+  }
+  env_.metrics->SetSessionQuality(model_, id_, q, s.gate_passed);
+}
+
+absl::StatusOr<SessionSummary> Session::Report(bool exact) {
+  absl::MutexLock lock(&mu_);
+  if (exact) {
+    if (!corrupt_.empty()) return UsableLocked();
+    return ExactSummaryLocked();
+  }
+  return LiveSummaryLocked();
+}
+
+absl::StatusOr<SessionSummary> Session::Commit(
+    const std::function<absl::StatusOr<int64_t>(const SessionConfig&, SessionSummary&)>& publish) {
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(UsableLocked());
+  ASSIGN_OR_RETURN(SessionSummary summary, ExactSummaryLocked());
+  ASSIGN_OR_RETURN(int64_t version, publish(config_, summary));
+  SessionConfig next = config_;
+  next.state = "committed";
+  next.published_version = version;
+  // The version is published whatever happens here; a failure only means a restart
+  // shows the session open again (its Commit would then publish once more).
+  if (absl::Status s = WriteFileAtomically(dir_ + "/" + kManifestFile, SerializeManifest(next)); !s.ok()) {
+    Log(LogLevel::kError, absl::StrCat("training session ", id_, ": published v", version,
+                                       " but cannot mark the session committed: ", s.message()));
+  }
+  config_ = next;
+  summary.config = next;
+  log_.reset();
+  std::error_code ec;
+  fs::remove(fs::path(dir_) / kLogFile, ec);
+  samples_.clear();
+  samples_.shrink_to_fit();
+  return summary;
+}
+
+absl::Status Session::Rebase(int64_t version, std::shared_ptr<const Model> base) {
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(UsableLocked());
+  if (config_.base_version == version) return absl::OkStatus();
+  ASSIGN_OR_RETURN(std::shared_ptr<const Base> b, MakeBase(std::move(base), env_, base_->generation + 1));
+  if (b->model->inputs()[0].shape != base_->model->inputs()[0].shape ||
+      b->model->bn_layers().size() != base_->model->bn_layers().size()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "session ", id_, ": version ", version, " has a different input or BN layers than version ",
+        config_.base_version, "; start a new session"));
+  }
+  SessionConfig next = config_;
+  next.base_version = version;
+  RETURN_IF_ERROR(WriteFileAtomically(dir_ + "/" + kManifestFile, SerializeManifest(next)));
+  config_ = next;
+  base_ = std::move(b);
+  RETURN_IF_ERROR(RebuildLiveLocked());
+  ExportMetricsLocked();
+  return absl::OkStatus();
+}
+
+SessionConfig Session::config() const {
+  absl::MutexLock lock(&mu_);
+  return config_;
+}
+
+int64_t Session::requests_accepted() const {
+  absl::MutexLock lock(&mu_);
+  return requests_accepted_;
+}
+
+bool Session::open() const {
+  absl::MutexLock lock(&mu_);
+  return config_.state == "open";
+}
+
+}  // namespace normserve

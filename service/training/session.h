@@ -1,0 +1,183 @@
+// One training session: the base model version it accumulates against, its live
+// one-pass statistics (per BN layer LayerAccumulators, fed by the observed plan), the
+// request ids it has applied, and the accepted samples kept for the exact layer-wise
+// commit, all mirrored in a durable per-session directory (manifest + sample log).
+#ifndef NORMSERVE_SERVICE_TRAINING_SESSION_H_
+#define NORMSERVE_SERVICE_TRAINING_SESSION_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
+#include "kernels/engine.h"
+#include "kernels/layerwise_calibration.h"
+#include "kernels/model.h"
+#include "kernels/stats_accumulator.h"
+#include "service/request_validation.h"
+#include "service/training/sample_log.h"
+#include "service/training/training_metrics.h"
+
+namespace normserve {
+
+// What a session was started with; persisted in its manifest.
+struct SessionConfig {
+  std::string id;
+  std::string model;
+  int64_t base_version = 0;
+  int64_t min_values_per_channel = 0;
+  double max_relative_sem = 0;
+  double prior_strength = 0;
+  int64_t max_samples = 0;
+  std::string state = "open";  // "open" | "committed"
+  int64_t published_version = 0;
+};
+
+std::string SerializeManifest(const SessionConfig& config);
+absl::StatusOr<SessionConfig> ParseManifest(const std::string& text);
+
+// Statistics of one layer as Report and the metrics show them.
+struct LayerSummary {
+  BnLayerInfo info;
+  int64_t requests = 0;
+  int64_t values_per_channel = 0;
+  double max_relative_sem = 0;  // +inf while undefined (fewer than 2 requests)
+  double mean_relative_sem = 0;
+  StatsDrift drift;
+  bool gate_passed = false;
+  std::string gate_reason;
+  std::vector<double> mean, variance, standard_error, relative_standard_error;
+  BnStatistics frozen;
+};
+
+struct SessionSummary {
+  SessionConfig config;
+  int64_t requests_accepted = 0;
+  int64_t requests_refused = 0;
+  int64_t samples_kept = 0;
+  bool exact = false;
+  bool gate_passed = false;
+  std::vector<LayerSummary> layers;
+  // Set with exact: the model carrying the committed statistics.
+  std::shared_ptr<const Model> committed_model;
+};
+
+// The gate: every layer has >= min values per channel and max relative SEM <= limit.
+void ApplyGate(int64_t min_values_per_channel, double max_relative_sem, SessionSummary* summary);
+// "layer \"bn1\": 8 values per channel < 64; ..." for every failing layer.
+std::string GateFailures(const SessionSummary& summary);
+
+// Summary of one accumulator against the frozen statistics (gate not applied).
+LayerSummary SummarizeLayer(const BnLayerInfo& info, const LayerAccumulator& acc,
+                            const BnStatistics& frozen);
+
+struct AccumulateOutcome {
+  bool duplicate = false;
+  int64_t requests_accepted = 0;
+};
+
+struct SessionEnv {
+  int intra_op_threads = 1;
+  int64_t max_batch = 64;
+  TrainingMetrics* metrics = nullptr;  // may be null
+};
+
+class Session {
+ public:
+  // A new session on `base` (already compiled with all BN layers observed), whose durable
+  // state lives in `dir` (created by the caller, manifest written).
+  static absl::StatusOr<std::shared_ptr<Session>> Create(
+      SessionConfig config, std::string dir, std::shared_ptr<const Model> base, SessionEnv env);
+  // Rebuilds a session from `dir`: replays the sample log through `base`. A torn tail is
+  // truncated and counted; a corrupt record marks the session corrupt (DATA_LOSS on use).
+  static absl::StatusOr<std::shared_ptr<Session>> Recover(
+      SessionConfig config, std::string dir, std::shared_ptr<const Model> base, SessionEnv env);
+
+  const std::string& id() const { return id_; }
+  const std::string& model() const { return model_; }
+  const std::string& dir() const { return dir_; }
+
+  // Validates, computes the per-sample moments of every BN layer outside the lock, then
+  // under the lock appends to the log (fsync) and merges. Refusals are counted.
+  absl::StatusOr<AccumulateOutcome> Accumulate(const std::string& request_id,
+                                               absl::Span<const RequestTensor> inputs);
+
+  // Live (one-pass) statistics, or with `exact` the layer-wise replay of the samples.
+  absl::StatusOr<SessionSummary> Report(bool exact) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // For Commit: holds the session lock while `publish` runs on the exact summary, so
+  // no Accumulate slips in between the replay and the publication. `publish` returns the
+  // published version; on success the session is marked committed (manifest rewritten,
+  // samples dropped).
+  absl::StatusOr<SessionSummary> Commit(
+      const std::function<absl::StatusOr<int64_t>(const SessionConfig&, SessionSummary&)>& publish)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Moves the session onto `base` at `version`: recomputes the live statistics from the
+  // kept samples and rewrites the manifest.
+  absl::Status Rebase(int64_t version, std::shared_ptr<const Model> base) ABSL_LOCKS_EXCLUDED(mu_);
+
+  SessionConfig config() const ABSL_LOCKS_EXCLUDED(mu_);
+  int64_t requests_accepted() const ABSL_LOCKS_EXCLUDED(mu_);
+  bool open() const ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  // Everything tied to one base version; replaced whole by Rebase.
+  struct Base {
+    std::shared_ptr<const Model> model;
+    std::shared_ptr<const CompiledModel> observed;
+    std::vector<BnStatistics> frozen;  // per bn_layers() entry
+    uint64_t generation = 0;
+  };
+  struct Moments {
+    std::vector<std::vector<ChannelMoments>> per_layer;  // [layer][sample]
+  };
+
+  Session(SessionConfig config, std::string dir, SessionEnv env);
+  static absl::StatusOr<std::shared_ptr<const Base>> MakeBase(std::shared_ptr<const Model> model,
+                                                              const SessionEnv& env,
+                                                              uint64_t generation);
+  // Runs the observed plan on `inputs`; NOT finite moments are an error.
+  absl::StatusOr<Moments> ComputeMoments(const Base& base, absl::Span<const Tensor> inputs);
+  void MergeLocked(const Moments& moments) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status RebuildLiveLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  SessionSummary LiveSummaryLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<SessionSummary> ExactSummaryLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ExportMetricsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status UsableLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::unique_ptr<ExecutionContext> TakeContext(const Base& base);
+  void ReturnContext(const Base& base, std::unique_ptr<ExecutionContext> ctx);
+
+  const std::string id_;
+  const std::string model_;
+  const std::string dir_;
+  const SessionEnv env_;
+
+  mutable absl::Mutex mu_;
+  SessionConfig config_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<const Base> base_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<SampleLog> log_ ABSL_GUARDED_BY(mu_);
+  std::vector<LayerAccumulator> live_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<std::string> request_ids_ ABSL_GUARDED_BY(mu_);
+  std::vector<Tensor> samples_ ABSL_GUARDED_BY(mu_);  // one per accepted record
+  int64_t requests_accepted_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t requests_refused_ ABSL_GUARDED_BY(mu_) = 0;
+  // Set by recovery on a checksum mismatch: "<file> at offset N: reason".
+  std::string corrupt_ ABSL_GUARDED_BY(mu_);
+
+  // Execution contexts of the current base's observed plan, reused across calls.
+  absl::Mutex pool_mu_;
+  uint64_t pool_generation_ ABSL_GUARDED_BY(pool_mu_) = 0;
+  std::vector<std::unique_ptr<ExecutionContext>> pool_ ABSL_GUARDED_BY(pool_mu_);
+};
+
+}  // namespace normserve
+
+#endif  // NORMSERVE_SERVICE_TRAINING_SESSION_H_

@@ -1,0 +1,96 @@
+// Training wire conversions; the handlers only call these.
+#include "service/training/training_conversion.h"
+
+#include "service/normserve_conversion.h"
+
+namespace normserve {
+namespace {
+
+namespace v1 = ::normserve::v1;
+
+v1::BnReliability ToReliability(BnReliability r) {
+  switch (r) {
+    case BnReliability::kUndefined:
+      return v1::BN_RELIABILITY_UNDEFINED;
+    case BnReliability::kUnreliable:
+      return v1::BN_RELIABILITY_UNRELIABLE;
+    case BnReliability::kFine:
+      return v1::BN_RELIABILITY_FINE;
+  }
+  return v1::BN_RELIABILITY_UNSPECIFIED;
+}
+
+}  // namespace
+
+std::vector<RequestTensor> TrainingInputs(const v1::AccumulateRequest& request) {
+  std::vector<RequestTensor> out;
+  for (const v1::Tensor& in : request.inputs()) {
+    RequestTensor t;
+    t.name = in.name();
+    t.datatype = DataTypeName(in.dtype());
+    t.shape.assign(in.shape().begin(), in.shape().end());
+    t.has_raw = !in.raw_data().empty();
+    t.raw = in.raw_data();
+    t.fp32_values = absl::MakeConstSpan(in.float_data().data(), in.float_data_size());
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+void BnLayerToProto(const BnLayerInfo& info, v1::BnLayer* out) {
+  out->set_name(info.name);
+  out->set_input(info.input);
+  out->set_channels(info.channels);
+  for (int64_t d : info.input_shape) out->add_input_shape(d);
+  out->set_values_per_channel(info.values_per_channel);
+  out->set_reliability(ToReliability(info.reliability));
+  out->set_topo_index(info.topo_index);
+}
+
+void SummaryToReport(const SessionSummary& s, bool per_channel, v1::ReportResponse* out) {
+  out->set_session_id(s.config.id);
+  out->mutable_base()->set_name(s.config.model);
+  out->mutable_base()->set_version(s.config.base_version);
+  out->set_requests_accepted(s.requests_accepted);
+  out->set_requests_refused(s.requests_refused);
+  out->set_samples_kept(s.samples_kept);
+  out->set_exact(s.exact);
+  out->set_gate_passed(s.gate_passed);
+  for (const LayerSummary& l : s.layers) {
+    v1::LayerReport* r = out->add_layers();
+    r->set_name(l.info.name);
+    r->set_channels(l.info.channels);
+    r->set_values_per_request(l.info.values_per_channel);
+    r->set_reliability(ToReliability(l.info.reliability));
+    r->set_requests(l.requests);
+    r->set_min_values_per_channel(l.values_per_channel);
+    r->set_max_relative_sem(l.max_relative_sem);
+    r->set_mean_relative_sem(l.mean_relative_sem);
+    r->set_drift_mean_shift(l.drift.mean_shift);
+    r->set_drift_log_var_ratio(l.drift.log_var_ratio);
+    r->set_drift_kl(l.drift.kl);
+    r->set_gate_passed(l.gate_passed);
+    r->set_gate_reason(l.gate_reason);
+    if (!per_channel) continue;
+    for (size_t c = 0; c < l.mean.size(); ++c) {
+      v1::ChannelReport* ch = r->add_channels_detail();
+      ch->set_mean(l.mean[c]);
+      ch->set_variance(l.variance[c]);
+      ch->set_standard_error(l.standard_error[c]);
+      ch->set_relative_standard_error(l.relative_standard_error[c]);
+      if (c < l.frozen.mean.size()) ch->set_frozen_mean(l.frozen.mean[c]);
+      if (c < l.frozen.var.size()) ch->set_frozen_variance(l.frozen.var[c]);
+    }
+  }
+}
+
+SessionRequestOptions OptionsFromProto(const v1::SessionOptions& o) {
+  SessionRequestOptions out;
+  out.min_values_per_channel = o.min_values_per_channel();
+  out.max_relative_sem = o.max_relative_sem();
+  out.prior_strength = o.prior_strength();
+  out.max_samples = o.max_samples();
+  return out;
+}
+
+}  // namespace normserve

@@ -1,0 +1,43 @@
+// Writes new model versions into the model repository atomically: the file is written
+// to a dot-directory inside <repo>/<model>/ (the repository scanner ignores names that
+// are not positive integers), fsync'ed, renamed to <repo>/<model>/<next>/ and the
+// parent directory fsync'ed, so a crash leaves either no new version or a whole one.
+#ifndef NORMSERVE_SERVICE_TRAINING_VERSION_PUBLISHER_H_
+#define NORMSERVE_SERVICE_TRAINING_VERSION_PUBLISHER_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace normserve {
+
+// Directory helpers shared by the training state: write-fsync-rename of a small file,
+// and fsync of a directory (makes a create or rename durable).
+absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents);
+absl::Status FsyncDirectory(const std::string& dir);
+
+class VersionPublisher {
+ public:
+  explicit VersionPublisher(std::string repository_root) : root_(std::move(repository_root)) {}
+
+  // Highest numbered version directory of `model` holding a model.onnx (0 if none).
+  absl::StatusOr<int64_t> LatestOnDisk(const std::string& model) const;
+  // <repo>/<model>/<version>/model.onnx
+  std::string ModelPath(const std::string& model, int64_t version) const;
+  // The bytes of a version's file; NOT_FOUND names the path.
+  absl::StatusOr<std::string> ReadVersion(const std::string& model, int64_t version) const;
+
+  // Publishes `onnx` as version LatestOnDisk + 1 and returns its number. Callers
+  // serialise publications of one model (TrainingManager holds its publish lock).
+  absl::StatusOr<int64_t> Publish(const std::string& model, absl::string_view onnx) const;
+
+ private:
+  std::string root_;
+};
+
+}  // namespace normserve
+
+#endif  // NORMSERVE_SERVICE_TRAINING_VERSION_PUBLISHER_H_

@@ -1,0 +1,428 @@
+// Session unit tests on the real Fashion-MNIST BN-CNN (6 BN layers, one BatchNorm1d on
+// 1 x 64): concurrency determinism, exactly-once, refusals, batch N, durability (fsync
+// failure, recovery, torn tail, corrupt record). References are float64 two-pass
+// statistics computed here from per-sample moments, and CalibrateLayerwise (checked
+// against PyTorch's float64 layer-by-layer oracle in tests/kernels).
+#include "service/training/session.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <random>
+#include <thread>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/layerwise_calibration.h"
+#include "prometheus/registry.h"
+#include "prometheus/text_serializer.h"
+#include "service/training/sample_log.h"
+#include "service/training/training_metrics.h"
+
+namespace normserve {
+namespace {
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+std::string ModelPath() {
+  return std::string(NORMSERVE_SOURCE_DIR) + "/models/repository/fashion_bn_cnn/1/model.onnx";
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "normserve_session_XXXXXX").string();
+    path_ = ::mkdtemp(tmpl.data());
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// Fashion-MNIST-like images: per-image brightness offset (between-image spread) plus
+// pixel noise, so means differ between requests as they do on real data.
+std::vector<Tensor> Samples(int n, int batch, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> offset(0.3f, 0.2f), noise(0.0f, 0.3f);
+  std::vector<Tensor> out;
+  for (int i = 0; i < n; ++i) {
+    Tensor t;
+    t.shape = std::vector<int64_t>{batch, 1, 28, 28};
+    t.data.resize(static_cast<size_t>(batch) * 28 * 28);
+    for (int b = 0; b < batch; ++b) {
+      const float o = offset(rng);
+      for (int k = 0; k < 28 * 28; ++k) t.data[b * 784 + k] = o + noise(rng);
+    }
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+// The request as a client would send it (raw little-endian FP32).
+struct Request {
+  std::string raw;
+  RequestTensor tensor;
+};
+Request AsRequest(const Tensor& t, const std::string& input_name) {
+  Request r;
+  r.raw.assign(reinterpret_cast<const char*>(t.data.data()), t.data.size() * sizeof(float));
+  r.tensor.name = input_name;
+  r.tensor.datatype = "FP32";
+  r.tensor.shape = t.shape;
+  r.tensor.has_raw = true;
+  return r;
+}
+
+class SessionTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto m = Model::LoadFile(ModelPath());
+    ASSERT_TRUE(m.ok()) << m.status();
+    model_ = *m;
+    input_ = model_->inputs()[0].name;
+    registry_ = std::make_shared<prometheus::Registry>();
+    metrics_ = std::make_unique<TrainingMetrics>(registry_);
+  }
+
+  SessionConfig Config(const std::string& id, int64_t max_samples = 1000) {
+    SessionConfig c;
+    c.id = id;
+    c.model = "fashion_bn_cnn";
+    c.base_version = 1;
+    c.min_values_per_channel = 8;
+    c.max_relative_sem = 0.5;
+    c.max_samples = max_samples;
+    return c;
+  }
+
+  std::shared_ptr<Session> NewSession(const std::string& id, int64_t max_samples = 1000) {
+    const std::string d = dir_.path() + "/" + id;
+    fs::create_directories(d);
+    SessionEnv env;
+    env.metrics = metrics_.get();
+    auto s = Session::Create(Config(id, max_samples), d, model_, env);
+    EXPECT_TRUE(s.ok()) << s.status();
+    return s.ok() ? *s : nullptr;
+  }
+
+  absl::StatusOr<AccumulateOutcome> Add(Session& s, const std::string& id, const Tensor& t) {
+    Request r = AsRequest(t, input_);
+    r.tensor.raw = r.raw;
+    return s.Accumulate(id, absl::MakeConstSpan(&r.tensor, 1));
+  }
+
+  std::string MetricsText() {
+    return prometheus::TextSerializer().Serialize(registry_->Collect());
+  }
+
+  TempDir dir_;
+  std::shared_ptr<const Model> model_;
+  std::string input_;
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<TrainingMetrics> metrics_;
+};
+
+void ExpectClose(const std::vector<double>& a, const std::vector<double>& b, double rel,
+                 const std::string& what) {
+  ASSERT_EQ(a.size(), b.size()) << what;
+  for (size_t c = 0; c < a.size(); ++c) {
+    EXPECT_NEAR(a[c], b[c], rel * std::max(1e-300, std::max(std::abs(a[c]), std::abs(b[c]))))
+        << what << " channel " << c;
+  }
+}
+
+TEST_F(SessionTest, ConcurrentAccumulationMatchesOneThreadAndTwoPassReference) {
+  const std::vector<Tensor> samples = Samples(48, 1, 7);
+  auto parallel = NewSession("parallel");
+  auto serial = NewSession("serial");
+  ASSERT_NE(parallel, nullptr);
+  ASSERT_NE(serial, nullptr);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      for (size_t i = t; i < samples.size(); i += 8) {
+        auto r = Add(*parallel, absl::StrCat("r", i), samples[i]);
+        EXPECT_TRUE(r.ok()) << r.status();
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  std::vector<size_t> order(samples.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::shuffle(order.begin(), order.end(), std::mt19937(3));
+  for (size_t i : order) ASSERT_TRUE(Add(*serial, absl::StrCat("r", i), samples[i]).ok());
+
+  auto p = parallel->Report(false);
+  auto s = serial->Report(false);
+  ASSERT_TRUE(p.ok() && s.ok());
+  EXPECT_EQ(p->requests_accepted, 48);
+  ASSERT_EQ(p->layers.size(), 6u);
+
+  // Independent float64 two-pass reference from the per-sample moments of each layer.
+  CompileOptions options;
+  options.stop_after_observed = true;
+  for (const BnLayerInfo& l : model_->bn_layers()) options.observed_bn_layers.push_back(l.name);
+  auto compiled = CompiledModel::Compile(model_, options);
+  ASSERT_TRUE(compiled.ok());
+  auto ctx = (*compiled)->NewContext();
+  std::vector<BnObservations> obs(samples.size());
+  for (size_t i = 0; i < samples.size(); ++i) {
+    std::vector<Tensor> out;
+    TensorView v{samples[i].data.data(), samples[i].shape};
+    ASSERT_TRUE(ctx->Run({v}, &out, &obs[i]).ok());
+  }
+  for (size_t li = 0; li < p->layers.size(); ++li) {
+    const LayerSummary& lp = p->layers[li];
+    const LayerSummary& ls = s->layers[li];
+    EXPECT_EQ(lp.requests, 48);
+    ExpectClose(lp.mean, ls.mean, 1e-12, lp.info.name + " mean parallel vs serial");
+    ExpectClose(lp.variance, ls.variance, 1e-12, lp.info.name + " var parallel vs serial");
+    const int64_t channels = lp.info.channels;
+    std::vector<double> mean(channels, 0), var(channels, 0);
+    double n = 0;
+    for (const auto& o : obs) n += static_cast<double>(o.per_layer.at(lp.info.name)[0].count);
+    for (int64_t c = 0; c < channels; ++c) {
+      double sum = 0;
+      for (const auto& o : obs) {
+        const ChannelMoments& m = o.per_layer.at(lp.info.name)[0];
+        sum += m.mean[c] * static_cast<double>(m.count);
+      }
+      mean[c] = sum / n;
+      double ss = 0;
+      for (const auto& o : obs) {
+        const ChannelMoments& m = o.per_layer.at(lp.info.name)[0];
+        const double d = m.mean[c] - mean[c];
+        ss += m.m2[c] + static_cast<double>(m.count) * d * d;
+      }
+      var[c] = ss / (n - 1);
+    }
+    EXPECT_EQ(lp.values_per_channel, static_cast<int64_t>(n));
+    ExpectClose(lp.mean, mean, 1e-10, lp.info.name + " mean vs two-pass");
+    ExpectClose(lp.variance, var, 1e-10, lp.info.name + " var vs two-pass");
+  }
+}
+
+TEST_F(SessionTest, RetriedRequestIdIsCountedOnce) {
+  auto s = NewSession("dup");
+  const std::vector<Tensor> samples = Samples(2, 1, 1);
+  auto a = Add(*s, "same", samples[0]);
+  ASSERT_TRUE(a.ok());
+  EXPECT_FALSE(a->duplicate);
+  auto b = Add(*s, "same", samples[1]);  // a retry (content ignored: the id was applied)
+  ASSERT_TRUE(b.ok());
+  EXPECT_TRUE(b->duplicate);
+  EXPECT_EQ(b->requests_accepted, 1);
+  const std::string text = MetricsText();
+  EXPECT_THAT(text, HasSubstr(
+      "normserve_training_requests_total{model=\"fashion_bn_cnn\",result=\"duplicate\",session=\"dup\"} 1"));
+}
+
+TEST_F(SessionTest, NonFiniteInputIsRefusedWholeAndCounted) {
+  auto s = NewSession("nan");
+  std::vector<Tensor> samples = Samples(1, 1, 2);
+  samples[0].data[100] = std::numeric_limits<float>::quiet_NaN();
+  auto r = Add(*s, "bad", samples[0]);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr(input_));
+  samples[0].data[100] = std::numeric_limits<float>::infinity();
+  EXPECT_FALSE(Add(*s, "bad2", samples[0]).ok());
+  // Finite input that overflows float32 inside the network: refused as an activation.
+  std::vector<Tensor> huge = Samples(1, 1, 3);
+  for (float& v : huge[0].data) v = 3e38f;
+  auto h = Add(*s, "huge", huge[0]);
+  ASSERT_FALSE(h.ok());
+  EXPECT_EQ(h.status().code(), absl::StatusCode::kInvalidArgument);
+  auto rep = s->Report(false);
+  ASSERT_TRUE(rep.ok());
+  EXPECT_EQ(rep->requests_accepted, 0);
+  EXPECT_EQ(rep->requests_refused, 3);
+  for (const LayerSummary& l : rep->layers) EXPECT_EQ(l.requests, 0);
+  const std::string text = MetricsText();
+  EXPECT_THAT(text, HasSubstr(
+      "normserve_training_refused_total{model=\"fashion_bn_cnn\",reason=\"non_finite_input\"} 2"));
+  EXPECT_THAT(text, HasSubstr(
+      "normserve_training_refused_total{model=\"fashion_bn_cnn\",reason=\"non_finite_activation\"} 1"));
+}
+
+TEST_F(SessionTest, BatchNCountsEachSampleAsOneRequest) {
+  const std::vector<Tensor> batch = Samples(1, 4, 11);
+  auto a = NewSession("batch");
+  auto b = NewSession("single");
+  auto r = Add(*a, "b", batch[0]);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->requests_accepted, 4);
+  for (int i = 0; i < 4; ++i) {
+    Tensor one;
+    one.shape = std::vector<int64_t>{1, 1, 28, 28};
+    one.data.assign(batch[0].data.begin() + i * 784, batch[0].data.begin() + (i + 1) * 784);
+    ASSERT_TRUE(Add(*b, absl::StrCat(i), one).ok());
+  }
+  auto ra = a->Report(false);
+  auto rb = b->Report(false);
+  for (size_t li = 0; li < ra->layers.size(); ++li) {
+    EXPECT_EQ(ra->layers[li].requests, 4);
+    ExpectClose(ra->layers[li].mean, rb->layers[li].mean, 1e-12, "batch mean");
+    ExpectClose(ra->layers[li].variance, rb->layers[li].variance, 1e-12, "batch var");
+  }
+}
+
+TEST_F(SessionTest, MaxSamplesRefusesBeyondTheLimit) {
+  auto s = NewSession("limit", 3);
+  const std::vector<Tensor> samples = Samples(4, 1, 5);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(Add(*s, absl::StrCat(i), samples[i]).ok());
+  auto r = Add(*s, "3", samples[3]);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("max_samples=3"));
+}
+
+TEST_F(SessionTest, ExactReportEqualsLayerwiseCalibrationAndGateNamesLayers) {
+  auto s = NewSession("exact");
+  const std::vector<Tensor> samples = Samples(6, 1, 9);
+  for (int i = 0; i < 6; ++i) ASSERT_TRUE(Add(*s, absl::StrCat(i), samples[i]).ok());
+  auto exact = s->Report(true);
+  ASSERT_TRUE(exact.ok()) << exact.status();
+  EXPECT_TRUE(exact->exact);
+  auto ref = CalibrateLayerwise(model_, samples);
+  ASSERT_TRUE(ref.ok());
+  ASSERT_EQ(exact->layers.size(), ref->layers.size());
+  for (size_t i = 0; i < ref->layers.size(); ++i) {
+    ExpectClose(exact->layers[i].mean, ref->layers[i].committed.mean, 1e-12, "exact mean");
+    ExpectClose(exact->layers[i].variance, ref->layers[i].committed.var, 1e-12, "exact var");
+  }
+  // 6 requests: the BatchNorm1d layer (1 value per request) has 6 values per channel < 8.
+  EXPECT_FALSE(exact->gate_passed);
+  const std::string failures = GateFailures(*exact);
+  EXPECT_THAT(failures, HasSubstr("6 values per channel < 8"));
+  for (const LayerSummary& l : exact->layers) {
+    if (l.info.values_per_channel == 1) {
+      EXPECT_THAT(failures, HasSubstr("\"" + l.info.name + "\""));
+    }
+  }
+}
+
+TEST_F(SessionTest, FailedFsyncIsNotAppliedAndRetrySucceedsOnce) {
+  auto s = NewSession("fsync");
+  const std::vector<Tensor> samples = Samples(1, 1, 4);
+  InjectSampleLogFsyncFailureForTest();
+  auto r = Add(*s, "x", samples[0]);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(s->requests_accepted(), 0);
+  auto again = Add(*s, "x", samples[0]);
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(again->duplicate);
+  EXPECT_EQ(again->requests_accepted, 1);
+  EXPECT_THAT(MetricsText(), HasSubstr("normserve_training_wal_fsync_failures_total 1"));
+  // The log holds exactly the one acknowledged record.
+  auto rec = SampleLog::Recover(s->dir() + "/samples.wal");
+  ASSERT_TRUE(rec.ok());
+  EXPECT_EQ(rec->records.size(), 1u);
+  EXPECT_FALSE(rec->torn_tail);
+}
+
+TEST_F(SessionTest, RecoveryReplaysTheLogExactlyOnce) {
+  const std::vector<Tensor> samples = Samples(5, 1, 12);
+  std::string dir;
+  SessionSummary before;
+  {
+    auto s = NewSession("recover");
+    for (int i = 0; i < 5; ++i) ASSERT_TRUE(Add(*s, absl::StrCat("id", i), samples[i]).ok());
+    before = *s->Report(false);
+    dir = s->dir();
+  }
+  SessionEnv env;
+  env.metrics = metrics_.get();
+  auto r = Session::Recover(Config("recover"), dir, model_, env);
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto after = (*r)->Report(false);
+  EXPECT_EQ(after->requests_accepted, 5);
+  for (size_t li = 0; li < before.layers.size(); ++li) {
+    ExpectClose(after->layers[li].mean, before.layers[li].mean, 1e-12, "recovered mean");
+    ExpectClose(after->layers[li].variance, before.layers[li].variance, 1e-12, "recovered var");
+  }
+  auto dup = Add(**r, "id3", samples[3]);
+  ASSERT_TRUE(dup.ok());
+  EXPECT_TRUE(dup->duplicate);
+}
+
+TEST_F(SessionTest, TornTailIsTruncatedAndCounted) {
+  const std::vector<Tensor> samples = Samples(3, 1, 13);
+  std::string dir;
+  {
+    auto s = NewSession("torn");
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE(Add(*s, absl::StrCat(i), samples[i]).ok());
+    dir = s->dir();
+  }
+  const std::string wal = dir + "/samples.wal";
+  const auto good_size = fs::file_size(wal);
+  {
+    // Half of a fourth record: a crash in the middle of an append.
+    const std::string rec = EncodeSampleRecord({"3", {samples[0]}});
+    std::ofstream(wal, std::ios::binary | std::ios::app).write(rec.data(), rec.size() / 2);
+  }
+  SessionEnv env;
+  env.metrics = metrics_.get();
+  auto r = Session::Recover(Config("torn"), dir, model_, env);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ((*r)->requests_accepted(), 3);
+  EXPECT_EQ(fs::file_size(wal), good_size);
+  EXPECT_THAT(MetricsText(), HasSubstr("normserve_training_wal_torn_tails_total 1"));
+  // The session goes on: the next append follows the last good record.
+  ASSERT_TRUE(Add(**r, "3", samples[0]).ok());
+  auto rec = SampleLog::Recover(wal);
+  ASSERT_TRUE(rec.ok());
+  EXPECT_EQ(rec->records.size(), 4u);
+  EXPECT_FALSE(rec->torn_tail);
+}
+
+TEST_F(SessionTest, CorruptRecordIsReportedNeverUsed) {
+  const std::vector<Tensor> samples = Samples(3, 1, 14);
+  std::string dir;
+  {
+    auto s = NewSession("corrupt");
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE(Add(*s, absl::StrCat(i), samples[i]).ok());
+    dir = s->dir();
+  }
+  const std::string wal = dir + "/samples.wal";
+  const int64_t record = static_cast<int64_t>(fs::file_size(wal)) / 3;
+  {
+    // One flipped byte inside the second record's tensor data.
+    std::fstream f(wal, std::ios::binary | std::ios::in | std::ios::out);
+    f.seekg(record + 200);
+    char c = 0;
+    f.read(&c, 1);
+    c ^= 0x10;
+    f.seekp(record + 200);
+    f.write(&c, 1);
+  }
+  SessionEnv env;
+  auto r = Session::Recover(Config("corrupt"), dir, model_, env);
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto a = Add(**r, "new", samples[0]);
+  ASSERT_FALSE(a.ok());
+  EXPECT_EQ(a.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(a.status().message()), HasSubstr(wal));
+  EXPECT_THAT(std::string(a.status().message()), HasSubstr(absl::StrCat("offset ", record)));
+  EXPECT_THAT(std::string(a.status().message()), HasSubstr("checksum"));
+  auto c = (*r)->Commit([](const SessionConfig&, SessionSummary&) -> absl::StatusOr<int64_t> { return 2; });
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kDataLoss);
+}
+
+TEST(SampleLogTest, Crc32cKnownAnswer) {
+  // RFC 3720 B.4: CRC-32C of "123456789" is 0xE3069283.
+  EXPECT_EQ(Crc32c("123456789"), 0xE3069283u);
+}
+
+}  // namespace
+}  // namespace normserve
