@@ -462,7 +462,7 @@ absl::StatusOr<SessionSummary> Session::Commit(
   next.state = "committed";
   next.published_version = version;
   // The version is published whatever happens here; a failure only means a restart
-  // shows the session open again (its Commit would then publish once more).
+  // shows the session open again, where a second Commit is refused as stale-base.
   if (absl::Status s = WriteFileAtomically(dir_ + "/" + kManifestFile, SerializeManifest(next)); !s.ok()) {
     Log(LogLevel::kError, absl::StrCat("training session ", id_, ": published v", version,
                                        " but cannot mark the session committed: ", s.message()));

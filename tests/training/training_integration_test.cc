@@ -13,6 +13,7 @@
 #include <fstream>
 #include <random>
 #include <thread>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
@@ -477,6 +478,56 @@ TEST_F(TrainingIntegrationTest, KillNineKeepsEveryAcknowledgedRequestExactlyOnce
   ASSERT_TRUE(server.Report("durable", false, &after).ok());
   EXPECT_EQ(after.requests_accepted(), report.requests_accepted());
   for (const v1::LayerReport& l : after.layers()) EXPECT_EQ(l.requests(), after.requests_accepted());
+}
+
+TEST(TrainingTlsTest, ClientCertificateAuthenticatesWithoutToken) {
+  TempDir dir;
+  const std::string key = dir.path() + "/key.pem", cert = dir.path() + "/cert.pem";
+  const std::string ckey = dir.path() + "/client_key.pem", ccert = dir.path() + "/client_cert.pem";
+  std::string out;
+  for (const auto& [k, c, cn] : {std::make_tuple(key, cert, std::string("localhost")),
+                                 std::make_tuple(ckey, ccert, std::string("trainer"))}) {
+    if (testing::RunCommand({"/usr/bin/openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj",
+                             "/CN=" + cn, "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-days",
+                             "1", "-keyout", k, "-out", c},
+                            &out) != 0) {
+      GTEST_SKIP() << "openssl cannot make a test certificate: " << out;
+    }
+  }
+  auto read = [](const std::string& path) {
+    std::ifstream in(path);
+    return std::string((std::istreambuf_iterator<char>(in)), {});
+  };
+  TempDir repo, state;
+  testing::AddModel(repo.path(), kModel, 1, testing::DefaultRepositoryModel(kModel));
+  const int port = testing::FreePort();
+  auto server = ServerProcess::Start(
+      repo.path(),
+      {"--tls_cert=" + cert, "--tls_key=" + key, "--training_client_ca=" + ccert,
+       absl::StrCat("--training_port=", port), "--training_state_dir=" + state.path() + "/s"},
+      60, /*wait_ready=*/false);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto call = [&](bool with_client_cert) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = read(cert);
+    if (with_client_cert) {
+      ssl.pem_private_key = read(ckey);
+      ssl.pem_cert_chain = read(ccert);
+    }
+    auto stub = v1::TrainingService::NewStub(
+        grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::SslCredentials(ssl)));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    v1::ListSessionsResponse resp;
+    return stub->ListSessions(&ctx, v1::ListSessionsRequest(), &resp);
+  };
+  grpc::Status ok = call(true);
+  for (int i = 0; i < 100 && !ok.ok(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    ok = call(true);
+  }
+  EXPECT_TRUE(ok.ok()) << ok.error_message() << (*server)->Log();
+  EXPECT_FALSE(call(false).ok());  // the handshake requires a client certificate
 }
 
 }  // namespace
