@@ -40,11 +40,12 @@ RUN mkdir -p /var/lib/normserve/state \
  && chmod 0755 /usr/local/bin/normserve-entrypoint
 
 # Every flag can be set from the environment (deploy/entrypoint.sh maps NORMSERVE_<FLAG>
-# to --<flag>); arguments after the image name are appended as extra flags.
+# to --<flag>); arguments after the image name are appended as extra flags. The training
+# endpoint (port 8003) starts when a token is given (NORMSERVE_TRAINING_TOKEN or
+# NORMSERVE_TRAINING_TOKEN_FILE) or a client CA; otherwise it stays off.
 ENV NORMSERVE_HOST=0.0.0.0 \
     NORMSERVE_PORT=8001 \
     NORMSERVE_METRICS_PORT=8002 \
-    NORMSERVE_TRAINING_PORT=8003 \
     NORMSERVE_MODEL_REPOSITORY=/var/lib/normserve/repository \
     NORMSERVE_STATE_DIR=/var/lib/normserve/state
 WORKDIR /var/lib/normserve

@@ -7,14 +7,16 @@
 #   2. `podman build --isolation=chroot --network=host --pull=never`;
 #   3. the image's entrypoint started with `buildah run --isolation=chroot` (podman run
 #      cannot set rlimits in this sandbox), with free loopback ports from the environment;
-#   4. from the host: health, list, a real prediction (normserve-cli), /metrics; inside
-#      the image: the HEALTHCHECK command, no unresolved shared library, the non-root user;
+#   4. from the host: health, list, a real prediction (normserve-cli), /metrics, the
+#      training endpoint (token checked); inside the image: the HEALTHCHECK command, no
+#      unresolved shared library, no -dev package, the non-root user;
 #   5. SIGTERM: the server drains and exits 0.
 # Fails loudly (exit 1, message on stderr) on any missing tool or failed step.
 #
 # Usage (root): tests/deploy/image_test.sh [--from-head]
 #   --from-head   build from `git archive HEAD` instead of the working tree
 # Environment: NORMSERVE_CLI (host normserve-cli; default build/tools/normserve-cli),
+#   NORMSERVE_PY_STUBS (host Python stubs; default build/python),
 #   NORMSERVE_IMAGE (tag, default localhost/normserve:test), NORMSERVE_REBUILD_BASE=1,
 #   NORMSERVE_IMAGE_WORKDIR (scratch dir, default a new mktemp dir).
 set -euo pipefail
@@ -152,7 +154,8 @@ print(*[s.getsockname()[1] for s in ss])')
 # setsid: the server gets its own process group, so cleanup reaches every process.
 setsid buildah run --isolation=chroot --network=host \
   --env NORMSERVE_PORT="$PORT" --env NORMSERVE_METRICS_PORT="$MPORT" \
-  --env NORMSERVE_TRAINING_PORT="$TPORT" --env NORMSERVE_DRAIN_SECONDS=5 \
+  --env NORMSERVE_TRAINING_PORT="$TPORT" --env NORMSERVE_TRAINING_TOKEN=image-test-token \
+  --env NORMSERVE_DRAIN_SECONDS=5 \
   "$CTR" -- /usr/local/bin/normserve-entrypoint > "$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 ok=0
@@ -182,6 +185,29 @@ text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout
 ok = [l for l in text.splitlines() if l.startswith("normserve_requests_total") and 'model="fashion_bn_cnn"' in l]
 assert ok, "no normserve_requests_total for fashion_bn_cnn"
 print("metrics:", ok[0])
+PY
+# The training endpoint listens (the entrypoint binds it to 0.0.0.0 in the container) and
+# checks the bearer token; with the host's Python stubs, ListSessions is called for real.
+STUBS="${NORMSERVE_PY_STUBS:-$ROOT/build/python}"
+python3 - "$TPORT" "$STUBS" <<'PY' || die "training endpoint in the image"
+import os, socket, sys
+port, stubs = int(sys.argv[1]), sys.argv[2]
+socket.create_connection(("127.0.0.1", port), timeout=5).close()
+if not os.path.exists(os.path.join(stubs, "normserve/v1/training_pb2_grpc.py")):
+    print(f"training port {port}: listening (no Python stubs at {stubs} for an RPC)")
+    raise SystemExit
+sys.path.insert(0, stubs)
+import grpc
+from normserve.v1 import training_pb2 as t, training_pb2_grpc as tg
+stub = tg.TrainingServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+try:
+    stub.ListSessions(t.ListSessionsRequest(), timeout=10)
+    raise SystemExit("ListSessions without a token succeeded")
+except grpc.RpcError as e:
+    assert e.code() == grpc.StatusCode.UNAUTHENTICATED, e
+stub.ListSessions(t.ListSessionsRequest(), timeout=10,
+                  metadata=[("authorization", "Bearer image-test-token")])
+print(f"training port {port}: UNAUTHENTICATED without the token, ListSessions with it")
 PY
 # The image's own HEALTHCHECK command, run inside the image against the running server.
 buildah run --isolation=chroot --network=host --env NORMSERVE_PORT="$PORT" "$CTR" -- \

@@ -269,8 +269,8 @@ class Entrypoint(unittest.TestCase):
                    "NORMSERVE_TLS_CERT": "", "NORMSERVE_TRAINING_TOKEN": "secret"}
             out = subprocess.run(["sh", ep, "--max_queue=5"], env=env, capture_output=True,
                                  text=True, check=True).stdout.split()
-            self.assertEqual(out[0], "--undefok=training_host,training_port,training_token_file,"
-                                     "training_state_dir,live_drift_fraction")
+            self.assertTrue(out[0].startswith("--undefok=training_host,training_port,"))
+            self.assertIn("live_drift_fraction", out[0])
             self.assertIn("--port=9001", out)
             self.assertIn("--workers=3", out)
             self.assertIn("--training_host=0.0.0.0", out)
