@@ -8,6 +8,7 @@
     trainer's training port, and no other Service exposes it; kustomization lists every
     file; ConfigMap keys are variables the entrypoint understands.
   - docker-compose.yml: parses, the three services, every bind-mounted file exists.
+  - alerts_test.yml: every alert of alerts.yml fires and later resolves in a unit test.
   - Grafana: dashboards are valid JSON with unique panel ids, the provisioned data
     source uid, grid within 24 columns.
   - Dockerfile: FROM debian:bookworm-slim, the exposed ports, a non-root USER, VOLUMEs,
@@ -174,6 +175,26 @@ class KubernetesManifests(unittest.TestCase):
                   for v in serving["spec"]["template"]["spec"]["volumes"]
                   if "persistentVolumeClaim" in v]
         self.assertNotIn("normserve-training-state", claims)
+
+
+class AlertTests(unittest.TestCase):
+    def test_every_alert_fires_and_resolves_in_the_unit_tests(self):
+        rules = yaml.safe_load(read(os.path.join(DEPLOY, "prometheus/alerts.yml")))
+        alerts = {r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
+        tests = yaml.safe_load(read(os.path.join(DEPLOY, "prometheus/alerts_test.yml")))
+        fired, resolved_after = {}, {}
+        for t in tests["tests"]:
+            cases = sorted(t.get("alert_rule_test", []), key=lambda c: int(c["eval_time"][:-1]))
+            for c in cases:
+                name = c["alertname"]
+                if c.get("exp_alerts"):
+                    fired.setdefault(name, c["eval_time"])
+                elif name in fired:
+                    resolved_after[name] = c["eval_time"]
+        for a in sorted(alerts):
+            with self.subTest(alert=a):
+                self.assertIn(a, fired, "never fires in alerts_test.yml")
+                self.assertIn(a, resolved_after, "never resolves after firing")
 
 
 class Compose(unittest.TestCase):
