@@ -160,7 +160,7 @@ class TrainingIntegrationTest : public ::testing::Test {
 };
 
 TEST_F(TrainingIntegrationTest, AuthAndSeparateListener) {
-  TrainingServer server(repo_, state_);
+  TrainingServer server(repo_, state_, {"--training_max_sessions=2"});
   ASSERT_NE(server.process(), nullptr);
   v1::ListSessionsRequest req;
   v1::ListSessionsResponse resp;
@@ -185,6 +185,49 @@ TEST_F(TrainingIntegrationTest, AuthAndSeparateListener) {
     grpc::ClientContext ctx;
     server.Authorize(&ctx);
     EXPECT_TRUE(server.training()->ListSessions(&ctx, req, &resp).ok());
+  }
+  // Bounded sessions: the third is refused naming the limit; Abort frees a slot.
+  ASSERT_FALSE(server.StartSession("one").empty());
+  ASSERT_FALSE(server.StartSession("two").empty());
+  {
+    grpc::ClientContext ctx;
+    server.Authorize(&ctx);
+    v1::StartSessionRequest start;
+    start.mutable_model_spec()->set_name(kModel);
+    v1::StartSessionResponse started;
+    grpc::Status s = server.training()->StartSession(&ctx, start, &started);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+    EXPECT_THAT(s.error_message(), HasSubstr("--training_max_sessions=2"));
+  }
+  {
+    grpc::ClientContext ctx;
+    server.Authorize(&ctx);
+    v1::AbortRequest abort;
+    abort.set_session_id("one");
+    v1::AbortResponse aborted;
+    ASSERT_TRUE(server.training()->Abort(&ctx, abort, &aborted).ok());
+  }
+  EXPECT_FALSE(fs::exists(state_ + "/one"));
+  EXPECT_EQ(server.StartSession("three"), "three");
+  {
+    // AccumulateStream: each message is one Accumulate; a repeated id counts once.
+    grpc::ClientContext ctx;
+    server.Authorize(&ctx);
+    v1::AccumulateStreamResponse summary;
+    auto writer = server.training()->AccumulateStream(&ctx, &summary);
+    std::mt19937 rng(1);
+    for (const char* id : {"a", "b", "c", "b"}) {
+      v1::AccumulateRequest req;
+      req.set_session_id("three");
+      req.set_request_id(id);
+      *req.add_inputs() = ToTensor(Image(rng), 1);
+      ASSERT_TRUE(writer->Write(req));
+    }
+    writer->WritesDone();
+    ASSERT_TRUE(writer->Finish().ok());
+    EXPECT_EQ(summary.accepted(), 3);
+    EXPECT_EQ(summary.duplicates(), 1);
+    EXPECT_EQ(summary.requests_accepted(), 3);
   }
   {
     // The serving port does not serve the training API, even with the token.
@@ -478,6 +521,21 @@ TEST_F(TrainingIntegrationTest, KillNineKeepsEveryAcknowledgedRequestExactlyOnce
   ASSERT_TRUE(server.Report("durable", false, &after).ok());
   EXPECT_EQ(after.requests_accepted(), report.requests_accepted());
   for (const v1::LayerReport& l : after.layers()) EXPECT_EQ(l.requests(), after.requests_accepted());
+}
+
+TEST(TrainingFlagsTest, ExplicitPortWithoutCredentialsIsAFlagError) {
+  TempDir repo;
+  std::string out;
+  EXPECT_EQ(testing::RunCommand({testing::NormserveBinary(), "--model_repository=" + repo.path(),
+                                 "--training_port=0"},
+                                &out),
+            2);
+  EXPECT_THAT(out, HasSubstr("--training_port=0 needs --training_token_file"));
+  EXPECT_EQ(testing::RunCommand({testing::NormserveBinary(), "--model_repository=" + repo.path(),
+                                 "--training_port=0", "--training_token_file=" + repo.path() + "/none"},
+                                &out),
+            2);
+  EXPECT_THAT(out, HasSubstr("cannot read"));
 }
 
 TEST(TrainingTlsTest, ClientCertificateAuthenticatesWithoutToken) {
