@@ -146,6 +146,14 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   } else {
     credentials = grpc::InsecureServerCredentials();
   }
+  // Training first (it recovers its sessions before listening): once serving reports
+  // ready, the training endpoint is up too.
+  if (options.training_port >= 0) {
+    if (absl::Status s = StartTraining(options, state.get()); !s.ok()) {
+      state->scheduler->Shutdown();
+      return s;
+    }
+  }
   grpc::ServerBuilder builder;
   const std::string address = absl::StrCat(options.host, ":", options.port);
   builder.AddListeningPort(address, credentials, &state->port);
@@ -158,6 +166,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   builder.RegisterService(state->kserve_service.get());
   state->grpc_server = builder.BuildAndStart();
   if (state->grpc_server == nullptr || state->port == 0) {
+    if (state->training_server != nullptr) state->training_server->Shutdown();
     return absl::UnavailableError(
         absl::StrCat("cannot listen on ", address, " (port in use or address invalid)"));
   }
@@ -173,13 +182,6 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
     }
   }
   state->observer.SetHealth(health);
-  if (options.training_port >= 0) {
-    if (absl::Status s = StartTraining(options, state.get()); !s.ok()) {
-      state->grpc_server->Shutdown();
-      state->scheduler->Shutdown();
-      return s;
-    }
-  }
   if (options.poll_period > absl::ZeroDuration()) {
     state->manager->StartPolling(options.poll_period);
   }

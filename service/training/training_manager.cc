@@ -286,6 +286,7 @@ absl::StatusOr<SessionSummary> TrainingManager::Commit(const std::string& sessio
           "; force publishes anyway): ", GateFailures(summary)));
     }
     ASSIGN_OR_RETURN(std::string onnx, summary.committed_model->SerializeOnnx());
+    publish_mu_.AssertHeld();  // taken above; runs under Session::Commit's lock too
     ASSIGN_OR_RETURN(int64_t version, PublishLocked(model, onnx));
     result = TrainingMetrics::CommitResult::kPublished;
     return version;
