@@ -26,6 +26,7 @@ CLI="${NORMSERVE_CLI:-$ROOT/build/tools/normserve-cli}"
 FROM_HEAD=0
 [[ "${1:-}" == "--from-head" ]] && FROM_HEAD=1
 
+PY=/usr/bin/python3  # Debian's Python with python3-grpcio (the project's test Python)
 die() { echo "IMAGE TEST FAILED: $*" >&2; exit 1; }
 T0=$(date +%s)
 phase_start=$T0
@@ -36,9 +37,10 @@ phase() {  # phase NAME: print how long the previous phase took, start the next
 }
 
 [[ $(id -u) == 0 ]] || die "must run as root (debootstrap, podman and buildah with chroot isolation)"
-for tool in podman buildah debootstrap git python3; do
+for tool in podman buildah debootstrap git; do
   command -v "$tool" >/dev/null || die "$tool not installed (apt-get install podman buildah debootstrap)"
 done
+[[ -x "$PY" ]] || die "$PY not found (Debian python3 with python3-grpcio)"
 [[ -x "$CLI" ]] || die "host normserve-cli not found at $CLI (build the project first or set NORMSERVE_CLI)"
 
 WORK="${NORMSERVE_IMAGE_WORKDIR:-$(mktemp -d /tmp/normserve-image.XXXXXX)}"
@@ -66,7 +68,7 @@ if [[ "${NORMSERVE_REBUILD_BASE:-0}" != 1 ]] && podman image exists "$BASE"; the
 else
   # The first Debian mirror the machine's apt sources name for bookworm (one-line .list
   # format or deb822 .sources); never a host written into the repository.
-  MIRROR="$(python3 - <<'PY'
+  MIRROR="$("$PY" - <<'PY'
 import glob, re
 files = ["/etc/apt/sources.list"] + sorted(glob.glob("/etc/apt/sources.list.d/*.list")) \
       + sorted(glob.glob("/etc/apt/sources.list.d/*.sources"))
@@ -133,7 +135,7 @@ VOLS="$(podman image inspect --format '{{json .Config.Volumes}}' "$IMAGE")"
 HC="$(podman image inspect --format '{{json .Config.Healthcheck}}' "$IMAGE")"
 [[ "$HC" == *normserve-cli* ]] || die "no HEALTHCHECK through normserve-cli: $HC"
 HC_CMD="$(podman image inspect --format '{{json .Config.Healthcheck.Test}}' "$IMAGE" \
-  | python3 -c 'import json,sys; t=json.load(sys.stdin); print(t[1] if t[0]=="CMD-SHELL" else " ".join(t[1:]))')"
+  | "$PY" -c 'import json,sys; t=json.load(sys.stdin); print(t[1] if t[0]=="CMD-SHELL" else " ".join(t[1:]))')"
 echo "user=$USER_CFG ports=$PORTS volumes=$VOLS"
 echo "healthcheck: $HC_CMD"
 
@@ -146,7 +148,7 @@ DEV="$(buildah run --isolation=chroot "$CTR" -- sh -c 'dpkg -l | awk "/^ii/ && \
 
 # --- 4. run the server inside the image ---------------------------------------------
 phase "server in the image (buildah run --isolation=chroot --network=host)"
-read -r PORT MPORT TPORT < <(python3 -c '
+read -r PORT MPORT TPORT < <("$PY" -c '
 import socket
 ss = [socket.socket() for _ in range(3)]
 for s in ss: s.bind(("127.0.0.1", 0))
@@ -172,14 +174,14 @@ grep -q SERVING "$WORK/health.txt" || die "health is not SERVING"
 "$CLI" --server="127.0.0.1:$PORT" list | tee "$WORK/list.txt"
 grep -q fashion_bn_cnn "$WORK/list.txt" || die "default repository not served"
 # A 28x28 grey image (a bright rectangle on black), the shape of Fashion-MNIST.
-python3 -c '
+"$PY" -c '
 import sys
 px = bytes(200 if 6 <= r < 22 and 9 <= c < 19 else 0 for r in range(28) for c in range(28))
 sys.stdout.buffer.write(b"P5\n28 28\n255\n" + px)' > "$WORK/item.pgm"
 "$CLI" --server="127.0.0.1:$PORT" predict fashion_bn_cnn --input="$WORK/item.pgm" --top=3 \
   | tee "$WORK/predict.txt" || die "prediction failed"
 grep -q "\[1,10\]" "$WORK/predict.txt" || die "unexpected prediction output"
-python3 - "$MPORT" <<'PY' || die "metrics endpoint"
+"$PY" - "$MPORT" <<'PY' || die "metrics endpoint"
 import sys, urllib.request
 text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode()
 ok = [l for l in text.splitlines() if l.startswith("normserve_requests_total") and 'model="fashion_bn_cnn"' in l]
@@ -189,7 +191,7 @@ PY
 # The training endpoint listens (the entrypoint binds it to 0.0.0.0 in the container) and
 # checks the bearer token; with the host's Python stubs, ListSessions is called for real.
 STUBS="${NORMSERVE_PY_STUBS:-$ROOT/build/python}"
-python3 - "$TPORT" "$STUBS" <<'PY' || die "training endpoint in the image"
+"$PY" - "$TPORT" "$STUBS" <<'PY' || die "training endpoint in the image"
 import os, socket, sys
 port, stubs = int(sys.argv[1]), sys.argv[2]
 socket.create_connection(("127.0.0.1", port), timeout=5).close()
