@@ -164,6 +164,7 @@ class RecalibrationExperimentTest(unittest.TestCase):
 
         # Every layer must pass the gate with K requests: the BatchNorm1d layer gets one
         # value per request; the relative SEM is at most ~1/sqrt(K) (0.0625 at K=256).
+        t_oracle = time.time() - t0
         options = tr.SessionOptions(min_values_per_channel=K, max_relative_sem=0.2)
         session = self.trainer.StartSession(tr.StartSessionRequest(
             model_spec=inf.ModelSpec(name=MODEL), options=options), metadata=AUTH)
@@ -175,6 +176,7 @@ class RecalibrationExperimentTest(unittest.TestCase):
                                    raw_data=xi.tobytes())]), metadata=AUTH)
             self.assertFalse(resp.duplicate, f"{shift}: request {i} reported as a duplicate")
             self.assertEqual(resp.requests_accepted, i + 1)
+        t_accumulate = time.time() - t0 - t_oracle
         try:
             commit = self.trainer.Commit(tr.CommitRequest(session_id=session.session_id,
                                                           force=False), metadata=AUTH)
@@ -197,12 +199,15 @@ class RecalibrationExperimentTest(unittest.TestCase):
                 f"{s['var'][worst]:.8g} (relative errors {mean_err.max():.2e}, "
                 f"{var_err.max():.2e} > {STAT_RTOL})")
 
+        t_commit = time.time() - t0 - t_oracle - t_accumulate
+        t_predict0 = time.time()
         served_acc = float((self.predict_classes(x_test, version) == y_test).mean())
         self.assertLessEqual(
             abs(served_acc - oracle_acc), ACCURACY_TOLERANCE,
             f"{shift} K={K}: served accuracy {served_acc:.4f} of version {version}, oracle "
             f"{oracle_acc:.4f}")
 
+        t_predict = time.time() - t_predict0
         rolled = self.trainer.Rollback(tr.RollbackRequest(
             model_spec=inf.ModelSpec(name=MODEL, version=1)), metadata=AUTH).published.version
         back = bn_stats_of_onnx(self.export(rolled))
@@ -216,7 +221,9 @@ class RecalibrationExperimentTest(unittest.TestCase):
             float((served_frozen == oracle.predictions(frozen_model, sample)).mean()), 0.99,
             f"{shift}: after Rollback to v1 (now v{rolled}) predictions differ from frozen")
         print(f"{shift:10s} K={K}: v{version} served {served_acc:.4f} oracle {oracle_acc:.4f}; "
-              f"rollback -> v{rolled} ({time.time() - t0:.0f}s)", file=sys.stderr, flush=True)
+              f"rollback -> v{rolled} ({time.time() - t0:.0f}s: oracle {t_oracle:.0f}s, {K} "
+              f"Accumulate {t_accumulate:.0f}s, commit+export {t_commit:.0f}s, 10000 "
+              f"Predict {t_predict:.0f}s)", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
