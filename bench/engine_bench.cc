@@ -7,7 +7,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -18,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "bench/conv_peak.h"
+#include "bench/engine_runner.h"
 #include "bench/latency_stats.h"
 #include "kernels/engine.h"
 #include "kernels/model.h"
@@ -87,51 +87,11 @@ std::string JsonString(const std::string& s) {
   return out + "\"";
 }
 
-// Batch-1 shape of a graph input: the batch dim becomes 1, any other dynamic dim is an
-// error (the benchmark has no way to choose it).
-absl::StatusOr<std::vector<int64_t>> Batch1Shape(const ValueSpec& spec) {
-  if (spec.type != ElementType::kFloat32) {
-    return absl::InvalidArgumentError(absl::StrCat("input \"", spec.name, "\": type ",
-                                                   ElementTypeName(spec.type),
-                                                   ", the benchmark feeds float32 only"));
-  }
-  if (spec.shape.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("input \"", spec.name, "\": scalar input, expected a batch dim"));
-  }
-  std::vector<int64_t> shape = spec.shape;
-  shape[0] = 1;
-  for (size_t axis = 1; axis < shape.size(); ++axis) {
-    if (shape[axis] < 0) {
-      return absl::InvalidArgumentError(absl::StrCat("input \"", spec.name, "\": dim ", axis,
-                                                     " is dynamic in ", ShapeToString(spec.shape)));
-    }
-  }
-  return shape;
-}
-
 absl::StatusOr<EngineBenchResult> RunEngineBench(const EngineBenchOptions& o) {
-  ASSIGN_OR_RETURN(std::shared_ptr<const Model> model, Model::LoadFile(o.model_path));
-  CompileOptions compile_options;
-  compile_options.intra_op_threads = o.threads;
-  compile_options.precompile_batch_sizes = {1};
-  ASSIGN_OR_RETURN(std::shared_ptr<const CompiledModel> compiled,
-                   CompiledModel::Compile(model, compile_options));
+  ASSIGN_OR_RETURN(std::unique_ptr<PreparedEngine> engine, PrepareEngine(o.model_path, o.threads));
+  const std::shared_ptr<const CompiledModel>& compiled = engine->compiled;
   if (o.describe_plan) std::fprintf(stderr, "%s\n", compiled->DescribePlan().c_str());
-
-  // Uniform [-1, 1) inputs: no denormals, same data every run.
-  std::vector<std::vector<float>> buffers;
-  std::vector<TensorView> inputs;
-  std::mt19937 gen(1234);
-  std::uniform_real_distribution<float> dist(-1.f, 1.f);
-  for (const ValueSpec& spec : model->inputs()) {
-    ASSIGN_OR_RETURN(std::vector<int64_t> shape, Batch1Shape(spec));
-    ASSIGN_OR_RETURN(int64_t count, ShapeElementCount(shape));
-    std::vector<float> data(count);
-    for (float& v : data) v = dist(gen);
-    buffers.push_back(std::move(data));
-    inputs.push_back(TensorView{buffers.back().data(), shape});
-  }
+  const std::vector<TensorView>& inputs = engine->inputs;
 
   std::unique_ptr<ExecutionContext> context = compiled->NewContext();
   std::vector<Tensor> outputs;

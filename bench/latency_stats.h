@@ -13,6 +13,7 @@ namespace bench {
 struct LatencyStats {
   double median_ms = 0;
   double p90_ms = 0;
+  double p99_ms = 0;
   double mean_ms = 0;
   double min_ms = 0;
   int64_t iters = 0;
@@ -34,6 +35,7 @@ inline LatencyStats Summarize(std::vector<double> times_ms) {
   std::sort(times_ms.begin(), times_ms.end());
   s.median_ms = Quantile(times_ms, 0.5);
   s.p90_ms = Quantile(times_ms, 0.9);
+  s.p99_ms = Quantile(times_ms, 0.99);
   s.mean_ms = sum / static_cast<double>(times_ms.size());
   s.min_ms = times_ms.front();
   s.iters = static_cast<int64_t>(times_ms.size());
