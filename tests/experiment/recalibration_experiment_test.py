@@ -78,7 +78,7 @@ def bn_stats_of_onnx(onnx_bytes):
 class RecalibrationExperimentTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        torch.set_num_threads(1)
+        torch.set_num_threads(2)
         cls.tmp = tempfile.mkdtemp(prefix="normserve_experiment_")
         repo = os.path.join(cls.tmp, "repo")
         shutil.copytree(os.path.join(SOURCE, "models/repository", MODEL),
