@@ -73,7 +73,7 @@ def main(path):
                     ratio = p50 / lat_ref["p50_ms"]
                     overhead_us = (p50 - lat_ref["p50_ms"]) * 1e3
                     ok = ratio <= LATENCY_TARGET
-                    cells[5] = f"{ratio:.3f}x p50 (+{overhead_us:.0f} us)"
+                    cells[5] = f"{ratio:.3f}x p50 ({overhead_us:+.0f} us)"
                     cells[6] = f"<= {LATENCY_TARGET:.2f}x"
                     cells[7] = "ok" if ok else "MISSED"
                     verdicts.append((model, "1-client latency", ok))
