@@ -46,10 +46,12 @@ absl::StatusOr<std::shared_ptr<const CompiledModel>> CompiledModel::Compile(
   if (model == nullptr) return absl::InvalidArgumentError("no model to compile");
   if (options.max_batch <= 0) return absl::InvalidArgumentError("max_batch must be positive");
   std::shared_ptr<CompiledModel> cm(new CompiledModel(std::move(model), options));
+  // Timing the convolution algorithms should see the threads a run will use.
+  if (options.intra_op_threads > 0) omp_set_num_threads(options.intra_op_threads);
   ASSIGN_OR_RETURN(cm->batch1_, BuildPlan(*cm->model_, 1, options));
   for (int64_t b : options.precompile_batch_sizes) {
     if (b == 1) continue;
-    ASSIGN_OR_RETURN(auto plan, BuildPlan(*cm->model_, b, options));
+    ASSIGN_OR_RETURN(auto plan, BuildPlan(*cm->model_, b, options, &cm->batch1_->winograd_convs));
     absl::MutexLock lock(&cm->mu_);
     cm->plans_[b] = std::move(plan);
   }
@@ -68,7 +70,9 @@ absl::StatusOr<std::shared_ptr<const Plan>> CompiledModel::PlanFor(int64_t batch
     if (it != plans_.end()) return it->second;
   }
   // Built outside the lock: a slow compile never blocks runs of other batch sizes.
-  ASSIGN_OR_RETURN(std::shared_ptr<const Plan> plan, BuildPlan(*model_, batch, options_));
+  // The batch-1 choice of convolution algorithms holds for every batch, so a sample's
+  // output does not depend on the batch it came in.
+  ASSIGN_OR_RETURN(std::shared_ptr<const Plan> plan, BuildPlan(*model_, batch, options_, &batch1_->winograd_convs));
   absl::MutexLock lock(&mu_);
   auto [it, inserted] = plans_.emplace(batch, plan);
   if (inserted) {

@@ -21,6 +21,16 @@
 
 namespace normserve {
 
+// How 3x3 stride-1 convolutions run.
+enum class ConvAlgorithm {
+  // Direct or Winograd, whichever is faster for the layer on this machine, timed once
+  // when the batch-1 plan is built; other batch sizes reuse the choice.
+  kAuto,
+  kDirect,
+  // Winograd wherever oneDNN has it.
+  kWinograd,
+};
+
 struct CompileOptions {
   // OpenMP threads used by one execution (intra-op). 0: the OpenMP default.
   int intra_op_threads = 0;
@@ -38,6 +48,9 @@ struct CompileOptions {
   // Fusions can be turned off to test them against the unfused plan.
   bool fold_batch_norm = true;
   bool fuse_post_ops = true;
+  // Ignored (direct) when observed_bn_layers is set: statistics must not depend on
+  // the batching, and Winograd's rounding does.
+  ConvAlgorithm conv_algorithm = ConvAlgorithm::kAuto;
 };
 
 // Per-sample, per-channel moments of one BN layer's input, in float64.

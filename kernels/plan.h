@@ -51,12 +51,17 @@ class Plan {
   size_t scratchpad_bytes = 0;
   std::vector<PlanStep> steps;
   double flops = 0;
+  // Convolutions (node names) that run Winograd.
+  absl::flat_hash_set<std::string> winograd_convs;
 };
 
 // Specializes, rewrites (BN folding, GroupNorm fusion, post-op fusion) and lowers `model`
-// for `batch` into a Plan.
-absl::StatusOr<std::shared_ptr<const Plan>> BuildPlan(const Model& model, int64_t batch,
-                                                      const CompileOptions& options);
+// for `batch` into a Plan. `winograd_convs`, when given, fixes which convolutions run
+// Winograd (a choice made for another batch size); otherwise options.conv_algorithm
+// decides.
+absl::StatusOr<std::shared_ptr<const Plan>> BuildPlan(
+    const Model& model, int64_t batch, const CompileOptions& options,
+    const absl::flat_hash_set<std::string>* winograd_convs = nullptr);
 
 }  // namespace normserve
 

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <optional>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
@@ -11,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "oneapi/dnnl/dnnl_debug.h"
 #include "kernels/batch_norm_folding.h"
+#include "kernels/conv_algorithm_choice.h"
 #include "kernels/group_norm_fusion.h"
 #include "kernels/group_norm_kernel.h"
 #include "kernels/plan.h"
@@ -73,8 +75,9 @@ dims PadRank(const dims& d, size_t rank) {
 
 class Lowerer {
  public:
-  Lowerer(const SpecializedGraph& g, const CompileOptions& options, Plan* plan)
-      : g_(g), options_(options), plan_(plan), stream_(CpuEngine()) {}
+  Lowerer(const SpecializedGraph& g, const CompileOptions& options, Plan* plan,
+          const absl::flat_hash_set<std::string>* winograd_convs)
+      : g_(g), options_(options), plan_(plan), winograd_convs_(winograd_convs), stream_(CpuEngine()) {}
 
   absl::Status Lower(const std::vector<FusedNode>& nodes, const absl::flat_hash_set<std::string>& observed) {
     for (size_t i = 0; i < nodes.size(); ++i) {
@@ -268,6 +271,25 @@ class Lowerer {
                          : CF::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, Any(x),
                                     Any(wdims), Any(dst_dims), strides, dilates, pad_l, pad_r);
     CF::primitive_desc pd(desc, Attr(f.post_ops), CpuEngine());
+    if (WinogradApplies(w, strides, dilates, group) && WantWinograd(n.name)) {
+      auto wdesc = has_bias ? CF::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_winograd,
+                                       Any(x), Any(wdims), bias_md, Any(dst_dims), strides, dilates, pad_l, pad_r)
+                            : CF::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_winograd,
+                                       Any(x), Any(wdims), Any(dst_dims), strides, dilates, pad_l, pad_r);
+      std::optional<CF::primitive_desc> wpd;
+      try {
+        wpd.emplace(wdesc, Attr(f.post_ops), CpuEngine());
+      } catch (const dnnl::error&) {
+        // No Winograd kernel for this shape, ISA or post-op chain: direct it is.
+      }
+      if (wpd && (winograd_convs_ != nullptr || options_.conv_algorithm == ConvAlgorithm::kWinograd ||
+                  WinogradIsFaster(absl::StrCat("x=", absl::StrJoin(x, "x"), " w=", absl::StrJoin(w, "x"), " pads=",
+                                                absl::StrJoin(pads, ","), " bias=", has_bias, PostOpsText(f)),
+                                   pd, *wpd))) {
+        pd = *wpd;
+        plan_->winograd_convs.insert(n.name);
+      }
+    }
     ASSIGN_OR_RETURN(Val src, InLayout(n.inputs[0], pd.src_desc()));
     const int wref = Const(Floats(g_.consts.at(n.inputs[1])), wdims, pd.weights_desc());
     Val dst;
@@ -293,6 +315,14 @@ class Lowerer {
     // An aliased residual is dead now: its buffer holds only this output.
     buffer_values_[dst.buffer] = 1;
     return absl::OkStatus();
+  }
+
+  bool WantWinograd(const std::string& conv) const {
+    // Statistics plans feed float64 accumulators that must not depend on how requests
+    // were batched; oneDNN's Winograd kernels round differently at batch 1 and batch N.
+    if (!options_.observed_bn_layers.empty()) return false;
+    if (winograd_convs_ != nullptr) return winograd_convs_->contains(conv);
+    return options_.conv_algorithm != ConvAlgorithm::kDirect;
   }
 
   static std::string PostOpsText(const FusedNode& f) {
@@ -757,6 +787,7 @@ class Lowerer {
   const SpecializedGraph& g_;
   const CompileOptions& options_;
   Plan* plan_;
+  const absl::flat_hash_set<std::string>* winograd_convs_;
   dnnl::stream stream_;
   absl::flat_hash_map<std::string, Val> vals_;
   absl::flat_hash_map<std::string, std::vector<Val>> alternates_;
@@ -771,7 +802,8 @@ class Lowerer {
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<const Plan>> BuildPlan(const Model& model, int64_t batch,
-                                                      const CompileOptions& options) {
+                                                      const CompileOptions& options,
+                                                      const absl::flat_hash_set<std::string>* winograd_convs) {
   ASSIGN_OR_RETURN(SpecializedGraph g, Specialize(model.graph(), batch));
   absl::flat_hash_set<std::string> observed(options.observed_bn_layers.begin(), options.observed_bn_layers.end());
   for (const auto& name : observed) {
@@ -784,7 +816,7 @@ absl::StatusOr<std::shared_ptr<const Plan>> BuildPlan(const Model& model, int64_
   std::vector<FusedNode> nodes = FusePostOps(g, options.fuse_post_ops);
   auto plan = std::make_shared<Plan>();
   plan->batch = batch;
-  Lowerer lowerer(g, options, plan.get());
+  Lowerer lowerer(g, options, plan.get(), winograd_convs);
   lowerer.g_opset_ = model.opset();
   RETURN_IF_ERROR(lowerer.Lower(nodes, observed));
   return std::shared_ptr<const Plan>(std::move(plan));

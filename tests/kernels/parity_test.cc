@@ -1,9 +1,12 @@
 // Parity against PyTorch eval mode: every exported test model, batch 1 and batch 3, must
 // match PyTorch's outputs within 1e-4 relative to the output scale.
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <tuple>
 
+#include "absl/strings/match.h"
 #include "gtest/gtest.h"
 #include "kernels/engine.h"
 #include "kernels/model.h"
@@ -31,16 +34,25 @@ double RelativeError(const Tensor& got, const Tensor& want) {
   return max_err / scale;
 }
 
-class ParityTest : public ::testing::TestWithParam<std::string> {};
+// Both ends of the convolution algorithm choice (kAuto picks per layer between them).
+class ParityTest : public ::testing::TestWithParam<std::tuple<std::string, ConvAlgorithm>> {};
 
 TEST_P(ParityTest, MatchesPyTorchAtBatch1And3) {
-  const std::string dir = TestDataDir() + "/" + GetParam();
+  const auto& [name, algorithm] = GetParam();
+  const std::string dir = TestDataDir() + "/" + name;
   auto model = Model::LoadFile(dir + "/model.onnx");
   ASSERT_TRUE(model.ok()) << model.status();
   CompileOptions options;
   options.intra_op_threads = 2;
+  options.conv_algorithm = algorithm;
   auto compiled = CompiledModel::Compile(*model, options);
   ASSERT_TRUE(compiled.ok()) << compiled.status();
+  const bool resnet = name.rfind("resnet", 0) == 0;
+  if (resnet) {
+    // ResNets have 3x3 stride-1 convolutions: the algorithm asked for must be the one run.
+    EXPECT_EQ(absl::StrContains((*compiled)->DescribePlan(), "wino"), algorithm == ConvAlgorithm::kWinograd)
+        << (*compiled)->DescribePlan();
+  }
   auto ctx = (*compiled)->NewContext();
   for (const char* batch : {"b1", "b3"}) {
     SCOPED_TRACE(batch);
@@ -53,14 +65,18 @@ TEST_P(ParityTest, MatchesPyTorchAtBatch1And3) {
     ASSERT_TRUE(ctx->Run({view}, &out).ok());
     ASSERT_EQ(out.size(), 1u);
     ASSERT_EQ(out[0].shape, want->shape);
-    EXPECT_LT(RelativeError(out[0], *want), 1e-4) << (*compiled)->DescribePlan();
+    const double err = RelativeError(out[0], *want);
+    EXPECT_LT(err, 1e-4) << (*compiled)->DescribePlan();
+    std::printf("%s %s %s: error %.3g of the output scale\n", name.c_str(), batch,
+                algorithm == ConvAlgorithm::kWinograd ? "winograd" : "direct", err);
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, ParityTest,
-                         ::testing::Values("resnet18", "resnet50", "mobilenet_v2", "gn_resnet",
-                                           "instnorm_net", "layernorm_net", "layernorm_net_op13",
-                                           "bn1d_head", "concat_net"));
+                         ::testing::Combine(::testing::Values("resnet18", "resnet50", "mobilenet_v2", "gn_resnet",
+                                                              "instnorm_net", "layernorm_net", "layernorm_net_op13",
+                                                              "bn1d_head", "concat_net"),
+                                            ::testing::Values(ConvAlgorithm::kDirect, ConvAlgorithm::kWinograd)));
 
 }  // namespace
 }  // namespace normserve
