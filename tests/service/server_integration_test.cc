@@ -2,6 +2,7 @@
 // normserve.v1 API, health, every bad input, admin calls, queue limits, message size,
 // reload under load and graceful drain.
 #include <gmock/gmock.h>
+#include <grpc/impl/codegen/grpc_types.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
@@ -38,8 +39,10 @@ using testing::TempDir;
 
 using Stub = v1::InferenceService::Stub;
 
-std::unique_ptr<Stub> NewStub(const ServerProcess& server) {
+// `own_connection`: a channel that does not share its TCP connection with other stubs.
+std::unique_ptr<Stub> NewStub(const ServerProcess& server, bool own_connection = false) {
   grpc::ChannelArguments args;
+  if (own_connection) args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   args.SetMaxReceiveMessageSize(64 << 20);
   args.SetMaxSendMessageSize(64 << 20);
   return v1::InferenceService::NewStub(
@@ -380,8 +383,12 @@ class LimitsTest : public ::testing::Test {
     repo_ = std::make_unique<TempDir>();
     AddModel(repo_->path(), "gn_big", 1, DefaultRepositoryModel("gn_small"));
     testing::WriteFile(repo_->path() + "/gn_big/config.json", R"({"max_batch_size": 4096})");
+    // ResNet-50: ~4 GFLOP for a 600 KB request, so compute outlasts arrival by far.
+    const std::string heavy = testing::TestDataDir() + "/resnet50/model.onnx";
+    ASSERT_TRUE(fs::exists(heavy)) << heavy << " missing (CTest fixture service.export_oracle_models)";
+    AddModel(repo_->path(), "heavy", 1, heavy);
     auto server = ServerProcess::Start(
-        repo_->path(), {"--workers=1", "--max_queue=1", "--max_message_bytes=16777216"});
+        repo_->path(), {"--workers=1", "--intra_op_threads=1", "--max_queue=1", "--max_message_bytes=16777216"});
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
     stub_ = NewStub(*server_);
@@ -393,15 +400,22 @@ class LimitsTest : public ::testing::Test {
 };
 
 TEST_F(LimitsTest, FullQueueIsResourceExhaustedAtOnce) {
-  // Batch 1024 on one intra-op thread computes for far longer than the 12 requests take
-  // to arrive, so a queue of 1 must overflow.
-  const v1::PredictRequest req = GnRequest("gn_big", 1024);
+  // ResNet-50 at batch 4 on one intra-op thread computes for far longer than 12 requests
+  // of 2.4 MB take to arrive, each on its own connection, so a queue of 1 must overflow.
+  v1::PredictRequest req;
+  req.mutable_model_spec()->set_name("heavy");
+  v1::Tensor* t = req.add_inputs();
+  t->set_dtype(v1::DATA_TYPE_FP32);
+  for (int64_t d : {4, 3, 224, 224}) t->add_shape(d);
+  t->set_raw_data(Raw(std::vector<float>(4 * 3 * 224 * 224, 0.5f)));
   std::atomic<int> ok{0}, exhausted{0}, other{0};
+  std::vector<std::unique_ptr<Stub>> stubs;
+  for (int i = 0; i < 12; ++i) stubs.push_back(NewStub(*server_, /*own_connection=*/true));
   std::vector<std::thread> clients;
   for (int i = 0; i < 12; ++i) {
-    clients.emplace_back([&] {
+    clients.emplace_back([&, i] {
       v1::PredictResponse resp;
-      const grpc::Status s = Predict(stub_.get(), req, &resp, 60000);
+      const grpc::Status s = Predict(stubs[i].get(), req, &resp, 60000);
       if (s.ok()) {
         ++ok;
       } else if (s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
