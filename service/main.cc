@@ -104,6 +104,7 @@ void TrainingFromFlags(bool plaintext, normserve::ServerOptions* o, std::vector<
   t.max_samples = absl::GetFlag(FLAGS_training_max_samples);
   t.max_sessions = absl::GetFlag(FLAGS_training_max_sessions);
   const double live = absl::GetFlag(FLAGS_live_drift_fraction);
+  o->live_drift_fraction = live;
   Check(o->training_port >= -1 && o->training_port <= 65535,
         absl::StrCat("--training_port=", o->training_port, " is outside [-1, 65535]"), errors);
   Check(o->training_port <= 0 || (o->training_port != o->port && o->training_port != o->metrics_port),

@@ -26,6 +26,7 @@
 #include "service/predictor.h"
 #include "service/servable_manager.h"
 #include "service/training/bearer_auth.h"
+#include "service/training/live_drift_watch.h"
 #include "service/training/training_manager.h"
 #include "service/training/training_metrics.h"
 #include "service/training/training_service.h"
@@ -75,11 +76,13 @@ struct Server::State {
   ServingObserver observer{&metrics};
   std::unique_ptr<ServableManager> manager;
   std::unique_ptr<InferenceScheduler> scheduler;
+  // Before the predictor that feeds them: destroyed after it.
+  std::unique_ptr<TrainingMetrics> training_metrics;
+  std::unique_ptr<LiveDriftWatch> live_drift;
   std::unique_ptr<Predictor> predictor;
   std::unique_ptr<AdminExecutor> admin;
   std::unique_ptr<InferenceServiceImpl> normserve_service;
   std::unique_ptr<KServeServiceImpl> kserve_service;
-  std::unique_ptr<TrainingMetrics> training_metrics;
   std::unique_ptr<TrainingManager> training;
   std::unique_ptr<BearerAuth> training_auth;
   std::unique_ptr<TrainingServiceImpl> training_service;
@@ -124,8 +127,14 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   sched.workers = workers;
   sched.max_queue = options.max_queue;
   state->scheduler = std::make_unique<InferenceScheduler>(sched);
-  state->predictor =
-      std::make_unique<Predictor>(state->manager.get(), state->scheduler.get(), &state->metrics);
+  state->training_metrics = std::make_unique<TrainingMetrics>(state->metrics.registry());
+  if (options.live_drift_fraction > 0) {
+    LiveDriftOptions live;
+    live.fraction = options.live_drift_fraction;
+    state->live_drift = std::make_unique<LiveDriftWatch>(live, state->training_metrics.get());
+  }
+  state->predictor = std::make_unique<Predictor>(state->manager.get(), state->scheduler.get(),
+                                                 &state->metrics, state->live_drift.get());
   state->admin = std::make_unique<AdminExecutor>();
   state->normserve_service = std::make_unique<InferenceServiceImpl>(
       state->predictor.get(), state->manager.get(), state->admin.get());
@@ -234,7 +243,6 @@ absl::Status Server::StartTraining(const ServerOptions& options, State* state) {
     return absl::InvalidArgumentError(
         "the training endpoint needs a bearer token or client certificates (mTLS)");
   }
-  state->training_metrics = std::make_unique<TrainingMetrics>(state->metrics.registry());
   state->training = std::make_unique<TrainingManager>(options.training, options.model_repository,
                                                       state->manager.get(),
                                                       state->training_metrics.get());

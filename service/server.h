@@ -43,6 +43,8 @@ struct ServerOptions {
   // client certificates signed by it (mTLS), which authenticate a call on their own.
   std::string training_client_ca_pem;
   TrainingOptions training;
+  // Fraction of serving requests fed to the live drift watch (0: off).
+  double live_drift_fraction = 0;
 };
 
 class Server {

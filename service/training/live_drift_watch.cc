@@ -73,6 +73,8 @@ void LiveDriftWatch::Loop() {
 
 void LiveDriftWatch::Process(const Item& item) {
   const Servable& s = *item.servable;
+  // Nothing to watch (GroupNorm-only models, say): no shadow run, no empty window.
+  if (s.model().bn_layers().empty()) return;
   Shadow& shadow = shadows_[s.name];
   if (shadow.servable_id != s.id) {
     // A new serving version: its own frozen statistics, a fresh window.

@@ -50,9 +50,9 @@ PROMETHEUS = os.environ.get("PROMETHEUS", "/usr/bin/prometheus")
 PROMTOOL = os.environ.get("PROMTOOL", "/usr/bin/promtool")
 DEPLOY = os.path.join(SOURCE, "deploy")
 TOKEN = "deploy-test-token"
-# The live-drift watch (--live_drift_fraction) was still landing when this test was
-# written: True makes a server without normserve_live_drift_ metrics a failure.
-LIVE_DRIFT_REQUIRED = False
+# The server runs with --live_drift_fraction=1: a server without normserve_live_drift_
+# metrics is a failure.
+LIVE_DRIFT_REQUIRED = True
 
 # Grafana's variables and interval macros, replaced by what a dashboard with "All"
 # selected sends.
@@ -146,7 +146,8 @@ def drive_serving(channel):
         meta[name] = stub.GetModelMetadata(
             ipb.GetModelMetadataRequest(model_spec=ipb.ModelSpec(name=name)))
     for name, md in meta.items():
-        for k in range(12):
+        # 40 > the live drift watch's 32-request window minimum, so its gauges exist.
+        for k in range(40):
             stub.Predict(ipb.PredictRequest(
                 model_spec=ipb.ModelSpec(name=name),
                 inputs=[tensor_for(s, lambda i, k=k: ((i * 7 + k) % 13) / 13.0) for s in md.inputs]))

@@ -109,5 +109,25 @@ TEST(LiveDriftWatchTest, OffSamplesNothingAndAFullQueueDrops) {
   EXPECT_EQ(observed + dropped, 50);
 }
 
+// A model without BatchNorm (GroupNorm only) has nothing to watch; offering its requests
+// must neither crash nor export drift for it (this crashed the server once).
+TEST(LiveDriftWatchTest, AModelWithoutBatchNormIsIgnored) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  TrainingMetrics metrics(registry);
+  auto servable = LoadServable("gn_small", 1,
+                               std::string(NORMSERVE_SOURCE_DIR) + "/models/repository/gn_small/1/model.onnx",
+                               FileStamp{}, {}, ServableOptions{});
+  ASSERT_TRUE(servable.ok()) << servable.status();
+  ASSERT_TRUE((*servable)->model().bn_layers().empty());
+  LiveDriftOptions options;
+  options.fraction = 1;
+  LiveDriftWatch watch(options, &metrics);
+  Tensor t{{1, 3, 32, 32}, std::vector<float>(3 * 32 * 32, 0.5f)};
+  for (int i = 0; i < 40; ++i) watch.Offer(*servable, {t});
+  watch.Flush();
+  const std::string text = prometheus::TextSerializer().Serialize(registry->Collect());
+  EXPECT_EQ(text.find("normserve_live_drift_mean_shift{model=\"gn_small\""), std::string::npos) << text;
+}
+
 }  // namespace
 }  // namespace normserve
