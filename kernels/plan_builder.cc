@@ -266,19 +266,17 @@ class Lowerer {
     const dims pad_l = {pads[0], pads[1]}, pad_r = {pads[2], pads[3]};
     const dims dilates = {dil[0] - 1, dil[1] - 1};
     using CF = dnnl::convolution_forward;
-    auto desc = has_bias ? CF::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, Any(x),
-                                    Any(wdims), bias_md, Any(dst_dims), strides, dilates, pad_l, pad_r)
-                         : CF::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, Any(x),
-                                    Any(wdims), Any(dst_dims), strides, dilates, pad_l, pad_r);
-    CF::primitive_desc pd(desc, Attr(f.post_ops), CpuEngine());
+    auto conv_desc = [&](dnnl::algorithm algorithm) {
+      return has_bias ? CF::desc(dnnl::prop_kind::forward_inference, algorithm, Any(x), Any(wdims), bias_md,
+                                 Any(dst_dims), strides, dilates, pad_l, pad_r)
+                      : CF::desc(dnnl::prop_kind::forward_inference, algorithm, Any(x), Any(wdims), Any(dst_dims),
+                                 strides, dilates, pad_l, pad_r);
+    };
+    CF::primitive_desc pd(conv_desc(dnnl::algorithm::convolution_direct), Attr(f.post_ops), CpuEngine());
     if (WinogradApplies(w, strides, dilates, group) && WantWinograd(n.name)) {
-      auto wdesc = has_bias ? CF::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_winograd,
-                                       Any(x), Any(wdims), bias_md, Any(dst_dims), strides, dilates, pad_l, pad_r)
-                            : CF::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_winograd,
-                                       Any(x), Any(wdims), Any(dst_dims), strides, dilates, pad_l, pad_r);
       std::optional<CF::primitive_desc> wpd;
       try {
-        wpd.emplace(wdesc, Attr(f.post_ops), CpuEngine());
+        wpd.emplace(conv_desc(dnnl::algorithm::convolution_winograd), Attr(f.post_ops), CpuEngine());
       } catch (const dnnl::error&) {
         // No Winograd kernel for this shape, ISA or post-op chain: direct it is.
       }
