@@ -18,17 +18,6 @@ v1::DataType ToDataType(ElementType t) {
   return v1::DATA_TYPE_UNSPECIFIED;
 }
 
-v1::BnReliability ToReliability(BnReliability r) {
-  switch (r) {
-    case BnReliability::kUndefined:
-      return v1::BN_RELIABILITY_UNDEFINED;
-    case BnReliability::kUnreliable:
-      return v1::BN_RELIABILITY_UNRELIABLE;
-    case BnReliability::kFine:
-      return v1::BN_RELIABILITY_FINE;
-  }
-  return v1::BN_RELIABILITY_UNSPECIFIED;
-}
 
 void FillSpec(const ValueSpec& spec, v1::TensorSpec* out) {
   out->set_name(spec.name);
@@ -97,6 +86,28 @@ void PredictResultToProto(const v1::PredictRequest& request, const PredictResult
   }
 }
 
+v1::BnReliability ToReliability(BnReliability r) {
+  switch (r) {
+    case BnReliability::kUndefined:
+      return v1::BN_RELIABILITY_UNDEFINED;
+    case BnReliability::kUnreliable:
+      return v1::BN_RELIABILITY_UNRELIABLE;
+    case BnReliability::kFine:
+      return v1::BN_RELIABILITY_FINE;
+  }
+  return v1::BN_RELIABILITY_UNSPECIFIED;
+}
+
+void BnLayerToProto(const BnLayerInfo& info, v1::BnLayer* out) {
+  out->set_name(info.name);
+  out->set_input(info.input);
+  out->set_channels(info.channels);
+  for (int64_t d : info.input_shape) out->add_input_shape(d);
+  out->set_values_per_channel(info.values_per_channel);
+  out->set_reliability(ToReliability(info.reliability));
+  out->set_topo_index(info.topo_index);
+}
+
 void ServableToMetadata(const Servable& servable, const std::vector<int64_t>& versions,
                         v1::GetModelMetadataResponse* response) {
   const Model& model = servable.model();
@@ -105,16 +116,7 @@ void ServableToMetadata(const Servable& servable, const std::vector<int64_t>& ve
   for (int64_t v : versions) response->add_available_versions(v);
   for (const ValueSpec& in : model.inputs()) FillSpec(in, response->add_inputs());
   for (const ValueSpec& out : model.outputs()) FillSpec(out, response->add_outputs());
-  for (const BnLayerInfo& bn : model.bn_layers()) {
-    v1::BnLayer* layer = response->add_bn_layers();
-    layer->set_name(bn.name);
-    layer->set_input(bn.input);
-    layer->set_channels(bn.channels);
-    for (int64_t d : bn.input_shape) layer->add_input_shape(d);
-    layer->set_values_per_channel(bn.values_per_channel);
-    layer->set_reliability(ToReliability(bn.reliability));
-    layer->set_topo_index(bn.topo_index);
-  }
+  for (const BnLayerInfo& bn : model.bn_layers()) BnLayerToProto(bn, response->add_bn_layers());
   response->set_opset(model.opset());
   response->set_flops_per_sample(servable.compiled->FlopsPerSample());
   response->set_max_batch(servable.compiled->options().max_batch);

@@ -21,6 +21,9 @@ PredictCall ProtoToPredictCall(const normserve::v1::PredictRequest& request);
 void PredictResultToProto(const normserve::v1::PredictRequest& request, const PredictResult& result,
                           normserve::v1::PredictResponse* response);
 
+normserve::v1::BnReliability ToReliability(BnReliability r);
+void BnLayerToProto(const BnLayerInfo& info, normserve::v1::BnLayer* out);
+
 void ServableToMetadata(const Servable& servable, const std::vector<int64_t>& versions,
                         normserve::v1::GetModelMetadataResponse* response);
 

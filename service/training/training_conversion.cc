@@ -4,23 +4,8 @@
 #include "service/normserve_conversion.h"
 
 namespace normserve {
-namespace {
 
 namespace v1 = ::normserve::v1;
-
-v1::BnReliability ToReliability(BnReliability r) {
-  switch (r) {
-    case BnReliability::kUndefined:
-      return v1::BN_RELIABILITY_UNDEFINED;
-    case BnReliability::kUnreliable:
-      return v1::BN_RELIABILITY_UNRELIABLE;
-    case BnReliability::kFine:
-      return v1::BN_RELIABILITY_FINE;
-  }
-  return v1::BN_RELIABILITY_UNSPECIFIED;
-}
-
-}  // namespace
 
 std::vector<RequestTensor> TrainingInputs(const v1::AccumulateRequest& request) {
   std::vector<RequestTensor> out;
@@ -37,15 +22,6 @@ std::vector<RequestTensor> TrainingInputs(const v1::AccumulateRequest& request) 
   return out;
 }
 
-void BnLayerToProto(const BnLayerInfo& info, v1::BnLayer* out) {
-  out->set_name(info.name);
-  out->set_input(info.input);
-  out->set_channels(info.channels);
-  for (int64_t d : info.input_shape) out->add_input_shape(d);
-  out->set_values_per_channel(info.values_per_channel);
-  out->set_reliability(ToReliability(info.reliability));
-  out->set_topo_index(info.topo_index);
-}
 
 void SummaryToReport(const SessionSummary& s, bool per_channel, v1::ReportResponse* out) {
   out->set_session_id(s.config.id);

@@ -14,8 +14,6 @@ namespace normserve {
 // Borrow from `request`, which must outlive the result.
 std::vector<RequestTensor> TrainingInputs(const normserve::v1::AccumulateRequest& request);
 
-void BnLayerToProto(const BnLayerInfo& info, normserve::v1::BnLayer* out);
-
 void SummaryToReport(const SessionSummary& summary, bool per_channel,
                      normserve::v1::ReportResponse* out);
 

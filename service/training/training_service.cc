@@ -3,6 +3,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "service/status_util.h"
+#include "service/normserve_conversion.h"
 #include "service/training/training_conversion.h"
 
 namespace normserve {
