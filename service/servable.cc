@@ -36,9 +36,15 @@ absl::StatusOr<std::shared_ptr<const Servable>> LoadServable(
     compile.precompile_batch_sizes.assign(config.precompile_batch_sizes().begin(),
                                           config.precompile_batch_sizes().end());
   }
-  absl::StatusOr<std::shared_ptr<const CompiledModel>> compiled =
-      CompiledModel::Compile(*std::move(model), compile);
+  absl::StatusOr<std::shared_ptr<const CompiledModel>> compiled = CompiledModel::Compile(*model, compile);
   if (!compiled.ok()) return Annotate(compiled.status(), path);
+  if (config.intra_op_threads() == 0 && compile.intra_op_threads != 1 &&
+      (*compiled)->FlopsPerSample() < options.single_thread_below_flops) {
+    // Known only once compiled; recompiling a model this small is cheap.
+    compile.intra_op_threads = 1;
+    compiled = CompiledModel::Compile(*std::move(model), compile);
+    if (!compiled.ok()) return Annotate(compiled.status(), path);
+  }
 
   auto servable = std::make_shared<Servable>();
   servable->name = name;

@@ -118,6 +118,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   // Workers run concurrently: splitting the cores between them avoids oversubscription.
   servable.intra_op_threads =
       options.intra_op_threads > 0 ? options.intra_op_threads : std::max(1, cores / workers);
+  // Only when threads are left to us: an explicit --intra_op_threads is obeyed.
+  if (options.intra_op_threads == 0) servable.single_thread_below_flops = 50e6;
   servable.allow_non_finite = options.allow_non_finite;
   state->manager = std::make_unique<ServableManager>(ModelRepository(options.model_repository),
                                                      servable, &state->observer);

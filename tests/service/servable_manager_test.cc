@@ -157,3 +157,38 @@ TEST_F(ServableManagerTest, PollingPicksUpNewVersions) {
 
 }  // namespace
 }  // namespace normserve
+
+namespace normserve {
+namespace {
+
+// Small models get one intra-op thread when the server chooses threads; a model's config
+// and large models keep theirs.
+TEST(LoadServableTest, SmallModelsRunOnOneThreadUnlessConfigured) {
+  ServableOptions options;
+  options.intra_op_threads = 2;
+  options.single_thread_below_flops = 50e6;
+  auto tiny = LoadServable("tiny_bn", 1, kTiny, {}, {}, options);
+  ASSERT_TRUE(tiny.ok()) << tiny.status();
+  EXPECT_LT((*tiny)->compiled->FlopsPerSample(), 50e6);
+  EXPECT_EQ((*tiny)->compiled->options().intra_op_threads, 1);
+
+  normserve::v1::ModelConfig config;
+  config.set_intra_op_threads(2);
+  auto configured = LoadServable("tiny_bn", 1, kTiny, {}, config, options);
+  ASSERT_TRUE(configured.ok()) << configured.status();
+  EXPECT_EQ((*configured)->compiled->options().intra_op_threads, 2);
+
+  options.single_thread_below_flops = 0;
+  auto off = LoadServable("tiny_bn", 1, kTiny, {}, {}, options);
+  ASSERT_TRUE(off.ok()) << off.status();
+  EXPECT_EQ((*off)->compiled->options().intra_op_threads, 2);
+
+  // A model above the threshold keeps the server's threads.
+  options.single_thread_below_flops = (*tiny)->compiled->FlopsPerSample() / 2;
+  auto above = LoadServable("tiny_bn", 1, kTiny, {}, {}, options);
+  ASSERT_TRUE(above.ok()) << above.status();
+  EXPECT_EQ((*above)->compiled->options().intra_op_threads, 2);
+}
+
+}  // namespace
+}  // namespace normserve

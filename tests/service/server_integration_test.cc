@@ -399,15 +399,22 @@ class LimitsTest : public ::testing::Test {
   std::unique_ptr<Stub> stub_;
 };
 
-TEST_F(LimitsTest, FullQueueIsResourceExhaustedAtOnce) {
-  // ResNet-50 at batch 4 on one intra-op thread computes for far longer than 12 requests
-  // of 2.4 MB take to arrive, each on its own connection, so a queue of 1 must overflow.
+// A ResNet-50 request: ~8 GFLOP a sample, hundreds of ms at batch 4 on one thread, so
+// tests that need a request to still be running do not depend on the machine's speed.
+v1::PredictRequest HeavyRequest(int64_t batch) {
   v1::PredictRequest req;
   req.mutable_model_spec()->set_name("heavy");
   v1::Tensor* t = req.add_inputs();
   t->set_dtype(v1::DATA_TYPE_FP32);
-  for (int64_t d : {4, 3, 224, 224}) t->add_shape(d);
-  t->set_raw_data(Raw(std::vector<float>(4 * 3 * 224 * 224, 0.5f)));
+  for (int64_t d : {batch, int64_t{3}, int64_t{224}, int64_t{224}}) t->add_shape(d);
+  t->set_raw_data(Raw(std::vector<float>(batch * 3 * 224 * 224, 0.5f)));
+  return req;
+}
+
+TEST_F(LimitsTest, FullQueueIsResourceExhaustedAtOnce) {
+  // ResNet-50 at batch 4 on one intra-op thread computes for far longer than 12 requests
+  // of 2.4 MB take to arrive, each on its own connection, so a queue of 1 must overflow.
+  const v1::PredictRequest req = HeavyRequest(4);
   std::atomic<int> ok{0}, exhausted{0}, other{0};
   std::vector<std::unique_ptr<Stub>> stubs;
   for (int i = 0; i < 12; ++i) stubs.push_back(NewStub(*server_, /*own_connection=*/true));
@@ -443,7 +450,7 @@ TEST_F(LimitsTest, OversizedMessageIsRefused) {
 }
 
 TEST_F(LimitsTest, SigtermFinishesInFlightRequestsThenExitsZero) {
-  const v1::PredictRequest req = GnRequest("gn_big", 1024);
+  const v1::PredictRequest req = HeavyRequest(4);
   std::vector<grpc::Status> results(2);
   std::vector<std::thread> clients;
   // One request runs, one waits in the queue (max_queue=1): both are in flight.
@@ -476,7 +483,7 @@ TEST_F(LimitsTest, SigtermFinishesInFlightRequestsThenExitsZero) {
 }
 
 TEST_F(LimitsTest, QueuedWorkWhoseClientGaveUpIsSkipped) {
-  const v1::PredictRequest slow = GnRequest("gn_big", 1024);
+  const v1::PredictRequest slow = HeavyRequest(8);
   grpc::Status first;
   std::thread runner([&] {
     v1::PredictResponse resp;
@@ -489,11 +496,11 @@ TEST_F(LimitsTest, QueuedWorkWhoseClientGaveUpIsSkipped) {
                               "normserve_inflight_requests") < 1) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  // Inflight counts from arrival; give validation (~10 ms for 12 MB) time to hand the
-  // request to the worker, whose compute then takes ~250 ms.
+  // Inflight counts from arrival; give validation (a few ms for 4.8 MB) time to hand the
+  // request to the worker, whose compute then takes well over a second.
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   v1::PredictResponse resp;
-  EXPECT_EQ(Predict(stub_.get(), GnRequest("gn_big", 1), &resp, 50).error_code(),
+  EXPECT_EQ(Predict(stub_.get(), HeavyRequest(1), &resp, 50).error_code(),
             grpc::StatusCode::DEADLINE_EXCEEDED);
   runner.join();
   ASSERT_TRUE(first.ok()) << first.error_message();
@@ -504,15 +511,15 @@ TEST_F(LimitsTest, QueuedWorkWhoseClientGaveUpIsSkipped) {
     metrics = testing::HttpGet(server_->metrics_port(), "/metrics");
     skipped = std::max(
         testing::MetricValue(
-            metrics, R"(normserve_requests_total{code="CANCELLED",model="gn_big",version="1"})"),
+            metrics, R"(normserve_requests_total{code="CANCELLED",model="heavy",version="1"})"),
         testing::MetricValue(
             metrics,
-            R"(normserve_requests_total{code="DEADLINE_EXCEEDED",model="gn_big",version="1"})"));
+            R"(normserve_requests_total{code="DEADLINE_EXCEEDED",model="heavy",version="1"})"));
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   EXPECT_EQ(skipped, 1) << metrics;
   EXPECT_EQ(
-      testing::MetricValue(metrics, R"(normserve_compute_duration_seconds_count{model="gn_big"})"),
+      testing::MetricValue(metrics, R"(normserve_compute_duration_seconds_count{model="heavy"})"),
       1)
       << metrics;
   EXPECT_EQ(server_->Terminate(), 0) << server_->Log();
