@@ -75,16 +75,16 @@ absl::StatusOr<std::shared_ptr<const Plan>> CompiledModel::PlanFor(int64_t batch
   ASSIGN_OR_RETURN(std::shared_ptr<const Plan> plan, BuildPlan(*model_, batch, options_, &batch1_->winograd_convs));
   absl::MutexLock lock(&mu_);
   auto [it, inserted] = plans_.emplace(batch, plan);
+  // Taken before eviction, which may erase `it` (max_cached_plans 0 caches nothing).
+  std::shared_ptr<const Plan> result = it->second;
   if (inserted) {
     build_order_.push_back(batch);
-    const bool precompiled_only = false;
-    (void)precompiled_only;
-    while (static_cast<int>(build_order_.size()) > options_.max_cached_plans) {
+    while (!build_order_.empty() && static_cast<int>(build_order_.size()) > options_.max_cached_plans) {
       plans_.erase(build_order_.front());
       build_order_.erase(build_order_.begin());
     }
   }
-  return it == plans_.end() ? plan : it->second;
+  return result;
 }
 
 std::unique_ptr<ExecutionContext> CompiledModel::NewContext() const {

@@ -39,6 +39,21 @@ TEST(Engine, EverySampleOfABatchEqualsItsBatch1Output) {
   }
 }
 
+// max_cached_plans = 0 keeps no plan for other batch sizes: each run builds its own and
+// must still get it (the eviction once erased the entry it was about to return).
+TEST(Engine, NoPlanCacheStillRunsOtherBatchSizes) {
+  CompileOptions o;
+  o.max_cached_plans = 0;
+  auto c = CompileFixture(o);
+  std::mt19937 rng(13);
+  auto x = testing::RandomVector(2 * 3 * 9 * 9, &rng);
+  std::vector<Tensor> first, second;
+  ASSERT_TRUE(c->PlanFor(2).ok());
+  ASSERT_TRUE(c->NewContext()->Run({TensorView{x.data(), {2, 3, 9, 9}}}, &first).ok());
+  ASSERT_TRUE(c->NewContext()->Run({TensorView{x.data(), {2, 3, 9, 9}}}, &second).ok());
+  EXPECT_EQ(first[0].data, second[0].data);
+}
+
 TEST(Engine, ContextsRunConcurrentlyWithIdenticalResults) {
   auto c = CompileFixture();
   std::mt19937 rng(12);
