@@ -48,20 +48,22 @@ const char* DataTypeName(v1::DataType dtype) {
   }
 }
 
+RequestTensor ProtoToRequestTensor(const v1::Tensor& in) {
+  RequestTensor t;
+  t.name = in.name();
+  t.datatype = DataTypeName(in.dtype());
+  t.shape.assign(in.shape().begin(), in.shape().end());
+  t.has_raw = !in.raw_data().empty();
+  t.raw = in.raw_data();
+  t.fp32_values = absl::MakeConstSpan(in.float_data().data(), in.float_data_size());
+  return t;
+}
+
 PredictCall ProtoToPredictCall(const v1::PredictRequest& request) {
   PredictCall call;
   call.model = request.model_spec().name();
   call.version = request.model_spec().version();
-  for (const v1::Tensor& in : request.inputs()) {
-    RequestTensor t;
-    t.name = in.name();
-    t.datatype = DataTypeName(in.dtype());
-    t.shape.assign(in.shape().begin(), in.shape().end());
-    t.has_raw = !in.raw_data().empty();
-    t.raw = in.raw_data();
-    t.fp32_values = absl::MakeConstSpan(in.float_data().data(), in.float_data_size());
-    call.inputs.push_back(std::move(t));
-  }
+  for (const v1::Tensor& in : request.inputs()) call.inputs.push_back(ProtoToRequestTensor(in));
   call.outputs.assign(request.output_filter().begin(), request.output_filter().end());
   return call;
 }

@@ -15,6 +15,9 @@ namespace normserve {
 // The KServe datatype name of `dtype` ("FP32", ...); "" for DATA_TYPE_UNSPECIFIED.
 const char* DataTypeName(normserve::v1::DataType dtype);
 
+// A request tensor that borrows from `tensor`, which must outlive it.
+RequestTensor ProtoToRequestTensor(const normserve::v1::Tensor& tensor);
+
 // The call for `request`; its RequestTensors borrow from `request`.
 PredictCall ProtoToPredictCall(const normserve::v1::PredictRequest& request);
 

@@ -9,16 +9,7 @@ namespace v1 = ::normserve::v1;
 
 std::vector<RequestTensor> TrainingInputs(const v1::AccumulateRequest& request) {
   std::vector<RequestTensor> out;
-  for (const v1::Tensor& in : request.inputs()) {
-    RequestTensor t;
-    t.name = in.name();
-    t.datatype = DataTypeName(in.dtype());
-    t.shape.assign(in.shape().begin(), in.shape().end());
-    t.has_raw = !in.raw_data().empty();
-    t.raw = in.raw_data();
-    t.fp32_values = absl::MakeConstSpan(in.float_data().data(), in.float_data_size());
-    out.push_back(std::move(t));
-  }
+  for (const v1::Tensor& in : request.inputs()) out.push_back(ProtoToRequestTensor(in));
   return out;
 }
 

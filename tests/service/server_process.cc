@@ -58,6 +58,29 @@ void AddModel(const std::string& repo, const std::string& name, int version,
   fs::copy_file(model_onnx, dir / "model.onnx", fs::copy_options::overwrite_existing);
 }
 
+namespace {
+
+// Starts `args` with stdout and stderr going to `out_path`; returns the child's pid.
+pid_t Spawn(std::vector<std::string> args, const std::string& out_path) {
+  // Everything the child needs is prepared before fork: between fork and exec a
+  // multithreaded parent's child may only make async-signal-safe calls (no malloc).
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const int fd = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(fd, STDOUT_FILENO);
+    ::dup2(fd, STDERR_FILENO);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  ::close(fd);
+  return pid;
+}
+
+}  // namespace
+
 std::string NormserveBinary() { return NORMSERVE_BINARY; }
 
 std::string DefaultRepositoryModel(const std::string& name) {
@@ -87,20 +110,7 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(const std::s
                                    absl::StrCat("--model_repository=", repo),
                                    "--intra_op_threads=1"};
   args.insert(args.end(), flags.begin(), flags.end());
-  // Everything the child needs is prepared before fork: between fork and exec a
-  // multithreaded parent's child may only make async-signal-safe calls (no malloc).
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  const int fd = ::open(p->log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::dup2(fd, STDOUT_FILENO);
-    ::dup2(fd, STDERR_FILENO);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  ::close(fd);
+  const pid_t pid = Spawn(std::move(args), p->log_path_);
   p->pid_ = pid;
   if (!wait_ready) return p;
 
@@ -198,19 +208,7 @@ double MetricValue(const std::string& text, const std::string& series) {
 int RunCommand(const std::vector<std::string>& argv_in, std::string* output) {
   TempDir dir;
   const std::string out_path = dir.path() + "/out.txt";
-  std::vector<std::string> copy = argv_in;
-  std::vector<char*> argv;
-  for (std::string& a : copy) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  const int fd = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::dup2(fd, STDOUT_FILENO);
-    ::dup2(fd, STDERR_FILENO);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  ::close(fd);
+  const pid_t pid = Spawn(argv_in, out_path);
   int status = 0;
   ::waitpid(pid, &status, 0);
   std::ifstream in(out_path);

@@ -12,6 +12,7 @@
 #include "prometheus/registry.h"
 #include "prometheus/text_serializer.h"
 #include "service/training/session.h"
+#include "tests/service/server_process.h"
 
 namespace normserve {
 namespace {
@@ -21,14 +22,6 @@ std::string ModelPath() {
   return std::string(NORMSERVE_SOURCE_DIR) + "/models/repository/fashion_bn_cnn/1/model.onnx";
 }
 
-double Metric(const std::string& text, const std::string& series) {
-  std::istringstream in(text);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(series + " ", 0) == 0) return std::stod(line.substr(series.size() + 1));
-  }
-  return -1;
-}
 
 TEST(LiveDriftWatchTest, ExportsTheDriftASessionReportsForTheSameSamples) {
   auto servable = LoadServable("fashion_bn_cnn", 1, ModelPath(), FileStamp{}, {}, ServableOptions{});
@@ -68,16 +61,16 @@ TEST(LiveDriftWatchTest, ExportsTheDriftASessionReportsForTheSameSamples) {
   }
   watch.Flush();
   const std::string text = prometheus::TextSerializer().Serialize(registry->Collect());
-  EXPECT_EQ(Metric(text, "normserve_live_drift_requests_total{model=\"fashion_bn_cnn\",result=\"observed\"}"), 40);
+  EXPECT_EQ(testing::MetricValue(text, "normserve_live_drift_requests_total{model=\"fashion_bn_cnn\",result=\"observed\"}"), 40);
   auto report = (*session)->Report(false);
   ASSERT_TRUE(report.ok());
   for (const LayerSummary& l : report->layers) {
     const std::string labels = absl::StrCat("{layer=\"", l.info.name, "\",model=\"fashion_bn_cnn\"}");
-    EXPECT_NEAR(Metric(text, "normserve_live_drift_mean_shift" + labels), l.drift.mean_shift,
+    EXPECT_NEAR(testing::MetricValue(text, "normserve_live_drift_mean_shift" + labels), l.drift.mean_shift,
                 1e-9 * (1 + l.drift.mean_shift));
-    EXPECT_NEAR(Metric(text, "normserve_live_drift_log_var_ratio" + labels), l.drift.log_var_ratio,
+    EXPECT_NEAR(testing::MetricValue(text, "normserve_live_drift_log_var_ratio" + labels), l.drift.log_var_ratio,
                 1e-9 * (1 + l.drift.log_var_ratio));
-    EXPECT_NEAR(Metric(text, "normserve_live_drift_kl" + labels), l.drift.kl, 1e-9 * (1 + l.drift.kl));
+    EXPECT_NEAR(testing::MetricValue(text, "normserve_live_drift_kl" + labels), l.drift.kl, 1e-9 * (1 + l.drift.kl));
     EXPECT_GT(l.drift.kl, 0);
   }
   std::error_code ec;
@@ -102,9 +95,9 @@ TEST(LiveDriftWatchTest, OffSamplesNothingAndAFullQueueDrops) {
   watch.Flush();
   const std::string text = prometheus::TextSerializer().Serialize(registry->Collect());
   const double observed =
-      Metric(text, "normserve_live_drift_requests_total{model=\"fashion_bn_cnn\",result=\"observed\"}");
+      testing::MetricValue(text, "normserve_live_drift_requests_total{model=\"fashion_bn_cnn\",result=\"observed\"}");
   const double dropped =
-      Metric(text, "normserve_live_drift_requests_total{model=\"fashion_bn_cnn\",result=\"dropped\"}");
+      testing::MetricValue(text, "normserve_live_drift_requests_total{model=\"fashion_bn_cnn\",result=\"dropped\"}");
   EXPECT_GT(dropped, 0);
   EXPECT_EQ(observed + dropped, 50);
 }
