@@ -8,29 +8,18 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "kernels/activation_buffer.h"
 #include "kernels/plan.h"
 #include "kernels/status_macros.h"
 
 namespace normserve {
 
-namespace {
-struct FreeDeleter {
-  void operator()(void* p) const { std::free(p); }
-};
-using AlignedBuffer = std::unique_ptr<void, FreeDeleter>;
-
-AlignedBuffer AlignedAlloc(size_t bytes) {
-  const size_t rounded = (bytes + 63) / 64 * 64;
-  return AlignedBuffer(std::aligned_alloc(64, std::max<size_t>(rounded, 64)));
-}
-}  // namespace
-
 // One plan bound to this context's memory: arena, scratchpad, memory objects and
 // argument maps are created once, so a run allocates nothing but the outputs.
 struct ExecutionContext::Bound {
   std::shared_ptr<const Plan> plan;
-  AlignedBuffer arena;
-  AlignedBuffer scratchpad;
+  ActivationBuffer arena;
+  ActivationBuffer scratchpad;
   std::vector<dnnl::memory> mems;
   std::vector<std::unordered_map<int, dnnl::memory>> args;
   std::vector<int> input_refs, output_refs;
@@ -110,8 +99,8 @@ absl::StatusOr<ExecutionContext::Bound*> ExecutionContext::BindPlan(int64_t batc
   if (it != bound_.end() && it->second->plan == plan) return it->second.get();
   auto b = std::make_unique<Bound>();
   b->plan = plan;
-  b->arena = AlignedAlloc(plan->arena_bytes);
-  b->scratchpad = AlignedAlloc(plan->scratchpad_bytes);
+  b->arena = AllocateActivations(plan->arena_bytes);
+  b->scratchpad = AllocateActivations(plan->scratchpad_bytes);
   if (!b->arena || !b->scratchpad) {
     return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", plan->arena_bytes, " bytes of activations"));
   }
@@ -150,8 +139,7 @@ absl::StatusOr<ExecutionContext::Bound*> ExecutionContext::BindPlan(int64_t batc
   return raw;
 }
 
-absl::Status ExecutionContext::Run(absl::Span<const TensorView> inputs, std::vector<Tensor>* outputs,
-                                   BnObservations* observations) {
+absl::Status ExecutionContext::BindInputs(absl::Span<const TensorView> inputs, Bound** bound) {
   const Model& model = model_->model();
   if (inputs.size() != model.inputs().size()) {
     return absl::InvalidArgumentError(
@@ -176,6 +164,15 @@ absl::Status ExecutionContext::Run(absl::Span<const TensorView> inputs, std::vec
     }
     b->mems[b->input_refs[i]].set_data_handle(const_cast<float*>(inputs[i].data));
   }
+  *bound = b;
+  return absl::OkStatus();
+}
+
+absl::Status ExecutionContext::Run(absl::Span<const TensorView> inputs, std::vector<Tensor>* outputs,
+                                   BnObservations* observations) {
+  Bound* b = nullptr;
+  RETURN_IF_ERROR(BindInputs(inputs, &b));
+  const Plan& plan = *b->plan;
   if (outputs != nullptr) {
     outputs->resize(plan.outputs.size());
     for (size_t i = 0; i < plan.outputs.size(); ++i) {
@@ -189,6 +186,29 @@ absl::Status ExecutionContext::Run(absl::Span<const TensorView> inputs, std::vec
   } else if (!plan.outputs.empty()) {
     return absl::InvalidArgumentError("outputs must not be null");
   }
+  return Execute(b, observations);
+}
+
+absl::Status ExecutionContext::RunInto(absl::Span<const TensorView> inputs, absl::Span<float* const> outputs,
+                                       BnObservations* observations) {
+  Bound* b = nullptr;
+  RETURN_IF_ERROR(BindInputs(inputs, &b));
+  const Plan& plan = *b->plan;
+  if (outputs.size() != plan.outputs.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("expected ", plan.outputs.size(), " output buffers, got ", outputs.size()));
+  }
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    if (outputs[i] == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("output \"", plan.outputs[i].name, "\" has no buffer"));
+    }
+    b->mems[b->output_refs[i]].set_data_handle(outputs[i]);
+  }
+  return Execute(b, observations);
+}
+
+absl::Status ExecutionContext::Execute(Bound* b, BnObservations* observations) {
+  const Plan& plan = *b->plan;
   if (model_->options().intra_op_threads > 0) omp_set_num_threads(model_->options().intra_op_threads);
   try {
     dnnl::stream stream(CpuEngine());

@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
+#include "kernels/channel_moments.h"
 #include "kernels/model.h"
 #include "kernels/tensor.h"
 
@@ -53,13 +54,6 @@ struct CompileOptions {
   ConvAlgorithm conv_algorithm = ConvAlgorithm::kAuto;
 };
 
-// Per-sample, per-channel moments of one BN layer's input, in float64.
-struct ChannelMoments {
-  int64_t count = 0;          // values per channel (H*W for NCHW, 1 for N x C)
-  std::vector<double> mean;   // [C]
-  std::vector<double> m2;     // [C], sum of squared deviations from mean
-};
-
 // Observations of one Run: for each observed layer, one ChannelMoments per sample.
 struct BnObservations {
   std::map<std::string, std::vector<ChannelMoments>> per_layer;
@@ -79,12 +73,20 @@ class ExecutionContext {
   // one context per thread; contexts of one CompiledModel run concurrently.
   absl::Status Run(absl::Span<const TensorView> inputs, std::vector<Tensor>* outputs,
                    BnObservations* observations = nullptr);
+  // As Run, but output i goes to outputs[i], which the caller sized for this batch (the
+  // output's per-sample size times the batch): no allocation and no copy, for callers
+  // that keep outputs in their own buffers.
+  absl::Status RunInto(absl::Span<const TensorView> inputs, absl::Span<float* const> outputs,
+                       BnObservations* observations = nullptr);
 
  private:
   friend class CompiledModel;
   struct Bound;
   explicit ExecutionContext(std::shared_ptr<const CompiledModel> model);
   absl::StatusOr<Bound*> BindPlan(int64_t batch);
+  // Binds the inputs; the batch's plan in *bound.
+  absl::Status BindInputs(absl::Span<const TensorView> inputs, Bound** bound);
+  absl::Status Execute(Bound* b, BnObservations* observations);
 
   std::shared_ptr<const CompiledModel> model_;
   std::map<int64_t, std::unique_ptr<Bound>> bound_;  // per batch size

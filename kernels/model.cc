@@ -4,6 +4,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/onnx_import.h"
 #include "kernels/specialize.h"
@@ -124,6 +125,7 @@ absl::StatusOr<std::shared_ptr<const Model>> Model::WithBnStatistics(
 }
 
 absl::StatusOr<std::string> Model::SerializeOnnx() const {
+  if (onnx_bytes_ == nullptr) return absl::FailedPreconditionError("a model slice has no ONNX file");
   onnx::ModelProto proto;
   if (!proto.ParseFromString(*onnx_bytes_)) return absl::InternalError("stored ONNX bytes do not parse");
   absl::flat_hash_map<std::string, const ConstTensor*> bn_params;
@@ -143,6 +145,65 @@ absl::StatusOr<std::string> Model::SerializeOnnx() const {
   std::string out;
   if (!proto.SerializeToString(&out)) return absl::InternalError("ONNX serialization failed");
   return out;
+}
+
+absl::StatusOr<std::shared_ptr<const Model>> Model::Slice(const std::vector<ValueSpec>& inputs,
+                                                          const std::vector<std::string>& outputs) const {
+  absl::flat_hash_map<std::string, size_t> producer;
+  for (size_t i = 0; i < graph_.nodes.size(); ++i) {
+    for (const auto& o : graph_.nodes[i].outputs) {
+      if (!o.empty()) producer[o] = i;
+    }
+  }
+  absl::flat_hash_set<std::string> given;
+  for (const ValueSpec& in : inputs) {
+    bool graph_input = false;
+    for (const ValueSpec& g : graph_.inputs) graph_input |= g.name == in.name;
+    if (!graph_input && !producer.contains(in.name)) {
+      return absl::NotFoundError(absl::StrCat("slice input \"", in.name, "\" is not a runtime value of the model"));
+    }
+    given.insert(in.name);
+  }
+  if (outputs.empty()) return absl::InvalidArgumentError("a slice needs at least one output");
+  std::vector<bool> keep(graph_.nodes.size(), false);
+  std::vector<std::string> stack(outputs.begin(), outputs.end());
+  absl::flat_hash_set<std::string> seen;
+  while (!stack.empty()) {
+    const std::string v = std::move(stack.back());
+    stack.pop_back();
+    if (v.empty() || !seen.insert(v).second) continue;
+    if (given.contains(v) || graph_.initializers.contains(v)) continue;
+    auto it = producer.find(v);
+    if (it == producer.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("value \"", v, "\" is needed by the slice but is neither one of its inputs nor computable"));
+    }
+    if (keep[it->second]) continue;
+    keep[it->second] = true;
+    for (const auto& in : graph_.nodes[it->second].inputs) stack.push_back(in);
+  }
+
+  std::shared_ptr<Model> m(new Model());
+  m->options_ = options_;
+  m->opset_ = opset_;
+  m->graph_.inputs = inputs;
+  for (size_t i = 0; i < graph_.nodes.size(); ++i) {
+    if (!keep[i]) continue;
+    const Node& n = graph_.nodes[i];
+    for (const auto& in : n.inputs) {
+      auto c = graph_.initializers.find(in);
+      if (c != graph_.initializers.end()) m->graph_.initializers.insert(*c);
+    }
+    m->graph_.nodes.push_back(n);
+  }
+  for (const auto& o : outputs) m->graph_.outputs.push_back(ValueSpec{o, ElementType::kFloat32, {}});
+  ASSIGN_OR_RETURN(SpecializedGraph g, Specialize(m->graph_, 1));
+  for (size_t i = 0; i < g.outputs.size(); ++i) {
+    m->graph_.outputs[i].shape = g.outputs[i].shape;
+    if (!g.outputs[i].shape.empty()) m->graph_.outputs[i].shape[0] = -1;
+  }
+  RETURN_IF_ERROR(m->Analyze());
+  return std::shared_ptr<const Model>(std::move(m));
 }
 
 }  // namespace normserve

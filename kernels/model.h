@@ -50,8 +50,17 @@ class Model {
       const absl::flat_hash_map<std::string, BnStatistics>& stats) const;
 
   // The ONNX file of this model (BN initializers replaced where WithBnStatistics changed
-  // them), loadable by PyTorch and ONNX Runtime.
+  // them), loadable by PyTorch and ONNX Runtime. Fails for a slice.
   absl::StatusOr<std::string> SerializeOnnx() const;
+
+  // The part of this model that computes `outputs` from `inputs` and the constants: the
+  // nodes the outputs need and nothing upstream of the inputs. Inputs are runtime values
+  // of this graph with their shapes (batch dim -1); output shapes are inferred. Lets a
+  // caller run the graph piecewise and keep the activations in between (layer-wise
+  // calibration replays each segment once instead of the whole prefix per wave). Fails
+  // naming the value if an output needs a value that is neither an input nor computable.
+  absl::StatusOr<std::shared_ptr<const Model>> Slice(const std::vector<ValueSpec>& inputs,
+                                                     const std::vector<std::string>& outputs) const;
 
  private:
   Model() = default;
@@ -61,7 +70,7 @@ class Model {
   std::vector<BnLayerInfo> bn_layers_;
   LoadOptions options_;
   int64_t opset_ = 0;
-  std::shared_ptr<const std::string> onnx_bytes_;  // the file as loaded
+  std::shared_ptr<const std::string> onnx_bytes_;  // the file as loaded; null for a slice
 };
 
 }  // namespace normserve

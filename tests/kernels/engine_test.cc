@@ -103,6 +103,66 @@ TEST(Engine, WrongInputCountIsRefused) {
   EXPECT_EQ(c->NewContext()->Run({}, &out).code(), absl::StatusCode::kInvalidArgument);
 }
 
+// A model run in two slices (kept activation in between, written by RunInto into the
+// caller's buffer) gives the float64 reference; the tail's batch norm starts from a plain
+// input, which the planner reorders to the blocked layout.
+TEST(ModelSlice, HeadThenTailEqualsTheFloat64Reference) {
+  testing::ConvBnFixture f;
+  auto m = Model::LoadBytes(f.onnx);
+  ASSERT_TRUE(m.ok()) << m.status();
+  auto head = (*m)->Slice({ValueSpec{"x", ElementType::kFloat32, {-1, 3, 9, 9}}}, {"c"});
+  auto tail = (*m)->Slice({ValueSpec{"c", ElementType::kFloat32, {-1, 8, 5, 5}}}, {"y"});
+  ASSERT_TRUE(head.ok() && tail.ok()) << head.status() << tail.status();
+  EXPECT_EQ((*head)->bn_layers().size(), 0u);
+  ASSERT_EQ((*tail)->bn_layers().size(), 1u);
+  EXPECT_EQ((*tail)->outputs()[0].shape, (std::vector<int64_t>{-1, 8, 5, 5}));
+  auto hc = CompiledModel::Compile(*head);
+  auto tc = CompiledModel::Compile(*tail);
+  ASSERT_TRUE(hc.ok() && tc.ok()) << hc.status() << tc.status();
+  std::mt19937 rng(5);
+  const int n = 3;
+  auto x = testing::RandomVector(n * 3 * 9 * 9, &rng);
+  std::vector<float> c(n * 8 * 5 * 5, -1.f);
+  std::vector<float*> into = {c.data()};
+  ASSERT_TRUE((*hc)->NewContext()->RunInto({TensorView{x.data(), {n, 3, 9, 9}}}, into).ok());
+  std::vector<Tensor> y;
+  ASSERT_TRUE((*tc)->NewContext()->Run({TensorView{c.data(), {n, 8, 5, 5}}}, &y).ok());
+  const auto want = f.Ref(x, n);
+  ASSERT_EQ(y[0].data.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(y[0].data[i], want[i], 1e-4) << i;
+  auto bytes = (*tail)->SerializeOnnx();
+  EXPECT_EQ(bytes.status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(ModelSlice, BadCutsNameTheValue) {
+  testing::ConvBnFixture f;
+  auto m = Model::LoadBytes(f.onnx);
+  ASSERT_TRUE(m.ok());
+  auto unknown = (*m)->Slice({ValueSpec{"nope", ElementType::kFloat32, {-1, 8}}}, {"y"});
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(unknown.status().message()), HasSubstr("\"nope\""));
+  // "y" needs "x", which is neither given nor computable.
+  auto missing = (*m)->Slice({ValueSpec{"n", ElementType::kFloat32, {-1, 8, 5, 5}}}, {"y", "c"});
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(missing.status().message()), HasSubstr("\"x\""));
+}
+
+TEST(Engine, RunIntoChecksTheOutputBuffers) {
+  auto c = CompileFixture();
+  std::vector<float> x(3 * 9 * 9, 0.5f), y(8 * 5 * 5);
+  auto ctx = c->NewContext();
+  auto none = ctx->RunInto({TensorView{x.data(), {1, 3, 9, 9}}}, {});
+  EXPECT_EQ(none.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(none.message()), HasSubstr("expected 1 output buffers"));
+  std::vector<float*> null_out = {nullptr};
+  EXPECT_EQ(ctx->RunInto({TensorView{x.data(), {1, 3, 9, 9}}}, null_out).code(), absl::StatusCode::kInvalidArgument);
+  std::vector<float*> out = {y.data()};
+  ASSERT_TRUE(ctx->RunInto({TensorView{x.data(), {1, 3, 9, 9}}}, out).ok());
+  std::vector<Tensor> ref;
+  ASSERT_TRUE(ctx->Run({TensorView{x.data(), {1, 3, 9, 9}}}, &ref).ok());
+  EXPECT_EQ(ref[0].data, y);
+}
+
 TEST(NpyIo, RoundTripsAndRejectsTruncation) {
   Tensor t{{2, 3}, {1, 2, 3, 4, 5, 6}};
   const std::string bytes = SerializeNpy(t);
