@@ -59,6 +59,9 @@ ABSL_FLAG(double, training_max_relative_sem, 0.1,
 ABSL_FLAG(int64_t, training_max_samples, 4096,
           "Default and largest number of samples a session keeps for its exact commit.");
 ABSL_FLAG(int, training_max_sessions, 16, "Most training sessions open at once.");
+ABSL_FLAG(int64_t, training_commit_cache_mb, 512,
+          "MiB of activations a commit keeps between its layer-wise waves (all samples, "
+          "float32; peak up to twice this). 0: replay every wave from the input (slow).");
 ABSL_FLAG(double, live_drift_fraction, 0,
           "Fraction of serving requests fed to the live drift watch (0: off).");
 
@@ -103,6 +106,10 @@ void TrainingFromFlags(bool plaintext, normserve::ServerOptions* o, std::vector<
   t.max_relative_sem = absl::GetFlag(FLAGS_training_max_relative_sem);
   t.max_samples = absl::GetFlag(FLAGS_training_max_samples);
   t.max_sessions = absl::GetFlag(FLAGS_training_max_sessions);
+  const int64_t cache_mb = absl::GetFlag(FLAGS_training_commit_cache_mb);
+  Check(cache_mb >= 0 && cache_mb <= (int64_t{1} << 30),
+        absl::StrCat("--training_commit_cache_mb=", cache_mb, " is outside [0, 2^30]"), errors);
+  t.commit_cache_bytes = std::clamp<int64_t>(cache_mb, 0, int64_t{1} << 30) << 20;
   const double live = absl::GetFlag(FLAGS_live_drift_fraction);
   o->live_drift_fraction = live;
   Check(o->training_port >= -1 && o->training_port <= 65535,

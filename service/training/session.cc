@@ -417,6 +417,7 @@ absl::StatusOr<SessionSummary> Session::ExactSummaryLocked() const {
   CalibrationOptions options;
   options.intra_op_threads = env_.intra_op_threads;
   options.prior_strength = config_.prior_strength;
+  options.max_cached_bytes = env_.commit_cache_bytes;
   ASSIGN_OR_RETURN(CalibrationResult result, CalibrateLayerwise(base_->model, samples_, options));
   SessionSummary s;
   s.config = config_;

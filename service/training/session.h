@@ -86,6 +86,7 @@ struct AccumulateOutcome {
 struct SessionEnv {
   int intra_op_threads = 1;
   int64_t max_batch = 64;
+  int64_t commit_cache_bytes = int64_t{512} << 20;  // CalibrationOptions::max_cached_bytes
   TrainingMetrics* metrics = nullptr;  // may be null
 };
 

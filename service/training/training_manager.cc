@@ -52,6 +52,7 @@ SessionEnv TrainingManager::Env() const {
   SessionEnv env;
   env.intra_op_threads = options_.intra_op_threads;
   env.max_batch = options_.max_batch;
+  env.commit_cache_bytes = options_.commit_cache_bytes;
   env.metrics = metrics_;
   return env;
 }

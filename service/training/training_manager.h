@@ -34,6 +34,7 @@ struct TrainingOptions {
   int max_sessions = 16;
   int intra_op_threads = 1;
   int64_t max_batch = 64;
+  int64_t commit_cache_bytes = int64_t{512} << 20;  // CalibrationOptions::max_cached_bytes
 };
 
 // Per-session options as a client sends them (0: the server default).

@@ -2,6 +2,7 @@
 // calibration equals the float64 moments of the layer input.
 #include "kernels/layerwise_calibration.h"
 
+#include <cmath>
 #include <cstdlib>
 
 #include "gtest/gtest.h"
@@ -48,15 +49,12 @@ TEST(LayerwiseCalibration, SingleLayerEqualsFloat64MomentsOfItsInput) {
   EXPECT_NEAR(stored->var[3], r->layers[0].committed.var[3], 1e-6 * stored->var[3]);
 }
 
-class OracleTest : public ::testing::TestWithParam<std::string> {};
-
-TEST_P(OracleTest, MatchesPyTorchFloat64LayerByLayer) {
-  const std::string name = GetParam();
-  auto m = Model::LoadFile(TestData(name + "/model.onnx"));
-  ASSERT_TRUE(m.ok()) << m.status();
+// The oracle's samples, one batch-1 tensor each.
+std::vector<Tensor> OracleSamples(const std::string& name) {
   auto samples_t = ReadNpyFile(TestData("oracle_" + name + "/samples.npy"));
-  ASSERT_TRUE(samples_t.ok()) << samples_t.status();
+  EXPECT_TRUE(samples_t.ok()) << samples_t.status();
   std::vector<Tensor> samples;
+  if (!samples_t.ok()) return samples;
   const int64_t k = samples_t->shape[0];
   const size_t per = samples_t->data.size() / k;
   for (int64_t i = 0; i < k; ++i) {
@@ -64,11 +62,24 @@ TEST_P(OracleTest, MatchesPyTorchFloat64LayerByLayer) {
     shape[0] = 1;
     samples.push_back(Tensor{shape, std::vector<float>(samples_t->data.begin() + i * per, samples_t->data.begin() + (i + 1) * per)});
   }
+  return samples;
+}
+
+class OracleTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(OracleTest, MatchesPyTorchFloat64LayerByLayer) {
+  const std::string name = GetParam();
+  auto m = Model::LoadFile(TestData(name + "/model.onnx"));
+  ASSERT_TRUE(m.ok()) << m.status();
+  const std::vector<Tensor> samples = OracleSamples(name);
+  ASSERT_FALSE(samples.empty());
   CalibrationOptions o;
   o.intra_op_threads = 2;
   auto r = CalibrateLayerwise(*m, samples, o);
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_FALSE(r->layers.empty());
+  // Every wave after the first starts from the kept cut (the default budget holds it).
+  EXPECT_EQ(r->waves_from_cache, r->waves - 1);
   for (const auto& l : r->layers) {
     std::string module = l.info.mean_initializer;
     module = module.substr(0, module.rfind(".running_mean"));
@@ -85,6 +96,44 @@ TEST_P(OracleTest, MatchesPyTorchFloat64LayerByLayer) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, OracleTest, ::testing::Values("bn1d_head", "resnet18"));
+
+// Starting a wave from kept activations runs a different (sliced, partly unfolded) plan
+// than replaying from the input; the statistics must not notice. The middle budget is
+// below the ResNet-18 stem's cut (6 samples x 64x112x112 floats = 19.3 MB) and above
+// every later one, so the first cached wave also starts from the input.
+TEST(LayerwiseCalibration, KeptCutsGiveTheStatisticsOfReplaysFromTheInput) {
+  auto m = Model::LoadFile(TestData("resnet18/model.onnx"));
+  ASSERT_TRUE(m.ok()) << m.status();
+  const std::vector<Tensor> samples = OracleSamples("resnet18");
+  ASSERT_EQ(samples.size(), 6u);
+  CalibrationOptions replay, middle, full;
+  replay.max_cached_bytes = 0;
+  middle.max_cached_bytes = 16 << 20;
+  for (CalibrationOptions* o : {&replay, &middle, &full}) o->batch = 4;  // 4 + 2
+  auto a = CalibrateLayerwise(*m, samples, replay);
+  auto b = CalibrateLayerwise(*m, samples, middle);
+  auto c = CalibrateLayerwise(*m, samples, full);
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok()) << a.status() << b.status() << c.status();
+  EXPECT_EQ(a->waves_from_cache, 0);
+  EXPECT_EQ(a->peak_cached_bytes, 0);
+  EXPECT_EQ(b->waves_from_cache, b->waves - 2);
+  EXPECT_GT(b->peak_cached_bytes, 0);
+  EXPECT_LE(b->peak_cached_bytes, middle.max_cached_bytes);
+  EXPECT_EQ(c->waves_from_cache, c->waves - 1);
+  EXPECT_GE(c->peak_cached_bytes, int64_t{6} * 64 * 112 * 112 * 4);
+  for (const auto* r : {&*b, &*c}) {
+    ASSERT_EQ(r->layers.size(), a->layers.size());
+    for (size_t i = 0; i < a->layers.size(); ++i) {
+      const auto& want = a->layers[i].committed;
+      const auto& got = r->layers[i].committed;
+      for (size_t ch = 0; ch < want.mean.size(); ++ch) {
+        const double sd = std::sqrt(want.var[ch]);
+        EXPECT_NEAR(got.mean[ch], want.mean[ch], 1e-5 * sd + 1e-7) << a->layers[i].info.name << " channel " << ch;
+        EXPECT_NEAR(got.var[ch], want.var[ch], 1e-5 * want.var[ch] + 1e-9) << a->layers[i].info.name << " channel " << ch;
+      }
+    }
+  }
+}
 
 TEST(LayerwiseCalibration, WavesFollowBnDependencies) {
   auto m = Model::LoadFile(TestData("resnet18/model.onnx"));
