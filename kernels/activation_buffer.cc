@@ -11,9 +11,9 @@ constexpr size_t kHugePage = size_t{2} << 20;
 constexpr size_t kCacheLine = 64;
 }  // namespace
 
-ActivationBuffer AllocateActivations(size_t bytes) {
+ActivationBuffer AllocateActivations(size_t bytes, bool huge_pages) {
   bytes = std::max(bytes, kCacheLine);
-  if (bytes < kHugePage) {
+  if (!huge_pages || bytes < kHugePage) {
     return ActivationBuffer(std::aligned_alloc(kCacheLine, (bytes + kCacheLine - 1) / kCacheLine * kCacheLine));
   }
   const size_t rounded = (bytes + kHugePage - 1) / kHugePage * kHugePage;

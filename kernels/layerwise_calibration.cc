@@ -147,7 +147,7 @@ class Frontier {
       if (free_[i].capacity >= floats && (best == free_.size() || free_[i].capacity < free_[best].capacity)) best = i;
     }
     if (best == free_.size()) {
-      Rows r{AllocateActivations(floats * sizeof(float)), floats};
+      Rows r{AllocateActivations(floats * sizeof(float), /*huge_pages=*/true), floats};
       if (r.buffer == nullptr) return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", floats * sizeof(float), " bytes for kept activations"));
       return r;
     }
