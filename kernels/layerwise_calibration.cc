@@ -252,6 +252,8 @@ absl::StatusOr<CalibrationResult> CalibrateLayerwise(std::shared_ptr<const Model
   // A model with a fixed batch of 1 gets no cut kept (nor batching); it still calibrates.
   const absl::StatusOr<SpecializedGraph> at2 = Specialize(model->graph(), 2);
   Frontier frontier(*model, total, at1, at2);
+  // A model exported with a fixed batch of 1 runs sample by sample.
+  const int64_t batch = at2.ok() ? options.batch : 1;
 
   absl::flat_hash_map<std::string, BnStatistics> committed;
   std::vector<float> chunk;
@@ -269,7 +271,7 @@ absl::StatusOr<CalibrationResult> CalibrateLayerwise(std::shared_ptr<const Model
     // the segment runs the wave's layers observed and stops there (no outputs).
     CompileOptions co;
     co.intra_op_threads = options.intra_op_threads;
-    co.max_batch = options.batch;
+    co.max_batch = batch;
     co.precompile_batch_sizes = {};
     co.conv_algorithm = ConvAlgorithm::kDirect;  // statistics must not depend on the batching
     absl::flat_hash_map<std::string, CalibratedLayer*> observed;
@@ -295,8 +297,8 @@ absl::StatusOr<CalibrationResult> CalibrateLayerwise(std::shared_ptr<const Model
       for (const auto& v : seg.new_cut) {
         ASSIGN_OR_RETURN(produced[v], frontier.Acquire(total * frontier.PerSample(v)));
       }
-      for (int64_t start = 0; start < total; start += options.batch) {
-        const int64_t n = std::min<int64_t>(options.batch, total - start);
+      for (int64_t start = 0; start < total; start += batch) {
+        const int64_t n = std::min<int64_t>(batch, total - start);
         std::vector<TensorView> inputs;
         for (const ValueSpec& in : current->inputs()) {
           std::vector<int64_t> shape = in.shape;

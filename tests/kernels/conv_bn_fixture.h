@@ -17,7 +17,8 @@ struct ConvBnFixture {
   float eps = 1e-5f;
   std::string onnx;
 
-  explicit ConvBnFixture(unsigned seed = 7) {
+  // `batch_dim`: the input's and output's first dim (-1: dynamic).
+  explicit ConvBnFixture(unsigned seed = 7, int64_t batch_dim = -1) {
     std::mt19937 rng(seed);
     w = RandomVector(kOut * kIn * kK * kK, &rng);
     b = RandomVector(kOut, &rng);
@@ -26,8 +27,8 @@ struct ConvBnFixture {
     mean = RandomVector(kOut, &rng, -0.5f, 0.5f);
     var = RandomVector(kOut, &rng, 0.5f, 2.f);
     OnnxBuilder m;
-    m.Input("x", {-1, kIn, kH, kW});
-    m.Output("y", {-1, kOut, kOH, kOW});
+    m.Input("x", {batch_dim, kIn, kH, kW});
+    m.Output("y", {batch_dim, kOut, kOH, kOW});
     m.Initializer("w", {kOut, kIn, kK, kK}, w);
     m.Initializer("b", {kOut}, b);
     m.Initializer("gamma", {kOut}, gamma);

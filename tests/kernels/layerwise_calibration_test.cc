@@ -7,6 +7,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/npy_io.h"
+#include "onnx/onnx_pb.h"
 #include "tests/kernels/conv_bn_fixture.h"
 
 namespace normserve {
@@ -63,6 +64,75 @@ std::vector<Tensor> OracleSamples(const std::string& name) {
     samples.push_back(Tensor{shape, std::vector<float>(samples_t->data.begin() + i * per, samples_t->data.begin() + (i + 1) * per)});
   }
   return samples;
+}
+
+// The conv-BN-ReLU fixture with a head Reshape(shape) -> BatchNormalization(200 channels),
+// where shape is [1, -1] (a model exported for batch 1: PyTorch bakes the batch into the
+// reshape) or [0, -1] (the batch copied, a dynamic model).
+std::string WithFlattenedBnHead(const std::string& conv_bn, bool fixed_batch) {
+  onnx::ModelProto m;
+  EXPECT_TRUE(m.ParseFromString(conv_bn));
+  auto* g = m.mutable_graph();
+  auto* shape = g->add_initializer();
+  shape->set_name("flat_shape");
+  shape->set_data_type(onnx::TensorProto::INT64);
+  shape->add_dims(2);
+  shape->add_int64_data(fixed_batch ? 1 : 0);
+  shape->add_int64_data(-1);
+  for (const char* name : {"g2", "b2", "m2", "v2"}) {
+    auto* t = g->add_initializer();
+    t->set_name(name);
+    t->set_data_type(onnx::TensorProto::FLOAT);
+    t->add_dims(200);
+    for (int i = 0; i < 200; ++i) t->add_float_data(std::string(name) == "g2" || std::string(name) == "v2" ? 1.f : 0.f);
+  }
+  auto* reshape = g->add_node();
+  reshape->set_op_type("Reshape");
+  reshape->set_name("flatten");
+  reshape->add_input("y");
+  reshape->add_input("flat_shape");
+  reshape->add_output("flat");
+  auto* bn = g->add_node();
+  bn->set_op_type("BatchNormalization");
+  bn->set_name("bn2");
+  for (const char* in : {"flat", "g2", "b2", "m2", "v2"}) bn->add_input(in);
+  bn->add_output("z");
+  auto* out = g->mutable_output(0);
+  out->set_name("z");
+  auto* dims = out->mutable_type()->mutable_tensor_type()->mutable_shape();
+  dims->mutable_dim(1)->set_dim_value(200);
+  while (dims->dim_size() > 2) dims->mutable_dim()->RemoveLast();
+  return m.SerializeAsString();
+}
+
+// A model exported with a fixed batch of 1 cannot be batched (its reshape would fold
+// samples together) nor keep cuts; it still calibrates, sample by sample, to the
+// statistics of the same model with a dynamic batch.
+TEST(LayerwiseCalibration, FixedBatchModelRunsSampleBySample) {
+  testing::ConvBnFixture dynamic, fixed(7, 1);
+  auto md = Model::LoadBytes(WithFlattenedBnHead(dynamic.onnx, false));
+  auto mf = Model::LoadBytes(WithFlattenedBnHead(fixed.onnx, true));
+  ASSERT_TRUE(md.ok() && mf.ok()) << md.status() << mf.status();
+  std::mt19937 rng(3);
+  std::vector<Tensor> samples;
+  for (int k = 0; k < 5; ++k) samples.push_back(Tensor{{1, 3, 9, 9}, testing::RandomVector(3 * 81, &rng)});
+  auto a = CalibrateLayerwise(*md, samples);
+  auto b = CalibrateLayerwise(*mf, samples);
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_GT(a->peak_cached_bytes, 0);
+  EXPECT_EQ(b->peak_cached_bytes, 0);
+  ASSERT_EQ(a->layers.size(), 2u);
+  ASSERT_EQ(b->layers.size(), 2u);
+  for (size_t l = 0; l < 2; ++l) {
+    const auto& want = a->layers[l].committed;
+    const auto& got = b->layers[l].committed;
+    ASSERT_EQ(got.mean.size(), want.mean.size());
+    for (size_t c = 0; c < want.mean.size(); ++c) {
+      EXPECT_NEAR(got.mean[c], want.mean[c], 1e-5 * std::sqrt(want.var[c]) + 1e-7) << l << " " << c;
+      EXPECT_NEAR(got.var[c], want.var[c], 1e-5 * want.var[c] + 1e-9) << l << " " << c;
+    }
+  }
 }
 
 class OracleTest : public ::testing::TestWithParam<std::string> {};
