@@ -4,12 +4,17 @@
   /usr/bin/python3 bench/format_table.py build/bench_results.jsonl
 
 Lines are {"runner": "normserve" | "onnxruntime" | "pytorch_torchscript", "model": ...,
-"median_ms": ..., "p90_ms": ...}, {"runner": "conv_peak", "gflops": ...} (the highest of
-several is used) and an optional {"runner": "meta", ...}. A model or runner missing from
-the file shows as "-".
+"median_ms": ..., "p90_ms": ..., "round": ...}, {"runner": "conv_peak", "gflops": ...} (the
+highest of several is used) and an optional {"runner": "meta", ...}. A model or runner
+missing from the file shows as "-".
+
+With several rounds, latencies are the median over rounds of each round's median (p90),
+and a ratio is the median of the per-round ratios (runners of one round ran back to back,
+so slow drift of the machine cancels), followed by the range over rounds.
 """
 
 import json
+import statistics
 import sys
 
 RUNNERS = [("normserve", "normserve"), ("onnxruntime", "ORT"),
@@ -24,14 +29,32 @@ def _ratio(a, b):
     return None if a is None or b is None or b <= 0 else a / b
 
 
+def _median_of(rounds, key):
+    values = [r[key] for r in rounds.values() if r.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def _round_ratio(ns_rounds, peer_rounds):
+    """Median and range of normserve / peer medians over the rounds both ran."""
+    ratios = [_ratio(ns_rounds[k].get("median_ms"), peer_rounds[k].get("median_ms"))
+              for k in ns_rounds if k in peer_rounds]
+    ratios = [r for r in ratios if r is not None]
+    if not ratios:
+        return "-"
+    text = f"{statistics.median(ratios):.2f}"
+    if len(ratios) > 1:
+        text += f" ({min(ratios):.2f}-{max(ratios):.2f})"
+    return text
+
+
 def format_table(records):
     meta = next((r for r in records if r.get("runner") == "meta"), {})
     peaks = [r for r in records if r.get("runner") == "conv_peak"]
     peak = max(peaks, key=lambda r: r["gflops"]) if peaks else None
-    by_model = {}
+    by_model = {}  # model -> runner -> round -> record
     for r in records:
         if r.get("runner") in dict(RUNNERS):
-            by_model.setdefault(r["model"], {})[r["runner"]] = r
+            by_model.setdefault(r["model"], {}).setdefault(r["runner"], {})[r.get("round", 0)] = r
     order = list(meta.get("models", []))  # every requested model, even if all runners failed
     order += [m for m in by_model if m not in order]
     peak_gflops = peak.get("gflops") if peak else None
@@ -43,16 +66,14 @@ def format_table(records):
         runs = by_model.get(model, {})
         row = [model]
         for runner, _ in RUNNERS:
-            r = runs.get(runner, {})
-            row.append("-" if r.get("median_ms") is None
-                       else f"{r['median_ms']:.2f} / {r['p90_ms']:.2f}")
+            rounds = runs.get(runner, {})
+            med, p90 = _median_of(rounds, "median_ms"), _median_of(rounds, "p90_ms")
+            row.append("-" if med is None else f"{med:.2f} / {p90:.2f}")
         ns = runs.get("normserve", {})
-        ns_med = ns.get("median_ms")
-        row.append(_fmt(_ratio(ns_med, runs.get("onnxruntime", {}).get("median_ms")), ".2f"))
-        row.append(_fmt(_ratio(ns_med, runs.get("pytorch_torchscript", {}).get("median_ms")),
-                        ".2f"))
-        row.append(_fmt(ns.get("gflop_per_run"), ".3f"))
-        achieved = ns.get("gflops_achieved")
+        row.append(_round_ratio(ns, runs.get("onnxruntime", {})))
+        row.append(_round_ratio(ns, runs.get("pytorch_torchscript", {})))
+        row.append(_fmt(_median_of(ns, "gflop_per_run"), ".3f"))
+        achieved = _median_of(ns, "gflops_achieved")
         row.append(_fmt(achieved, ".1f"))
         pct = _ratio(achieved, peak_gflops)
         row.append("-" if pct is None else f"{100 * pct:.0f}%")
@@ -62,7 +83,8 @@ def format_table(records):
     lines = []
     if meta:
         lines.append(f"batch 1, {meta.get('threads', '?')} threads pinned to CPUs "
-                     f"{meta.get('cpus', '?')}, {meta.get('seconds', '?')} s per runner; "
+                     f"{meta.get('cpus', '?')}, {meta.get('rounds', 1)} round(s) of "
+                     f"{meta.get('seconds', '?')} s per runner; "
                      f"{meta.get('cpu_model', '')}")
         lines.append(f"load average before {meta.get('loadavg_before', '?')}, "
                      f"after {meta.get('loadavg_after', '?')}")
@@ -75,8 +97,8 @@ def format_table(records):
                         if len(peaks) > 1 else ""))
     else:
         lines.append("conv peak: not measured")
-    lines.append("ns/ORT, ns/PT: normserve median / peer median (< 1: normserve faster); "
-                 "GFLOP/s and % peak: normserve at its median")
+    lines.append("ns/ORT, ns/PT: normserve median / peer median (< 1: normserve faster), median "
+                 "over rounds (range); GFLOP/s and % peak: normserve at its median")
     lines.append("  ".join(h.rjust(w) if i else h.ljust(w)
                            for i, (h, w) in enumerate(zip(header, widths))))
     for row in rows:

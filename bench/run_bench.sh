@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # normserve vs ONNX Runtime vs PyTorch TorchScript: batch-1 latency on the same ONNX files,
-# same threads and CPUs, runners interleaved per model; prints the table (bench/README.md)
-# and keeps the raw JSON lines in <build>/bench_results.jsonl.
+# same threads and CPUs, runners interleaved per model and repeated in rounds; prints the
+# table (bench/README.md) and keeps the raw JSON lines in <build>/bench_results.jsonl.
 #
 # Usage: bench/run_bench.sh [--build-dir build] [--models resnet18,resnet50,mobilenet_v2,gn_resnet]
-#                           [--seconds 10] [--threads 2] [--cpus 0,1]
+#                           [--seconds 5] [--rounds 3] [--threads 2] [--cpus 0,1]
 #                           [--runners normserve,onnxruntime,pytorch] [--no-build]
 set -uo pipefail
 
@@ -14,7 +14,8 @@ PYTHON=/usr/bin/python3  # Debian's python with torch 1.13 / torchvision / onnx
 
 build_dir=build
 models=resnet18,resnet50,mobilenet_v2,gn_resnet
-seconds=10
+seconds=5
+rounds=3
 threads=2
 cpus=""
 runners=normserve,onnxruntime,pytorch
@@ -26,6 +27,7 @@ while [[ $# -gt 0 ]]; do
     --build-dir) build_dir="$2"; shift 2 ;;
     --models) models="$2"; shift 2 ;;
     --seconds) seconds="$2"; shift 2 ;;
+    --rounds) rounds="$2"; shift 2 ;;
     --threads) threads="$2"; shift 2 ;;
     --cpus) cpus="$2"; shift 2 ;;
     --runners) runners="$2"; shift 2 ;;
@@ -35,6 +37,7 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
+[[ "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "run_bench.sh: --rounds must be a positive integer" >&2; exit 2; }
 # Paths are relative to the caller's directory; everything below runs from the repo root.
 build_dir="$(mkdir -p "$build_dir" && cd "$build_dir" && pwd)" || exit 1
 cd "$ROOT" || exit 1
@@ -75,7 +78,8 @@ if [[ ${#missing[@]} -gt 0 ]]; then
   "$PYTHON" "$ROOT/scripts/export_test_models.py" --out "$models_dir" --only "$only" || exit 1
 fi
 
-# Runs one runner pinned to $cpus; appends its JSON line to $results.
+# Runs one runner pinned to $cpus; appends its JSON line (tagged with $round) to $results.
+round=0
 run() {
   local label="$1"; shift
   local out rc line
@@ -87,6 +91,7 @@ run() {
     failures=$((failures + 1))
     return 1
   fi
+  line="${line%\}},\"round\":$round}"
   echo "$line" >> "$results"
   log "$line"
 }
@@ -96,10 +101,12 @@ loadavg_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 # 3. The yardstick (before and after the models; the table uses the higher, so a burst of
 # outside load during one measurement does not inflate "% peak"), and between them each
 # model with the three runners back to back, so load from other processes falls on all
-# three alike.
+# three alike; all of it $rounds times, so the table can take each ratio per round (the
+# machine's speed drifts by 10-15% over minutes on a shared host) and its median.
 if has_runner normserve; then
   run "conv_peak" "$engine_bench" --conv_peak --threads="$threads"
 fi
+for round in $(seq 1 "$rounds"); do
 for m in "${model_list[@]}"; do
   onnx="$models_dir/$m/model.onnx"
   if has_runner normserve; then
@@ -116,6 +123,7 @@ for m in "${model_list[@]}"; do
       --threads "$threads" --seconds "$seconds" --require_export_script
   fi
 done
+done
 
 if has_runner normserve; then
   run "conv_peak" "$engine_bench" --conv_peak --threads="$threads"
@@ -124,11 +132,11 @@ fi
 # 4. The table.
 cpu_model="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 "$PYTHON" - "$results" "$models" "$threads" "$cpus" "$seconds" "$cpu_model" \
-  "$loadavg_before" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'EOF'
+  "$loadavg_before" "$(cut -d' ' -f1-3 /proc/loadavg)" "$rounds" <<'EOF'
 import json, sys
-path, models, threads, cpus, seconds, cpu, before, after = sys.argv[1:]
+path, models, threads, cpus, seconds, cpu, before, after, rounds = sys.argv[1:]
 meta = {"runner": "meta", "models": models.split(","), "threads": int(threads), "cpus": cpus,
-        "seconds": float(seconds), "cpu_model": cpu, "loadavg_before": before,
+        "seconds": float(seconds), "rounds": int(rounds), "cpu_model": cpu, "loadavg_before": before,
         "loadavg_after": after, "nproc": __import__("os").cpu_count()}
 with open(path, "a") as f:
     f.write(json.dumps(meta) + "\n")
