@@ -27,7 +27,7 @@
 ABSL_FLAG(std::string, model, "", "ONNX file (e.g. build/bench_models/resnet18/model.onnx)");
 ABSL_FLAG(int32_t, samples, 32, "K: batch-1 samples to recalibrate with");
 ABSL_FLAG(int32_t, threads, 2, "intra-op threads");
-ABSL_FLAG(int32_t, batch, 16, "samples per forward pass of the replay (CalibrationOptions::batch)");
+ABSL_FLAG(int32_t, batch, 8, "samples per forward pass (CalibrationOptions::batch)");
 ABSL_FLAG(int64_t, max_cached_mb, 512, "CalibrationOptions::max_cached_bytes of the cached run, in MiB");
 ABSL_FLAG(bool, skip_replay, false, "run only the cached mode (the replay is the slow one)");
 

@@ -148,7 +148,10 @@ class Frontier {
     }
     if (best == free_.size()) {
       Rows r{AllocateActivations(floats * sizeof(float), /*huge_pages=*/true), floats};
-      if (r.buffer == nullptr) return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", floats * sizeof(float), " bytes for kept activations"));
+      if (r.buffer == nullptr) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat("cannot allocate ", floats * sizeof(float), " bytes for kept activations"));
+      }
       return r;
     }
     Rows r = std::move(free_[best]);
@@ -157,7 +160,6 @@ class Frontier {
   }
 
   bool IsModelInput(const std::string& v) const { return v == model_.inputs()[0].name; }
-  bool Cached(const std::string& v) const { return cache_.contains(v); }
   const float* RowsOf(const std::string& v, int64_t first) const {
     return cache_.at(v).data() + first * PerSample(v);
   }
@@ -245,14 +247,14 @@ absl::StatusOr<CalibrationResult> CalibrateLayerwise(std::shared_ptr<const Model
     l.wave = waves[i];
     result.layers.push_back(std::move(l));
   }
-  absl::flat_hash_map<std::string, const Node*> bn_nodes;
-  for (const Node& n : model->graph().nodes) bn_nodes[n.name] = &n;
+  absl::flat_hash_map<std::string, const Node*> nodes_by_name;
+  for (const Node& n : model->graph().nodes) nodes_by_name[n.name] = &n;
 
   ASSIGN_OR_RETURN(SpecializedGraph at1, Specialize(model->graph(), 1));
-  // A model with a fixed batch of 1 gets no cut kept (nor batching); it still calibrates.
+  // A model exported with a fixed batch of 1 (no batch-2 specialization) keeps no cuts
+  // and runs sample by sample.
   const absl::StatusOr<SpecializedGraph> at2 = Specialize(model->graph(), 2);
   Frontier frontier(*model, total, at1, at2);
-  // A model exported with a fixed batch of 1 runs sample by sample.
   const int64_t batch = at2.ok() ? options.batch : 1;
 
   absl::flat_hash_map<std::string, BnStatistics> committed;
@@ -264,7 +266,7 @@ absl::StatusOr<CalibrationResult> CalibrateLayerwise(std::shared_ptr<const Model
       if (l.wave != w) continue;
       in_wave.push_back(&l);
       targets.push_back(l.info.input);
-      layer_outputs.push_back(bn_nodes.at(l.info.name)->outputs[0]);
+      layer_outputs.push_back(nodes_by_name.at(l.info.name)->outputs[0]);
     }
     Frontier::Segment seg = frontier.Plan(targets, options.max_cached_bytes);
     // Caching: the segment ends at the cut and the moments are taken from it. Otherwise
