@@ -205,6 +205,32 @@ TEST(LayerwiseCalibration, KeptCutsGiveTheStatisticsOfReplaysFromTheInput) {
   }
 }
 
+// MobileNetV2: depthwise convolutions, ReLU6 (Clip), residual Adds without an activation,
+// 52 waves. Kept cuts give the replay's statistics.
+TEST(LayerwiseCalibration, KeptCutsMatchTheReplayOnMobileNetV2) {
+  auto m = Model::LoadFile(TestData("mobilenet_v2/model.onnx"));
+  ASSERT_TRUE(m.ok()) << m.status();
+  std::mt19937 rng(17);
+  std::vector<Tensor> samples;
+  for (int k = 0; k < 3; ++k) samples.push_back(Tensor{{1, 3, 224, 224}, testing::RandomVector(3 * 224 * 224, &rng)});
+  CalibrationOptions replay, kept;
+  replay.max_cached_bytes = 0;
+  auto a = CalibrateLayerwise(*m, samples, replay);
+  auto b = CalibrateLayerwise(*m, samples, kept);
+  ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
+  EXPECT_EQ(b->waves_from_cache, b->waves - 1);
+  ASSERT_EQ(a->layers.size(), b->layers.size());
+  for (size_t i = 0; i < a->layers.size(); ++i) {
+    const auto& want = a->layers[i].committed;
+    const auto& got = b->layers[i].committed;
+    for (size_t ch = 0; ch < want.mean.size(); ++ch) {
+      const double sd = std::sqrt(want.var[ch]);
+      EXPECT_NEAR(got.mean[ch], want.mean[ch], 1e-4 * sd + 1e-7) << a->layers[i].info.name << " channel " << ch;
+      EXPECT_NEAR(got.var[ch], want.var[ch], 1e-4 * want.var[ch] + 1e-9) << a->layers[i].info.name << " channel " << ch;
+    }
+  }
+}
+
 TEST(LayerwiseCalibration, WavesFollowBnDependencies) {
   auto m = Model::LoadFile(TestData("resnet18/model.onnx"));
   ASSERT_TRUE(m.ok());
