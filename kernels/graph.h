@@ -4,6 +4,7 @@
 #define NORMSERVE_KERNELS_GRAPH_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -68,6 +69,15 @@ struct Graph {
   std::vector<ValueSpec> inputs;   // excluding initializers
   std::vector<ValueSpec> outputs;
 };
+
+// The nodes `roots` depend on: walks from each value to the node producing it and on
+// through that node's inputs, stopping at initializers and at values for which
+// `is_source` returns true (called once per value reached). Returns one flag per node.
+// A value with no producer that is not a source is left alone; the first such value
+// goes to `*unproduced` when given.
+std::vector<bool> NodesFeeding(const Graph& graph, const std::vector<std::string>& roots,
+                               const std::function<bool(const std::string&)>& is_source,
+                               std::string* unproduced = nullptr);
 
 }  // namespace normserve
 

@@ -62,9 +62,6 @@ class Frontier {
       : model_(model), samples_(samples), at1_(at1), at2_(at2), done_(model.graph().nodes.size(), false) {
     const auto& nodes = model.graph().nodes;
     for (size_t i = 0; i < nodes.size(); ++i) {
-      for (const auto& o : nodes[i].outputs) {
-        if (!o.empty()) producer_[o] = i;
-      }
       for (const auto& in : nodes[i].inputs) consumers_[in].push_back(i);
     }
   }
@@ -84,23 +81,13 @@ class Frontier {
   Segment Plan(const std::vector<std::string>& targets, int64_t max_bytes) const {
     const auto& graph = model_.graph();
     Segment seg;
-    std::vector<bool> need(graph.nodes.size(), false);
-    std::vector<std::string> stack(targets.begin(), targets.end());
-    absl::flat_hash_set<std::string> seen;
-    while (!stack.empty()) {
-      const std::string v = std::move(stack.back());
-      stack.pop_back();
-      if (v.empty() || !seen.insert(v).second || graph.initializers.contains(v)) continue;
-      if (IsModelInput(v) || cache_.contains(v)) {
-        seg.inputs.push_back(ValueSpec{v, ElementType::kFloat32, BatchedShape(v)});
-        seg.from_cache |= !IsModelInput(v);
-        continue;
-      }
-      auto it = producer_.find(v);
-      if (it == producer_.end() || need[it->second]) continue;  // Model::Slice reports the former
-      need[it->second] = true;
-      for (const auto& in : graph.nodes[it->second].inputs) stack.push_back(in);
-    }
+    // A value with no producer that is neither the input nor kept: Model::Slice reports it.
+    const std::vector<bool> need = NodesFeeding(graph, targets, [&](const std::string& v) {
+      if (!IsModelInput(v) && !cache_.contains(v)) return false;
+      seg.inputs.push_back(ValueSpec{v, ElementType::kFloat32, BatchedShape(v)});
+      seg.from_cache |= !IsModelInput(v);
+      return true;
+    });
     seg.done_after = done_;
     for (size_t i = 0; i < need.size(); ++i) seg.done_after[i] = seg.done_after[i] || need[i];
     // The cut: values computed by now that a node still to run reads (the wave's BN
@@ -196,7 +183,6 @@ class Frontier {
   const int64_t samples_;
   const SpecializedGraph& at1_;
   const absl::StatusOr<SpecializedGraph>& at2_;
-  absl::flat_hash_map<std::string, size_t> producer_;
   absl::flat_hash_map<std::string, std::vector<size_t>> consumers_;
   std::vector<bool> done_;
   absl::flat_hash_map<std::string, Rows> cache_;

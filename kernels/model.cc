@@ -149,38 +149,24 @@ absl::StatusOr<std::string> Model::SerializeOnnx() const {
 
 absl::StatusOr<std::shared_ptr<const Model>> Model::Slice(const std::vector<ValueSpec>& inputs,
                                                           const std::vector<std::string>& outputs) const {
-  absl::flat_hash_map<std::string, size_t> producer;
-  for (size_t i = 0; i < graph_.nodes.size(); ++i) {
-    for (const auto& o : graph_.nodes[i].outputs) {
-      if (!o.empty()) producer[o] = i;
-    }
-  }
+  absl::flat_hash_set<std::string> produced;
+  for (const Node& n : graph_.nodes) produced.insert(n.outputs.begin(), n.outputs.end());
   absl::flat_hash_set<std::string> given;
   for (const ValueSpec& in : inputs) {
     bool graph_input = false;
     for (const ValueSpec& g : graph_.inputs) graph_input |= g.name == in.name;
-    if (!graph_input && !producer.contains(in.name)) {
+    if (!graph_input && !produced.contains(in.name)) {
       return absl::NotFoundError(absl::StrCat("slice input \"", in.name, "\" is not a runtime value of the model"));
     }
     given.insert(in.name);
   }
   if (outputs.empty()) return absl::InvalidArgumentError("a slice needs at least one output");
-  std::vector<bool> keep(graph_.nodes.size(), false);
-  std::vector<std::string> stack(outputs.begin(), outputs.end());
-  absl::flat_hash_set<std::string> seen;
-  while (!stack.empty()) {
-    const std::string v = std::move(stack.back());
-    stack.pop_back();
-    if (v.empty() || !seen.insert(v).second) continue;
-    if (given.contains(v) || graph_.initializers.contains(v)) continue;
-    auto it = producer.find(v);
-    if (it == producer.end()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("value \"", v, "\" is needed by the slice but is neither one of its inputs nor computable"));
-    }
-    if (keep[it->second]) continue;
-    keep[it->second] = true;
-    for (const auto& in : graph_.nodes[it->second].inputs) stack.push_back(in);
+  std::string unproduced;
+  const std::vector<bool> keep =
+      NodesFeeding(graph_, outputs, [&](const std::string& v) { return given.contains(v); }, &unproduced);
+  if (!unproduced.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("value \"", unproduced,
+                                                   "\" is needed by the slice but is neither one of its inputs nor computable"));
   }
 
   std::shared_ptr<Model> m(new Model());

@@ -18,6 +18,21 @@ std::string TestData(const std::string& rel) {
   return std::string(dir ? dir : "testdata") + "/" + rel;
 }
 
+// Every layer's committed mean and variance in `got` equal `want`'s within `rel` of the
+// channel's standard deviation (variance).
+void ExpectSameStatistics(const CalibrationResult& got, const CalibrationResult& want, double rel) {
+  ASSERT_EQ(got.layers.size(), want.layers.size());
+  for (size_t i = 0; i < want.layers.size(); ++i) {
+    const BnStatistics& w = want.layers[i].committed;
+    const BnStatistics& g = got.layers[i].committed;
+    ASSERT_EQ(g.mean.size(), w.mean.size()) << want.layers[i].info.name;
+    for (size_t ch = 0; ch < w.mean.size(); ++ch) {
+      EXPECT_NEAR(g.mean[ch], w.mean[ch], rel * std::sqrt(w.var[ch]) + 1e-7) << want.layers[i].info.name << " channel " << ch;
+      EXPECT_NEAR(g.var[ch], w.var[ch], rel * w.var[ch] + 1e-9) << want.layers[i].info.name << " channel " << ch;
+    }
+  }
+}
+
 TEST(LayerwiseCalibration, SingleLayerEqualsFloat64MomentsOfItsInput) {
   testing::ConvBnFixture f;
   auto m = Model::LoadBytes(f.onnx);
@@ -123,16 +138,7 @@ TEST(LayerwiseCalibration, FixedBatchModelRunsSampleBySample) {
   EXPECT_GT(a->peak_cached_bytes, 0);
   EXPECT_EQ(b->peak_cached_bytes, 0);
   ASSERT_EQ(a->layers.size(), 2u);
-  ASSERT_EQ(b->layers.size(), 2u);
-  for (size_t l = 0; l < 2; ++l) {
-    const auto& want = a->layers[l].committed;
-    const auto& got = b->layers[l].committed;
-    ASSERT_EQ(got.mean.size(), want.mean.size());
-    for (size_t c = 0; c < want.mean.size(); ++c) {
-      EXPECT_NEAR(got.mean[c], want.mean[c], 1e-5 * std::sqrt(want.var[c]) + 1e-7) << l << " " << c;
-      EXPECT_NEAR(got.var[c], want.var[c], 1e-5 * want.var[c] + 1e-9) << l << " " << c;
-    }
-  }
+  ExpectSameStatistics(*b, *a, 1e-5);
 }
 
 class OracleTest : public ::testing::TestWithParam<std::string> {};
@@ -191,18 +197,8 @@ TEST(LayerwiseCalibration, KeptCutsGiveTheStatisticsOfReplaysFromTheInput) {
   EXPECT_LE(b->peak_cached_bytes, middle.max_cached_bytes);
   EXPECT_EQ(c->waves_from_cache, c->waves - 1);
   EXPECT_GE(c->peak_cached_bytes, int64_t{6} * 64 * 112 * 112 * 4);
-  for (const auto* r : {&*b, &*c}) {
-    ASSERT_EQ(r->layers.size(), a->layers.size());
-    for (size_t i = 0; i < a->layers.size(); ++i) {
-      const auto& want = a->layers[i].committed;
-      const auto& got = r->layers[i].committed;
-      for (size_t ch = 0; ch < want.mean.size(); ++ch) {
-        const double sd = std::sqrt(want.var[ch]);
-        EXPECT_NEAR(got.mean[ch], want.mean[ch], 1e-5 * sd + 1e-7) << a->layers[i].info.name << " channel " << ch;
-        EXPECT_NEAR(got.var[ch], want.var[ch], 1e-5 * want.var[ch] + 1e-9) << a->layers[i].info.name << " channel " << ch;
-      }
-    }
-  }
+  ExpectSameStatistics(*b, *a, 1e-5);
+  ExpectSameStatistics(*c, *a, 1e-5);
 }
 
 // MobileNetV2: depthwise convolutions, ReLU6 (Clip), residual Adds without an activation,
@@ -219,16 +215,7 @@ TEST(LayerwiseCalibration, KeptCutsMatchTheReplayOnMobileNetV2) {
   auto b = CalibrateLayerwise(*m, samples, kept);
   ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
   EXPECT_EQ(b->waves_from_cache, b->waves - 1);
-  ASSERT_EQ(a->layers.size(), b->layers.size());
-  for (size_t i = 0; i < a->layers.size(); ++i) {
-    const auto& want = a->layers[i].committed;
-    const auto& got = b->layers[i].committed;
-    for (size_t ch = 0; ch < want.mean.size(); ++ch) {
-      const double sd = std::sqrt(want.var[ch]);
-      EXPECT_NEAR(got.mean[ch], want.mean[ch], 1e-4 * sd + 1e-7) << a->layers[i].info.name << " channel " << ch;
-      EXPECT_NEAR(got.var[ch], want.var[ch], 1e-4 * want.var[ch] + 1e-9) << a->layers[i].info.name << " channel " << ch;
-    }
-  }
+  ExpectSameStatistics(*b, *a, 1e-4);
 }
 
 TEST(LayerwiseCalibration, WavesFollowBnDependencies) {
