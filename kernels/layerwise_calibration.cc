@@ -84,7 +84,9 @@ class Frontier {
     // A value with no producer that is neither the input nor kept: Model::Slice reports it.
     const std::vector<bool> need = NodesFeeding(graph, targets, [&](const std::string& v) {
       if (!IsModelInput(v) && !cache_.contains(v)) return false;
-      seg.inputs.push_back(ValueSpec{v, ElementType::kFloat32, BatchedShape(v)});
+      // The model input keeps its declared spec (a fixed batch stays fixed); cut values
+      // exist only for models that batch.
+      seg.inputs.push_back(IsModelInput(v) ? model_.inputs()[0] : ValueSpec{v, ElementType::kFloat32, BatchedShape(v)});
       seg.from_cache |= !IsModelInput(v);
       return true;
     });
