@@ -11,9 +11,11 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::Predict(grpc::CallbackServerCont
                                                         const v1::PredictRequest* request,
                                                         v1::PredictResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  PredictCall call = ProtoToPredictCall(*request);
-  call.deadline = CallDeadline(*context);
-  call.cancelled = CancellationProbe(context);
+  absl::StatusOr<PredictCall> call = ProtoToPredictCall(*request);
+  if (call.ok()) {
+    call->deadline = CallDeadline(*context);
+    call->cancelled = CancellationProbe(context);
+  }
   predictor_->Predict(std::move(call),
                       [reactor, request, response](absl::StatusOr<PredictResult> result) {
                         if (result.ok()) PredictResultToProto(*request, *result, response);

@@ -1,10 +1,12 @@
 // KServe v2 decoding and encoding; the handlers only call these.
 #include "service/kserve_conversion.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "service/client_echo.h"
 
 namespace normserve {
 namespace {
@@ -34,12 +36,15 @@ void FillTensorMetadata(const ValueSpec& spec,
 
 }  // namespace
 
-absl::StatusOr<int64_t> ParseKServeVersion(const std::string& version) {
+absl::StatusOr<int64_t> ParseKServeVersion(const std::string& version, absl::string_view field) {
   if (version.empty()) return 0;
   int64_t v = 0;
-  if (!absl::SimpleAtoi(version, &v) || v <= 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("model version \"", version, "\" is not a positive integer"));
+  // SimpleAtoi alone takes " 1" and "+1": a version is its decimal digits, nothing else.
+  const bool digits = std::all_of(version.begin(), version.end(),
+                                  [](char c) { return c >= '0' && c <= '9'; });
+  if (!digits || !absl::SimpleAtoi(version, &v) || v <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(field, " \"", Echo(version),
+                                                   "\" is not a positive decimal integer"));
   }
   return v;
 }
@@ -47,7 +52,7 @@ absl::StatusOr<int64_t> ParseKServeVersion(const std::string& version) {
 absl::StatusOr<PredictCall> KServeToPredictCall(const inference::ModelInferRequest& request) {
   PredictCall call;
   call.model = request.model_name();
-  absl::StatusOr<int64_t> version = ParseKServeVersion(request.model_version());
+  absl::StatusOr<int64_t> version = ParseKServeVersion(request.model_version(), "model_version");
   if (!version.ok()) return version.status();
   call.version = *version;
   const bool raw = request.raw_input_contents_size() > 0;

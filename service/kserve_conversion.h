@@ -7,14 +7,17 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "kserve/grpc_predict_v2.pb.h"
 #include "service/predictor.h"
 #include "service/servable.h"
 
 namespace normserve {
 
-// "" -> 0 (latest); otherwise a positive decimal version number.
-absl::StatusOr<int64_t> ParseKServeVersion(const std::string& version);
+// "" -> 0 (latest); otherwise a positive decimal version number, digits only (no sign,
+// no blanks). INVALID_ARGUMENT names `field` ("model_version" or "version").
+absl::StatusOr<int64_t> ParseKServeVersion(const std::string& version,
+                                           absl::string_view field = "version");
 
 // The call for `request`; its RequestTensors borrow from `request`.
 absl::StatusOr<PredictCall> KServeToPredictCall(const inference::ModelInferRequest& request);

@@ -30,6 +30,9 @@ ABSL_FLAG(int, port, 8001, "gRPC port (0: any free port).");
 ABSL_FLAG(int, metrics_port, 8002, "Prometheus /metrics HTTP port (0: any free port, -1: off).");
 ABSL_FLAG(std::string, model_repository, "models/repository",
           "Directory of <model>/<version>/model.onnx (and optional <model>/config.json).");
+ABSL_FLAG(bool, allow_symlinks_outside_repository, false,
+          "Follow symlinks in the model repository that resolve outside it (symlinks that stay "
+          "inside, as Kubernetes ConfigMaps use, are always followed).");
 ABSL_FLAG(int, intra_op_threads, 0, "OpenMP threads per execution (0: cores / workers).");
 ABSL_FLAG(int, workers, 1, "Inference worker threads (concurrent executions).");
 ABSL_FLAG(int, max_queue, 64,
@@ -179,6 +182,7 @@ absl::StatusOr<normserve::ServerOptions> OptionsFromFlags() {
   o.port = absl::GetFlag(FLAGS_port);
   o.metrics_port = absl::GetFlag(FLAGS_metrics_port);
   o.model_repository = absl::GetFlag(FLAGS_model_repository);
+  o.allow_symlinks_outside_repository = absl::GetFlag(FLAGS_allow_symlinks_outside_repository);
   o.intra_op_threads = absl::GetFlag(FLAGS_intra_op_threads);
   o.workers = absl::GetFlag(FLAGS_workers);
   o.max_queue = absl::GetFlag(FLAGS_max_queue);

@@ -5,12 +5,18 @@
 #include <cctype>
 #include <filesystem>
 #include <fstream>
+#include <regex>
+#include <set>
 #include <sstream>
 #include <system_error>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "google/protobuf/descriptor.h"
 #include "google/protobuf/util/json_util.h"
+#include "service/client_echo.h"
 
 namespace normserve {
 namespace {
@@ -41,10 +47,85 @@ absl::StatusOr<FileStamp> Stamp(const fs::path& path) {
   return stamp;
 }
 
+// Every field name (proto and JSON spelling) of ModelConfig and the messages it holds:
+// the keys an error may name because they are ours, not the file's.
+const std::set<std::string>& ConfigKeys() {
+  static const auto* const keys = [] {
+    auto* out = new std::set<std::string>;
+    std::vector<const google::protobuf::Descriptor*> todo = {
+        normserve::v1::ModelConfig::descriptor()};
+    std::set<const google::protobuf::Descriptor*> seen;
+    while (!todo.empty()) {
+      const google::protobuf::Descriptor* d = todo.back();
+      todo.pop_back();
+      if (!seen.insert(d).second) continue;
+      for (int i = 0; i < d->field_count(); ++i) {
+        out->insert(d->field(i)->name());
+        out->insert(d->field(i)->json_name());
+        if (d->field(i)->message_type() != nullptr) todo.push_back(d->field(i)->message_type());
+      }
+    }
+    return out;
+  }();
+  return *keys;
+}
+
+// protobuf's JSON parser reports a syntax error as "<reason>\n<a line of the input>\n^"
+// and a field error as "<key path>: <reason with the offending value quoted>". The file
+// may be anything (a symlink to a secret): keep the parser's reason and locate it by
+// byte offset and line, but drop the input's text, unknown keys and quoted values.
+std::string ConfigParseError(const fs::path& path, const std::string& text,
+                             absl::string_view parser_message) {
+  const std::vector<std::string> lines = absl::StrSplit(parser_message, '\n');
+  std::string reason = lines.empty() ? std::string() : lines[0];
+  int64_t offset = -1;
+  if (lines.size() >= 3) {
+    const size_t caret = lines[2].find('^');
+    if (lines[1].empty()) {
+      offset = static_cast<int64_t>(text.size());
+    } else if (const size_t at = text.find(lines[1]); at != std::string::npos) {
+      offset = static_cast<int64_t>(at + (caret == std::string::npos ? 0 : caret));
+    }
+  }
+  static const std::regex* const field_error = new std::regex(R"(^([^ :]+): (.*)$)");
+  std::smatch m;
+  if (std::regex_match(reason, m, *field_error)) {
+    std::string key = m[1].str();
+    const std::string rest = m[2].str();
+    // A path like "version_policy.latest.num_versions" or "(syntax)": its last component.
+    key.erase(std::remove_if(key.begin(), key.end(), [](char c) { return c == '(' || c == ')'; }),
+              key.end());
+    const std::string leaf = key.substr(key.rfind('.') == std::string::npos ? 0 : key.rfind('.') + 1);
+    if (ConfigKeys().count(leaf) > 0) {
+      reason = absl::StrCat("key \"", key, "\": ", rest);
+    } else {
+      reason = absl::StrCat("an unknown key: ", rest);
+    }
+    if (offset < 0) {
+      const size_t at = text.find(absl::StrCat("\"", leaf, "\""));
+      if (at != std::string::npos) offset = static_cast<int64_t>(at);
+    }
+  }
+  static const std::regex* const quoted = new std::regex(R"("[^"]*"|\([^)]*\))");
+  // Our own key names survive (they were put back in quotes above, outside `rest`).
+  std::string cleaned;
+  if (absl::StartsWith(reason, "key \"")) {
+    const size_t end = reason.find("\": ") + 3;
+    cleaned = reason.substr(0, end) + std::regex_replace(reason.substr(end), *quoted, "(a value)");
+  } else {
+    cleaned = std::regex_replace(reason, *quoted, "(a value)");
+  }
+  if (cleaned.size() > 200) cleaned = Echo(cleaned);
+  std::string where;
+  if (offset >= 0) {
+    const int64_t line = 1 + std::count(text.begin(), text.begin() + std::min<size_t>(offset, text.size()), '\n');
+    where = absl::StrCat(" at byte ", offset, " (line ", line, ")");
+  }
+  return absl::StrCat(path.string(), ": not a valid ModelConfig JSON", where, ": ", cleaned);
+}
+
 absl::StatusOr<normserve::v1::ModelConfig> ReadConfig(const fs::path& path) {
   normserve::v1::ModelConfig config;
-  std::error_code ec;
-  if (!fs::exists(path, ec)) return config;
   std::ifstream in(path);
   if (!in) return absl::PermissionDeniedError(absl::StrCat(path.string(), ": cannot be read"));
   std::stringstream text;
@@ -54,8 +135,7 @@ absl::StatusOr<normserve::v1::ModelConfig> ReadConfig(const fs::path& path) {
   options.ignore_unknown_fields = false;
   const auto status = google::protobuf::util::JsonStringToMessage(text.str(), &config, options);
   if (!status.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path.string(), ": ", std::string(status.message())));
+    return absl::InvalidArgumentError(ConfigParseError(path, text.str(), std::string(status.message())));
   }
   if (config.max_batch_size() < 0 || config.intra_op_threads() < 0) {
     return absl::InvalidArgumentError(
@@ -63,7 +143,8 @@ absl::StatusOr<normserve::v1::ModelConfig> ReadConfig(const fs::path& path) {
   }
   if (!config.platform().empty() && config.platform() != "onnx") {
     return absl::InvalidArgumentError(
-        absl::StrCat(path.string(), ": platform \"", config.platform(), "\" is not served (onnx)"));
+        absl::StrCat(path.string(), ": platform \"", Echo(config.platform()),
+                     "\" is not served (onnx)"));
   }
   return config;
 }
@@ -106,6 +187,8 @@ absl::StatusOr<std::vector<std::string>> ModelRepository::ListModels() const {
         absl::StrCat("model repository ", root_, " cannot be listed: ", ec.message()));
   }
   std::vector<std::string> names;
+  // A model directory that resolves outside the root is still listed: ReadModel then
+  // refuses it with a reason the operator sees in ListModels.
   for (const fs::directory_entry& entry : it) {
     const std::string name = entry.path().filename().string();
     if (entry.is_directory(ec) && IsModelName(name)) names.push_back(name);
@@ -114,25 +197,54 @@ absl::StatusOr<std::vector<std::string>> ModelRepository::ListModels() const {
   return names;
 }
 
+absl::Status ModelRepository::CheckInside(const std::string& path) const {
+  if (options_.allow_symlinks_outside) return absl::OkStatus();
+  std::error_code ec;
+  const fs::path root = fs::canonical(root_, ec);
+  if (ec) return absl::NotFoundError(absl::StrCat("model repository ", root_, ": ", ec.message()));
+  const fs::path resolved = fs::canonical(path, ec);
+  if (ec) return absl::NotFoundError(absl::StrCat(path, ": ", ec.message()));
+  // Component-wise prefix: "/repo-other" is not inside "/repo".
+  auto r = root.begin();
+  auto p = resolved.begin();
+  for (; r != root.end() && p != resolved.end() && *r == *p; ++r, ++p) {
+  }
+  if (r == root.end()) return absl::OkStatus();
+  // The target is not named: it is outside what the repository may disclose.
+  return absl::FailedPreconditionError(absl::StrCat(
+      path, " is a symlink that resolves outside the model repository; refused (the server "
+      "flag --allow_symlinks_outside_repository allows it)"));
+}
+
+bool ModelRepository::Contains(const std::string& name) const {
+  std::error_code ec;
+  return IsModelName(name) && fs::is_directory(fs::path(root_) / name, ec);
+}
+
 absl::StatusOr<ModelOnDisk> ModelRepository::ReadModel(const std::string& name) const {
   if (!IsModelName(name)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "\"", name, "\" is not a model name (letters, digits, '_', '-', '.'; no leading '.')"));
+        "\"", Echo(name), "\" is not a model name (letters, digits, '_', '-', '.'; no leading '.')"));
   }
   const fs::path dir = fs::path(root_) / name;
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) {
     return absl::NotFoundError(
-        absl::StrCat("model \"", name, "\" is not in the repository ", root_));
+        absl::StrCat("model \"", Echo(name), "\" is not in the repository ", root_));
   }
+  if (absl::Status inside = CheckInside(dir.string()); !inside.ok()) return inside;
   ModelOnDisk model;
   model.name = name;
-  absl::StatusOr<normserve::v1::ModelConfig> config = ReadConfig(dir / kConfigFile);
-  if (!config.ok()) return config.status();
-  model.config = *std::move(config);
+  const fs::path config_path = dir / kConfigFile;
+  if (fs::exists(config_path, ec)) {
+    if (absl::Status inside = CheckInside(config_path.string()); !inside.ok()) return inside;
+    absl::StatusOr<normserve::v1::ModelConfig> config = ReadConfig(config_path);
+    if (!config.ok()) return config.status();
+    model.config = *std::move(config);
+  }
   if (!model.config.name().empty() && model.config.name() != name) {
     return absl::InvalidArgumentError(
-        absl::StrCat((dir / kConfigFile).string(), ": name \"", model.config.name(),
+        absl::StrCat(config_path.string(), ": name \"", Echo(model.config.name()),
                      "\" differs from the directory name \"", name, "\""));
   }
   for (const fs::directory_entry& entry : fs::directory_iterator(dir, ec)) {
@@ -146,6 +258,10 @@ absl::StatusOr<ModelOnDisk> ModelRepository::ReadModel(const std::string& name) 
     const fs::path file = entry.path() / kModelFile;
     absl::StatusOr<FileStamp> stamp = Stamp(file);
     if (!stamp.ok()) continue;  // a version directory still being filled
+    // Covers a version directory and a model.onnx symlinked out alike: canonical()
+    // resolves every component. The whole model is refused, so what serves keeps serving
+    // and the reason shows in ListModels rather than a version silently missing.
+    if (absl::Status inside = CheckInside(file.string()); !inside.ok()) return inside;
     model.versions.push_back({version, file.string(), *stamp});
   }
   if (ec) return absl::NotFoundError(absl::StrCat(dir.string(), ": ", ec.message()));

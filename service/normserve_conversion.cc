@@ -3,6 +3,9 @@
 
 #include <cstring>
 
+#include "absl/strings/str_cat.h"
+#include "service/client_echo.h"
+
 namespace normserve {
 namespace {
 
@@ -59,11 +62,24 @@ RequestTensor ProtoToRequestTensor(const v1::Tensor& in) {
   return t;
 }
 
-PredictCall ProtoToPredictCall(const v1::PredictRequest& request) {
+absl::StatusOr<PredictCall> ProtoToPredictCall(const v1::PredictRequest& request) {
+  if (!v1::TensorEncoding_IsValid(request.output_encoding())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("output_encoding ", static_cast<int>(request.output_encoding()),
+                     " is not a TensorEncoding (valid: 0 TENSOR_ENCODING_RAW, 1 "
+                     "TENSOR_ENCODING_FLOAT_DATA)"));
+  }
   PredictCall call;
   call.model = request.model_spec().name();
   call.version = request.model_spec().version();
-  for (const v1::Tensor& in : request.inputs()) call.inputs.push_back(ProtoToRequestTensor(in));
+  for (const v1::Tensor& in : request.inputs()) {
+    if (!v1::DataType_IsValid(in.dtype())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("input \"", Echo(in.name()), "\": unknown dtype ",
+                       static_cast<int>(in.dtype()), " (not a normserve.v1.DataType)"));
+    }
+    call.inputs.push_back(ProtoToRequestTensor(in));
+  }
   call.outputs.assign(request.output_filter().begin(), request.output_filter().end());
   return call;
 }

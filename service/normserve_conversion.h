@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "normserve/v1/inference.pb.h"
 #include "service/predictor.h"
 #include "service/servable.h"
@@ -18,8 +19,10 @@ const char* DataTypeName(normserve::v1::DataType dtype);
 // A request tensor that borrows from `tensor`, which must outlive it.
 RequestTensor ProtoToRequestTensor(const normserve::v1::Tensor& tensor);
 
-// The call for `request`; its RequestTensors borrow from `request`.
-PredictCall ProtoToPredictCall(const normserve::v1::PredictRequest& request);
+// The call for `request`; its RequestTensors borrow from `request`. INVALID_ARGUMENT for
+// enum values this server does not know (an input's dtype, the output_encoding): proto3
+// keeps unknown enum numbers, and they must not pass as a default.
+absl::StatusOr<PredictCall> ProtoToPredictCall(const normserve::v1::PredictRequest& request);
 
 void PredictResultToProto(const normserve::v1::PredictRequest& request, const PredictResult& result,
                           normserve::v1::PredictResponse* response);

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "kernels/status_macros.h"
+#include "service/client_echo.h"
 
 #ifdef ABSL_IS_BIG_ENDIAN
 #error "raw tensor payloads are little-endian; a big-endian host needs a byte swap here"
@@ -51,7 +52,7 @@ absl::StatusOr<std::vector<const RequestTensor*>> MatchInputs(
       }
     }
     if (match < 0) {
-      return absl::InvalidArgumentError(absl::StrCat("unknown input \"", t.name,
+      return absl::InvalidArgumentError(absl::StrCat("unknown input \"", Echo(t.name),
                                                      "\"; the model's inputs are ",
                                                      absl::StrJoin(expected, ", ")));
     }
@@ -218,7 +219,7 @@ absl::StatusOr<std::vector<int>> ResolveRequestedOutputs(absl::Span<const ValueS
       std::vector<std::string> names;
       for (const ValueSpec& o : model_outputs) names.push_back(absl::StrCat("\"", o.name, "\""));
       return absl::InvalidArgumentError(absl::StrCat(
-          "unknown output \"", name, "\"; the model's outputs are ", absl::StrJoin(names, ", ")));
+          "unknown output \"", Echo(name), "\"; the model's outputs are ", absl::StrJoin(names, ", ")));
     }
     if (!seen.insert(match).second) {
       return absl::InvalidArgumentError(

@@ -2,10 +2,12 @@
 #include "service/servable_manager.h"
 
 #include <algorithm>
+#include <iterator>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "service/client_echo.h"
 #include "service/log.h"
 
 namespace normserve {
@@ -40,9 +42,9 @@ absl::StatusOr<std::shared_ptr<const Servable>> ServableManager::Get(absl::strin
     auto err = snap->errors.find(model);
     if (err != snap->errors.end() && !err->second.empty()) {
       return absl::NotFoundError(
-          absl::StrCat("model \"", model, "\" is not serving: ", err->second));
+          absl::StrCat("model \"", Echo(model), "\" is not serving: ", err->second));
     }
-    return absl::NotFoundError(absl::StrCat("model \"", model, "\" is not loaded"));
+    return absl::NotFoundError(absl::StrCat("model \"", Echo(model), "\" is not loaded"));
   }
   const VersionMap& versions = it->second;
   if (version == 0) return versions.rbegin()->second;
@@ -50,7 +52,7 @@ absl::StatusOr<std::shared_ptr<const Servable>> ServableManager::Get(absl::strin
   if (v == versions.end()) {
     std::vector<int64_t> serving;
     for (const auto& [n, s] : versions) serving.push_back(n);
-    return absl::NotFoundError(absl::StrCat("model \"", model, "\" has no version ", version,
+    return absl::NotFoundError(absl::StrCat("model \"", Echo(model), "\" has no version ", version,
                                             " serving (serving: ", absl::StrJoin(serving, ", "),
                                             ")"));
   }
@@ -61,7 +63,7 @@ absl::StatusOr<std::vector<int64_t>> ServableManager::Versions(absl::string_view
   const std::shared_ptr<const Snapshot> snap = snapshot();
   auto it = snap->models.find(model);
   if (it == snap->models.end() || it->second.empty()) {
-    return absl::NotFoundError(absl::StrCat("model \"", model, "\" is not loaded"));
+    return absl::NotFoundError(absl::StrCat("model \"", Echo(model), "\" is not loaded"));
   }
   std::vector<int64_t> out;
   for (const auto& [v, s] : it->second) out.push_back(v);
@@ -103,7 +105,7 @@ absl::StatusOr<ModelStatusInfo> ServableManager::Load(const std::string& model) 
   absl::MutexLock lock(&load_mu_);
   if (Versions(model).ok()) {
     return absl::FailedPreconditionError(
-        absl::StrCat("model \"", model, "\" is already loaded; use ReloadModel to rescan it"));
+        absl::StrCat("model \"", Echo(model), "\" is already loaded; use ReloadModel to rescan it"));
   }
   unloaded_by_api_.erase(model);
   // An explicit load retries files that failed before.
@@ -111,7 +113,7 @@ absl::StatusOr<ModelStatusInfo> ServableManager::Load(const std::string& model) 
   absl::Status status = SyncModel(model);
   if (!status.ok()) return status;
   if (!Versions(model).ok()) {
-    return absl::NotFoundError(absl::StrCat("model \"", model, "\" has no version directory with ",
+    return absl::NotFoundError(absl::StrCat("model \"", Echo(model), "\" has no version directory with ",
                                             "a model.onnx that its version policy serves"));
   }
   return StatusOf(model);
@@ -120,7 +122,7 @@ absl::StatusOr<ModelStatusInfo> ServableManager::Load(const std::string& model) 
 absl::Status ServableManager::Unload(const std::string& model) {
   absl::MutexLock lock(&load_mu_);
   if (!Versions(model).ok()) {
-    return absl::NotFoundError(absl::StrCat("model \"", model, "\" is not loaded"));
+    return absl::NotFoundError(absl::StrCat("model \"", Echo(model), "\" is not loaded"));
   }
   unloaded_by_api_.insert(model);
   Publish(model, {}, "");
@@ -154,13 +156,19 @@ void ServableManager::SyncAll() {
     absl::Status status = SyncModel(name);
     (void)status;  // recorded in the snapshot's errors and logged
   }
-  // Models whose directory is gone stop serving.
+  // Models whose directory is gone stop serving, and their last error goes with them.
   const std::shared_ptr<const Snapshot> snap = snapshot();
   for (const auto& [name, versions] : snap->models) {
     if (on_disk.count(name) == 0) {
       Log(LogLevel::kInfo, absl::StrCat("model ", name, " left the repository; unloading"));
       Publish(name, {}, "");
     }
+  }
+  for (const auto& [name, error] : snap->errors) {
+    if (on_disk.count(name) == 0 && snap->models.count(name) == 0) Publish(name, {}, "");
+  }
+  for (auto it = failed_.begin(); it != failed_.end();) {
+    it = on_disk.count(it->first) == 0 ? failed_.erase(it) : std::next(it);
   }
 }
 
@@ -171,8 +179,11 @@ absl::Status ServableManager::SyncModel(const std::string& model) {
 
   absl::StatusOr<ModelOnDisk> disk = repository_.ReadModel(model);
   if (!disk.ok()) {
-    if (absl::IsNotFound(disk.status())) {
-      if (!current.empty()) Publish(model, {}, "");
+    if (!repository_.Contains(model)) {
+      // Only models of the repository have entries: a client naming anything else (an
+      // invalid or unknown name) must not make the model list grow.
+      if (!current.empty() || snap->errors.count(model) > 0) Publish(model, {}, "");
+      failed_.erase(model);
       return disk.status();
     }
     // A config.json that does not parse: keep what serves, report why nothing changed.

@@ -121,8 +121,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   // Only when threads are left to us: an explicit --intra_op_threads is obeyed.
   if (options.intra_op_threads == 0) servable.single_thread_below_flops = 50e6;
   servable.allow_non_finite = options.allow_non_finite;
-  state->manager = std::make_unique<ServableManager>(ModelRepository(options.model_repository),
-                                                     servable, &state->observer);
+  RepositoryOptions repository;
+  repository.allow_symlinks_outside = options.allow_symlinks_outside_repository;
+  state->manager = std::make_unique<ServableManager>(
+      ModelRepository(options.model_repository, repository), servable, &state->observer);
   if (absl::Status s = state->manager->LoadAll(); !s.ok()) return s;
 
   InferenceScheduler::Options sched;

@@ -19,6 +19,8 @@ struct ServerOptions {
   // -1: no metrics endpoint; 0: any free port.
   int metrics_port = 8002;
   std::string model_repository = "models/repository";
+  // Follow symlinks in the repository that resolve outside its root (refused by default).
+  bool allow_symlinks_outside_repository = false;
   int workers = 1;
   // OpenMP threads per execution; 0: cores / workers (at least 1).
   int intra_op_threads = 0;

@@ -3,6 +3,8 @@
 
 #include <string>
 
+#include "absl/strings/str_cat.h"
+
 namespace normserve {
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
@@ -15,7 +17,10 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
       (code >= 0 && code <= static_cast<int>(grpc::StatusCode::UNAUTHENTICATED))
           ? static_cast<grpc::StatusCode>(code)
           : grpc::StatusCode::UNKNOWN;
-  return grpc::Status(grpc_code, std::string(status.message()));
+  const absl::string_view message = status.message();
+  if (message.size() <= kMaxStatusMessageBytes) return grpc::Status(grpc_code, std::string(message));
+  const std::string tail = absl::StrCat("... (", message.size(), " bytes)");
+  return grpc::Status(grpc_code, absl::StrCat(message.substr(0, kMaxStatusMessageBytes - tail.size()), tail));
 }
 
 }  // namespace normserve

@@ -5,11 +5,19 @@
 
 #include <grpcpp/support/status.h>
 
+#include <cstddef>
+
 #include "absl/status/status.h"
 
 namespace normserve {
 
-// Same code (absl and gRPC share the canonical code space) and the same message.
+// Longest message a client receives (TF Serving cuts at the same length): gRPC carries it
+// in a trailer, and a default client refuses metadata over 8 KiB as RESOURCE_EXHAUSTED,
+// which would hide the real code.
+inline constexpr size_t kMaxStatusMessageBytes = 1024;
+
+// Same code (absl and gRPC share the canonical code space) and the same message, cut to
+// kMaxStatusMessageBytes (ending in "... (N bytes)" when cut).
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
 }  // namespace normserve

@@ -122,6 +122,79 @@ TEST_F(ModelRepositoryTest, RejectsPathLikeNames) {
   EXPECT_EQ(repo.ReadModel("absent").status().code(), absl::StatusCode::kNotFound);
 }
 
+// A config.json that does not parse is reported by file, byte offset, line and the
+// parser's reason; nothing of its text (values, unknown keys, the line around the error).
+TEST_F(ModelRepositoryTest, ConfigErrorsLocateTheProblemWithoutEchoingTheFile) {
+  ModelRepository repo(root_.string());
+  Write("passwd/config.json", "root:x:0:0:SECRET_A:/root:/bin/bash\n");
+  absl::Status s = repo.ReadModel("passwd").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("passwd/config.json"));
+  EXPECT_THAT(s.message(), HasSubstr("at byte 0 (line 1)"));
+  EXPECT_THAT(s.message(), ::testing::Not(HasSubstr("root:x")));
+
+  Write("syntax/config.json", "{\"max_batch_size\": 8,\n \"labels\": [\"SECRET_B\"] 7}");
+  s = repo.ReadModel("syntax").status();
+  EXPECT_THAT(s.message(), HasSubstr("(line 2)"));
+  EXPECT_THAT(s.message(), ::testing::Not(HasSubstr("SECRET_B")));
+
+  Write("unknown/config.json", R"({"max_batch_size": 8, "SECRET_C": "SECRET_D"})");
+  s = repo.ReadModel("unknown").status();
+  EXPECT_THAT(s.message(), HasSubstr("unknown key"));
+  EXPECT_THAT(s.message(), HasSubstr("at byte 22"));
+  EXPECT_THAT(s.message(), ::testing::Not(HasSubstr("SECRET")));
+
+  Write("enum/config.json", R"({"version_policy": {"latest": {"num_versions": "SECRET_E"}}})");
+  s = repo.ReadModel("enum").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), ::testing::Not(HasSubstr("SECRET")));
+  EXPECT_LT(s.message().size(), 400u) << s.message();
+}
+
+// Symlinks that stay inside the root are followed (Kubernetes ConfigMaps mount
+// config.json as ..data/config.json); ones that leave it are refused unless allowed.
+TEST_F(ModelRepositoryTest, SymlinksInsideAreFollowedOutsideRefused) {
+  const fs::path outside = root_.string() + "_outside";
+  fs::remove_all(outside);
+  fs::create_directories(outside / "7");
+  std::ofstream(outside / "secret.json") << R"({"SECRET_F": 1})";
+  std::ofstream(outside / "7" / "model.onnx") << "x";
+
+  Write("inside/1/model.onnx", "x");
+  Write("inside/..data/config.json", R"({"max_batch_size": 3})");
+  fs::create_symlink("..data/config.json", root_ / "inside" / "config.json");
+
+  Write("cfg_out/1/model.onnx", "x");
+  fs::create_symlink(outside / "secret.json", root_ / "cfg_out" / "config.json");
+
+  Write("ver_out/1/model.onnx", "x");
+  fs::create_directory_symlink(outside / "7", root_ / "ver_out" / "7");
+
+  fs::create_directory_symlink(outside, root_ / "dir_out");
+
+  ModelRepository repo(root_.string());
+  absl::StatusOr<ModelOnDisk> inside = repo.ReadModel("inside");
+  ASSERT_TRUE(inside.ok()) << inside.status();
+  EXPECT_EQ(inside->config.max_batch_size(), 3);
+
+  for (const std::string name : {"cfg_out", "ver_out", "dir_out"}) {
+    const absl::Status s = repo.ReadModel(name).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << name << ": " << s;
+    EXPECT_THAT(s.message(), HasSubstr("outside the model repository"));
+    EXPECT_THAT(s.message(), ::testing::Not(HasSubstr("SECRET")));
+    EXPECT_THAT(s.message(), ::testing::Not(HasSubstr(outside.string())));
+    EXPECT_TRUE(repo.Contains(name)) << name;
+  }
+
+  RepositoryOptions allow;
+  allow.allow_symlinks_outside = true;
+  ModelRepository permissive(root_.string(), allow);
+  absl::StatusOr<ModelOnDisk> ver = permissive.ReadModel("ver_out");
+  ASSERT_TRUE(ver.ok()) << ver.status();
+  EXPECT_EQ(ver->versions.size(), 2u);
+  fs::remove_all(outside);
+}
+
 TEST(DefaultRepositoryTest, CommittedConfigsParse) {
   const fs::path repo_dir = fs::path(NORMSERVE_SOURCE_DIR) / "models" / "repository";
   if (!fs::exists(repo_dir)) GTEST_SKIP() << repo_dir << " not present";

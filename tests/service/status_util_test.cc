@@ -1,7 +1,12 @@
-// ToGrpcStatus keeps code and message for every canonical code.
+// ToGrpcStatus keeps code and message for every canonical code and bounds the message;
+// Echo bounds a quoted value.
 #include "service/status_util.h"
 
 #include <gtest/gtest.h>
+
+#include <string>
+
+#include "service/client_echo.h"
 
 namespace normserve {
 namespace {
@@ -42,6 +47,24 @@ TEST(StatusUtilTest, OutOfRangeCodeBecomesUnknown) {
   const grpc::Status s = ToGrpcStatus(absl::Status(static_cast<absl::StatusCode>(99), "odd"));
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNKNOWN);
   EXPECT_EQ(s.error_message(), "odd");
+}
+
+TEST(StatusUtilTest, LongMessagesAreCutToTheLimitWithTheirLength) {
+  const std::string long_message = "model \"" + std::string(10000, 'x') + "\" is not loaded";
+  const grpc::Status s = ToGrpcStatus(absl::NotFoundError(long_message));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(s.error_message().size(), kMaxStatusMessageBytes);
+  EXPECT_EQ(s.error_message().substr(0, 7), "model \"");
+  EXPECT_NE(s.error_message().find("... (10022 bytes)"), std::string::npos) << s.error_message();
+  const std::string at_limit(kMaxStatusMessageBytes, 'y');
+  EXPECT_EQ(ToGrpcStatus(absl::InternalError(at_limit)).error_message(), at_limit);
+}
+
+TEST(StatusUtilTest, EchoKeepsShortValuesAndCutsLongOnes) {
+  EXPECT_EQ(Echo("resnet18"), "resnet18");
+  EXPECT_EQ(Echo("a\"b\n"), "a\\\"b\\n");
+  const std::string echoed = Echo(std::string(10240, 'n'));
+  EXPECT_EQ(echoed, std::string(kEchoPrefixBytes, 'n') + "... (10240 bytes)");
 }
 
 }  // namespace
