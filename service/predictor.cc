@@ -8,8 +8,8 @@
 namespace normserve {
 
 Predictor::Predictor(const ServableManager* manager, InferenceScheduler* scheduler,
-                     Metrics* metrics, LiveDriftWatch* live_drift)
-    : manager_(manager), scheduler_(scheduler), metrics_(metrics), live_drift_(live_drift) {}
+                     Metrics* metrics, InferenceObserver* observer)
+    : manager_(manager), scheduler_(scheduler), metrics_(metrics), observer_(observer) {}
 
 void Predictor::Predict(absl::StatusOr<PredictCall> decoded,
                         std::function<void(absl::StatusOr<PredictResult>)> done) {
@@ -66,17 +66,17 @@ void Predictor::Predict(absl::StatusOr<PredictCall> decoded,
 
   // `finish` is shared by the queued task and the refusal path below; only one runs.
   auto shared_finish = std::make_shared<decltype(finish)>(std::move(finish));
-  // A sampled request's inputs go to the live drift watch after it has been answered:
-  // the watch never delays or changes a response.
+  // A sampled request's inputs go to the observer (the live drift watch) after it has
+  // been answered: it never delays or changes a response.
   std::shared_ptr<std::vector<Tensor>> watched;
-  if (live_drift_ != nullptr && !s->model().bn_layers().empty() && live_drift_->Sample()) watched = std::make_shared<std::vector<Tensor>>(*inputs);
+  if (observer_ != nullptr && !s->model().bn_layers().empty() && observer_->Sample()) watched = std::make_shared<std::vector<Tensor>>(*inputs);
   InferenceTask task;
   task.servable = s;
   task.inputs = *std::move(inputs);
   task.deadline = call.deadline;
   task.cancelled = std::move(call.cancelled);
   task.done = [shared_finish, s, indices = *outputs, model, version, metrics = metrics_,
-               live = live_drift_, watched](absl::StatusOr<InferenceResult> r) {
+               observer = observer_, watched](absl::StatusOr<InferenceResult> r) {
     if (!r.ok()) {
       (*shared_finish)(model, version, r.status());
       return;
@@ -99,7 +99,7 @@ void Predictor::Predict(absl::StatusOr<PredictCall> decoded,
       result.outputs.push_back(std::move(r->outputs[i]));
     }
     (*shared_finish)(model, version, std::move(result));
-    if (watched != nullptr) live->Offer(s, std::move(*watched));
+    if (watched != nullptr) observer->Offer(s, std::move(*watched));
   };
   absl::Status queued = scheduler_->Submit(std::move(task));
   if (!queued.ok()) (*shared_finish)(model, version, queued);

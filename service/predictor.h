@@ -12,11 +12,11 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "service/inference_observer.h"
 #include "service/inference_scheduler.h"
 #include "service/metrics.h"
 #include "service/request_validation.h"
 #include "service/servable_manager.h"
-#include "service/training/live_drift_watch.h"
 
 namespace normserve {
 
@@ -39,9 +39,9 @@ struct PredictResult {
 
 class Predictor {
  public:
-  // `metrics` and `live_drift` may be null. All must outlive the predictor.
+  // `metrics` and `observer` may be null. All must outlive the predictor.
   Predictor(const ServableManager* manager, InferenceScheduler* scheduler, Metrics* metrics,
-            LiveDriftWatch* live_drift = nullptr);
+            InferenceObserver* observer = nullptr);
 
   // Validates on the calling thread and queues. `done` runs exactly once: inline for an
   // error found before queueing, else on a worker thread. A `call` that failed to decode
@@ -59,7 +59,7 @@ class Predictor {
   const ServableManager* const manager_;
   InferenceScheduler* const scheduler_;
   Metrics* const metrics_;
-  LiveDriftWatch* const live_drift_;
+  InferenceObserver* const observer_;
   std::atomic<bool> draining_{false};
   std::atomic<int> inflight_{0};
 };

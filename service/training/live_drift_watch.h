@@ -18,6 +18,7 @@
 #include "absl/synchronization/mutex.h"
 #include "kernels/engine.h"
 #include "kernels/stats_accumulator.h"
+#include "service/inference_observer.h"
 #include "service/servable.h"
 #include "service/training/training_metrics.h"
 
@@ -34,7 +35,7 @@ struct LiveDriftOptions {
   int64_t min_requests = 32;
 };
 
-class LiveDriftWatch {
+class LiveDriftWatch : public InferenceObserver {
  public:
   // `metrics` outlives the watch.
   LiveDriftWatch(LiveDriftOptions options, TrainingMetrics* metrics);
@@ -43,9 +44,9 @@ class LiveDriftWatch {
   LiveDriftWatch& operator=(const LiveDriftWatch&) = delete;
 
   // Whether this serving request should be copied (Bernoulli(fraction), lock-free).
-  bool Sample();
+  bool Sample() override;
   // Queues a copy of a served request's validated inputs. Never blocks.
-  void Offer(std::shared_ptr<const Servable> servable, std::vector<Tensor> inputs);
+  void Offer(std::shared_ptr<const Servable> servable, std::vector<Tensor> inputs) override;
   // Waits until everything offered so far has been processed (tests).
   void Flush();
 

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -22,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "kserve/grpc_predict_v2.grpc.pb.h"
 #include "kernels/npy_io.h"
 #include "normserve/v1/inference.grpc.pb.h"
 #include "server_process.h"
@@ -238,6 +240,119 @@ TEST_F(ServerTest, ListModels) {
     EXPECT_EQ(m.last_error(), "") << m.name();
   }
   EXPECT_TRUE(names.count("tiny_bn") && names.count("gn_small"));
+}
+
+// Issue 9 item 6: a NOT_FOUND for a 10 KB model name used to reach a default client as
+// RESOURCE_EXHAUSTED ("received initial metadata size exceeds limit").
+TEST_F(ServerTest, LongModelNameIsAShortNotFoundOnBothApis) {
+  const std::string name(10 << 10, 'm');
+  // Default channel arguments: the client's default metadata limit is what matters.
+  auto channel = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
+  auto v1_stub = v1::InferenceService::NewStub(channel);
+  auto kserve = inference::GRPCInferenceService::NewStub(channel);
+  std::vector<grpc::Status> answers;
+  {
+    grpc::ClientContext ctx;
+    v1::PredictResponse resp;
+    answers.push_back(v1_stub->Predict(&ctx, TinyRequest(name), &resp));
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::GetModelMetadataRequest req;
+    req.mutable_model_spec()->set_name(name);
+    v1::GetModelMetadataResponse resp;
+    answers.push_back(v1_stub->GetModelMetadata(&ctx, req, &resp));
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::LoadModelRequest req;
+    req.set_name(name);
+    v1::LoadModelResponse resp;
+    answers.push_back(v1_stub->LoadModel(&ctx, req, &resp));
+  }
+  {
+    grpc::ClientContext ctx;
+    inference::ModelInferRequest req;
+    req.set_model_name(name);
+    inference::ModelInferResponse resp;
+    answers.push_back(kserve->ModelInfer(&ctx, req, &resp));
+  }
+  {
+    grpc::ClientContext ctx;
+    inference::ModelMetadataRequest req;
+    req.set_name(name);
+    inference::ModelMetadataResponse resp;
+    answers.push_back(kserve->ModelMetadata(&ctx, req, &resp));
+  }
+  for (const grpc::Status& s : answers) {
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << s.error_message();
+    EXPECT_LT(s.error_message().size(), 300u) << s.error_message();
+    EXPECT_THAT(s.error_message(), HasSubstr("(10240 bytes)"));
+  }
+}
+
+// Issue 9 item 3: every LoadModel/ReloadModel of an invalid or unknown name used to add a
+// permanent ListModels entry.
+TEST_F(ServerTest, BogusLoadsLeaveOnlyRepositoryModelsListed) {
+  grpc::ClientContext before_ctx;
+  v1::ListModelsResponse before;
+  ASSERT_TRUE(stub_->ListModels(&before_ctx, {}, &before).ok());
+  const std::string big(20 << 10, 'b');
+  for (int i = 0; i < 40; ++i) {
+    for (const std::string& name : {absl::StrCat("nope", i), absl::StrCat("../x", i),
+                                    absl::StrCat(big, i)}) {
+      grpc::ClientContext load_ctx;
+      v1::LoadModelRequest load;
+      load.set_name(name);
+      v1::LoadModelResponse load_resp;
+      EXPECT_FALSE(stub_->LoadModel(&load_ctx, load, &load_resp).ok());
+      grpc::ClientContext reload_ctx;
+      v1::ReloadModelRequest reload;
+      reload.set_name(name);
+      v1::ReloadModelResponse reload_resp;
+      EXPECT_FALSE(stub_->ReloadModel(&reload_ctx, reload, &reload_resp).ok());
+    }
+  }
+  grpc::ClientContext ctx;
+  v1::ListModelsResponse after;
+  ASSERT_TRUE(stub_->ListModels(&ctx, {}, &after).ok());
+  EXPECT_EQ(after.models_size(), before.models_size());
+  for (const v1::ModelStatus& m : after.models()) {
+    EXPECT_TRUE(fs::is_directory(fs::path(repo_->path()) / m.name())) << m.name().substr(0, 40);
+  }
+}
+
+// Issue 9 item 8: lenient parsing closed on both APIs.
+TEST_F(ServerTest, OutOfRangeEnumsAndPaddedVersionsAreInvalidArgument) {
+  auto kserve = inference::GRPCInferenceService::NewStub(
+      grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials()));
+  {
+    grpc::ClientContext ctx;
+    inference::ModelInferRequest req;
+    req.set_model_name("tiny_bn");
+    req.set_model_version(" 1");
+    inference::ModelInferResponse resp;
+    const grpc::Status s = kserve->ModelInfer(&ctx, req, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+    EXPECT_THAT(s.error_message(), HasSubstr("model_version \" 1\""));
+  }
+  {
+    v1::PredictRequest req = TinyRequest();
+    req.set_output_encoding(static_cast<v1::TensorEncoding>(7));
+    v1::PredictResponse resp;
+    const grpc::Status s = Predict(stub_.get(), req, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+    EXPECT_THAT(s.error_message(), HasSubstr("output_encoding 7"));
+    EXPECT_THAT(s.error_message(), HasSubstr("TENSOR_ENCODING_FLOAT_DATA"));
+  }
+  {
+    v1::PredictRequest req = TinyRequest();
+    req.mutable_inputs(0)->set_dtype(static_cast<v1::DataType>(999));
+    v1::PredictResponse resp;
+    const grpc::Status s = Predict(stub_.get(), req, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+    EXPECT_THAT(s.error_message(), HasSubstr("unknown dtype 999"));
+  }
 }
 
 TEST_F(ServerTest, HealthOverallAndPerModel) {
@@ -666,6 +781,62 @@ TEST_F(ServerTest, SecondServerOnTheSamePortFailsToStart) {
       &output);
   EXPECT_EQ(code, 1) << output;
   EXPECT_THAT(output, HasSubstr("cannot listen on 127.0.0.1:"));
+}
+
+// Issue 9 item 5: a config.json symlinked out of the repository had its target's text
+// echoed to unauthenticated callers, and version directories symlinked out were served.
+TEST(RepositorySymlinkTest, OutsideRefusedWithoutItsContentInsideFollowed) {
+  TempDir repo;
+  TempDir outside;
+  testing::WriteFile(outside.path() + "/secret.txt", "root:SECRET_PASSWORD_HASH:0:0\n");
+  fs::create_directories(outside.path() + "/3");
+  fs::copy_file(DefaultRepositoryModel("tiny_bn"), outside.path() + "/3/model.onnx");
+
+  AddModel(repo.path(), "leak", 1, DefaultRepositoryModel("tiny_bn"));
+  fs::create_symlink(outside.path() + "/secret.txt", repo.path() + "/leak/config.json");
+  // The Kubernetes ConfigMap layout: config.json -> ..data/config.json, inside the root.
+  AddModel(repo.path(), "configmap", 1, DefaultRepositoryModel("tiny_bn"));
+  testing::WriteFile(repo.path() + "/configmap/..data/config.json", R"({"max_batch_size": 2})");
+  fs::create_symlink("..data/config.json", repo.path() + "/configmap/config.json");
+  AddModel(repo.path(), "escape", 1, DefaultRepositoryModel("tiny_bn"));
+  fs::create_directory_symlink(outside.path() + "/3", repo.path() + "/escape/3");
+
+  auto server = ServerProcess::Start(repo.path());
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = NewStub(**server);
+
+  grpc::ClientContext list_ctx;
+  v1::ListModelsResponse list;
+  ASSERT_TRUE(stub->ListModels(&list_ctx, {}, &list).ok());
+  std::map<std::string, v1::ModelStatus> by_name;
+  for (const v1::ModelStatus& m : list.models()) by_name[m.name()] = m;
+  ASSERT_EQ(by_name.count("configmap"), 1u);
+  EXPECT_THAT(by_name["configmap"].versions(), ::testing::ElementsAre(1));
+  for (const std::string name : {"leak", "escape"}) {
+    ASSERT_EQ(by_name.count(name), 1u) << name;
+    EXPECT_EQ(by_name[name].versions_size(), 0) << name;
+    EXPECT_THAT(by_name[name].last_error(), HasSubstr("outside the model repository"));
+    EXPECT_THAT(by_name[name].last_error(), ::testing::Not(HasSubstr("SECRET")));
+  }
+  grpc::ClientContext load_ctx;
+  v1::LoadModelRequest load;
+  load.set_name("leak");
+  v1::LoadModelResponse load_resp;
+  const grpc::Status s = stub->LoadModel(&load_ctx, load, &load_resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
+  EXPECT_THAT(s.error_message(), ::testing::Not(HasSubstr("SECRET")));
+  v1::PredictResponse resp;
+  EXPECT_TRUE(Predict(stub.get(), TinyRequest("configmap"), &resp).ok());
+  EXPECT_EQ((*server)->Terminate(), 0) << (*server)->Log();
+
+  // The operator's explicit choice: the flag lets the version directory outside serve.
+  auto permissive = ServerProcess::Start(repo.path(), {"--allow_symlinks_outside_repository"});
+  ASSERT_TRUE(permissive.ok()) << permissive.status();
+  auto stub2 = NewStub(**permissive);
+  v1::PredictRequest req = TinyRequest("escape");
+  req.mutable_model_spec()->set_version(3);
+  EXPECT_TRUE(Predict(stub2.get(), req, &resp).ok());
+  EXPECT_EQ((*permissive)->Terminate(), 0) << (*permissive)->Log();
 }
 
 TEST(FlagsTest, InvalidFlagsAreReportedTogetherAndExitTwo) {
