@@ -8,83 +8,102 @@
 namespace normserve {
 
 grpc::ServerUnaryReactor* InferenceServiceImpl::Predict(grpc::CallbackServerContext* context,
-                                                        const v1::PredictRequest* request,
-                                                        v1::PredictResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::StatusOr<PredictCall> call = ProtoToPredictCall(*request);
+                                                        const grpc::ByteBuffer* request,
+                                                        grpc::ByteBuffer* response) {
+  return DecodeAndRun<v1::PredictRequest, v1::PredictResponse>(
+      request, response, [&](PredictRpc* call) { HandlePredict(context, call); });
+}
+
+grpc::ServerUnaryReactor* InferenceServiceImpl::GetModelMetadata(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return DecodeAndRun<v1::GetModelMetadataRequest, v1::GetModelMetadataResponse>(
+      request, response, [&](MetadataRpc* call) { HandleGetModelMetadata(call); });
+}
+
+grpc::ServerUnaryReactor* InferenceServiceImpl::ListModels(grpc::CallbackServerContext* context,
+                                                           const grpc::ByteBuffer* request,
+                                                           grpc::ByteBuffer* response) {
+  return DecodeAndRun<v1::ListModelsRequest, v1::ListModelsResponse>(
+      request, response, [&](ListRpc* call) { HandleListModels(call); });
+}
+
+grpc::ServerUnaryReactor* InferenceServiceImpl::LoadModel(grpc::CallbackServerContext* context,
+                                                          const grpc::ByteBuffer* request,
+                                                          grpc::ByteBuffer* response) {
+  return DecodeAndRun<v1::LoadModelRequest, v1::LoadModelResponse>(
+      request, response, [&](LoadRpc* call) { HandleLoadModel(call); });
+}
+
+grpc::ServerUnaryReactor* InferenceServiceImpl::UnloadModel(grpc::CallbackServerContext* context,
+                                                            const grpc::ByteBuffer* request,
+                                                            grpc::ByteBuffer* response) {
+  return DecodeAndRun<v1::UnloadModelRequest, v1::UnloadModelResponse>(
+      request, response, [&](UnloadRpc* call) { HandleUnloadModel(call); });
+}
+
+grpc::ServerUnaryReactor* InferenceServiceImpl::ReloadModel(grpc::CallbackServerContext* context,
+                                                            const grpc::ByteBuffer* request,
+                                                            grpc::ByteBuffer* response) {
+  return DecodeAndRun<v1::ReloadModelRequest, v1::ReloadModelResponse>(
+      request, response, [&](ReloadRpc* call) { HandleReloadModel(call); });
+}
+
+void InferenceServiceImpl::HandlePredict(grpc::CallbackServerContext* context, PredictRpc* rpc) {
+  absl::StatusOr<PredictCall> call = ProtoToPredictCall(rpc->request());
   if (call.ok()) {
     call->deadline = CallDeadline(*context);
     call->cancelled = CancellationProbe(context);
   }
-  predictor_->Predict(std::move(call),
-                      [reactor, request, response](absl::StatusOr<PredictResult> result) {
-                        if (result.ok()) PredictResultToProto(*request, *result, response);
-                        reactor->Finish(ToGrpcStatus(result.status()));
-                      });
-  return reactor;
+  predictor_->Predict(std::move(call), [rpc](absl::StatusOr<PredictResult> result) {
+    if (result.ok()) PredictResultToProto(rpc->request(), *result, rpc->response());
+    rpc->Finish(ToGrpcStatus(result.status()));
+  });
 }
 
-grpc::ServerUnaryReactor* InferenceServiceImpl::GetModelMetadata(
-    grpc::CallbackServerContext* context, const v1::GetModelMetadataRequest* request,
-    v1::GetModelMetadataResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::StatusOr<std::shared_ptr<const Servable>> servable =
-      manager_->Get(request->model_spec().name(), request->model_spec().version());
-  absl::StatusOr<std::vector<int64_t>> versions = manager_->Versions(request->model_spec().name());
-  if (servable.ok() && versions.ok()) ServableToMetadata(**servable, *versions, response);
-  reactor->Finish(ToGrpcStatus(servable.ok() ? versions.status() : servable.status()));
-  return reactor;
+void InferenceServiceImpl::HandleGetModelMetadata(MetadataRpc* call) {
+  const v1::ModelSpec& spec = call->request().model_spec();
+  absl::StatusOr<std::shared_ptr<const Servable>> servable = manager_->Get(spec.name(), spec.version());
+  absl::StatusOr<std::vector<int64_t>> versions = manager_->Versions(spec.name());
+  if (servable.ok() && versions.ok()) ServableToMetadata(**servable, *versions, call->response());
+  call->Finish(ToGrpcStatus(servable.ok() ? versions.status() : servable.status()));
 }
 
-grpc::ServerUnaryReactor* InferenceServiceImpl::ListModels(grpc::CallbackServerContext* context,
-                                                           const v1::ListModelsRequest* request,
-                                                           v1::ListModelsResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+void InferenceServiceImpl::HandleListModels(ListRpc* call) {
   for (const ModelStatusInfo& info : manager_->List()) {
-    StatusInfoToProto(info, response->add_models());
+    StatusInfoToProto(info, call->response()->add_models());
   }
-  reactor->Finish(grpc::Status::OK);
-  return reactor;
+  call->Finish(grpc::Status::OK);
 }
 
-grpc::ServerUnaryReactor* InferenceServiceImpl::LoadModel(grpc::CallbackServerContext* context,
-                                                          const v1::LoadModelRequest* request,
-                                                          v1::LoadModelResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::Status queued = admin_->Submit([this, reactor, request, response] {
-    absl::StatusOr<ModelStatusInfo> info = manager_->Load(request->name());
-    if (info.ok()) StatusInfoToProto(*info, response->mutable_status());
-    reactor->Finish(ToGrpcStatus(info.status()));
+void InferenceServiceImpl::HandleLoadModel(LoadRpc* call) {
+  absl::Status queued = admin_->Submit([this, call] {
+    absl::StatusOr<ModelStatusInfo> info = manager_->Load(call->request().name());
+    if (info.ok()) StatusInfoToProto(*info, call->response()->mutable_status());
+    call->Finish(ToGrpcStatus(info.status()));
   });
-  if (!queued.ok()) reactor->Finish(ToGrpcStatus(queued));
-  return reactor;
+  if (!queued.ok()) call->Finish(ToGrpcStatus(queued));
 }
 
-grpc::ServerUnaryReactor* InferenceServiceImpl::UnloadModel(grpc::CallbackServerContext* context,
-                                                            const v1::UnloadModelRequest* request,
-                                                            v1::UnloadModelResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+void InferenceServiceImpl::HandleUnloadModel(UnloadRpc* call) {
   // Through the admin executor too: it waits for a load in progress (load_mu_).
-  absl::Status queued = admin_->Submit([this, reactor, request] {
-    reactor->Finish(ToGrpcStatus(manager_->Unload(request->name())));
+  absl::Status queued = admin_->Submit([this, call] {
+    call->Finish(ToGrpcStatus(manager_->Unload(call->request().name())));
   });
-  if (!queued.ok()) reactor->Finish(ToGrpcStatus(queued));
-  return reactor;
+  if (!queued.ok()) call->Finish(ToGrpcStatus(queued));
 }
 
-grpc::ServerUnaryReactor* InferenceServiceImpl::ReloadModel(grpc::CallbackServerContext* context,
-                                                            const v1::ReloadModelRequest* request,
-                                                            v1::ReloadModelResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::Status queued = admin_->Submit([this, reactor, request, response] {
-    absl::StatusOr<std::vector<ModelStatusInfo>> infos = manager_->Reload(request->name());
+void InferenceServiceImpl::HandleReloadModel(ReloadRpc* call) {
+  absl::Status queued = admin_->Submit([this, call] {
+    absl::StatusOr<std::vector<ModelStatusInfo>> infos = manager_->Reload(call->request().name());
     if (infos.ok()) {
-      for (const ModelStatusInfo& info : *infos) StatusInfoToProto(info, response->add_models());
+      for (const ModelStatusInfo& info : *infos) {
+        StatusInfoToProto(info, call->response()->add_models());
+      }
     }
-    reactor->Finish(ToGrpcStatus(infos.status()));
+    call->Finish(ToGrpcStatus(infos.status()));
   });
-  if (!queued.ok()) reactor->Finish(ToGrpcStatus(queued));
-  return reactor;
+  if (!queued.ok()) call->Finish(ToGrpcStatus(queued));
 }
 
 }  // namespace normserve

@@ -44,7 +44,7 @@ absl::StatusOr<int64_t> ParseKServeVersion(const std::string& version, absl::str
                                   [](char c) { return c >= '0' && c <= '9'; });
   if (!digits || !absl::SimpleAtoi(version, &v) || v <= 0) {
     return absl::InvalidArgumentError(absl::StrCat(field, " \"", Echo(version),
-                                                   "\" is not a positive decimal integer"));
+                                                   "\" is not a positive integer (decimal digits only)"));
   }
   return v;
 }

@@ -8,80 +8,101 @@
 namespace normserve {
 
 grpc::ServerUnaryReactor* KServeServiceImpl::ServerLive(grpc::CallbackServerContext* context,
-                                                        const inference::ServerLiveRequest*,
-                                                        inference::ServerLiveResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  response->set_live(true);
-  reactor->Finish(grpc::Status::OK);
-  return reactor;
+                                                 const grpc::ByteBuffer* request,
+                                                 grpc::ByteBuffer* response) {
+  return DecodeAndRun<inference::ServerLiveRequest, inference::ServerLiveResponse>(
+      request, response, [&](ServerLiveRpc* call) { HandleServerLive(call); });
 }
 
 grpc::ServerUnaryReactor* KServeServiceImpl::ServerReady(grpc::CallbackServerContext* context,
-                                                         const inference::ServerReadyRequest*,
-                                                         inference::ServerReadyResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  response->set_ready(!predictor_->draining());
-  reactor->Finish(grpc::Status::OK);
-  return reactor;
+                                                 const grpc::ByteBuffer* request,
+                                                 grpc::ByteBuffer* response) {
+  return DecodeAndRun<inference::ServerReadyRequest, inference::ServerReadyResponse>(
+      request, response, [&](ServerReadyRpc* call) { HandleServerReady(call); });
 }
 
 grpc::ServerUnaryReactor* KServeServiceImpl::ModelReady(grpc::CallbackServerContext* context,
-                                                        const inference::ModelReadyRequest* request,
-                                                        inference::ModelReadyResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::StatusOr<int64_t> version = ParseKServeVersion(request->version());
-  if (!version.ok()) {
-    reactor->Finish(ToGrpcStatus(version.status()));
-    return reactor;
-  }
-  // Not ready is an answer, not an error: an unknown model is simply not ready.
-  response->set_ready(!predictor_->draining() && manager_->Get(request->name(), *version).ok());
-  reactor->Finish(grpc::Status::OK);
-  return reactor;
+                                                 const grpc::ByteBuffer* request,
+                                                 grpc::ByteBuffer* response) {
+  return DecodeAndRun<inference::ModelReadyRequest, inference::ModelReadyResponse>(
+      request, response, [&](ModelReadyRpc* call) { HandleModelReady(call); });
 }
 
-grpc::ServerUnaryReactor* KServeServiceImpl::ServerMetadata(
-    grpc::CallbackServerContext* context, const inference::ServerMetadataRequest*,
-    inference::ServerMetadataResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  response->set_name("normserve");
-  response->set_version(server_version_);
-  reactor->Finish(grpc::Status::OK);
-  return reactor;
+grpc::ServerUnaryReactor* KServeServiceImpl::ServerMetadata(grpc::CallbackServerContext* context,
+                                                 const grpc::ByteBuffer* request,
+                                                 grpc::ByteBuffer* response) {
+  return DecodeAndRun<inference::ServerMetadataRequest, inference::ServerMetadataResponse>(
+      request, response, [&](ServerMetadataRpc* call) { HandleServerMetadata(call); });
 }
 
-grpc::ServerUnaryReactor* KServeServiceImpl::ModelMetadata(
-    grpc::CallbackServerContext* context, const inference::ModelMetadataRequest* request,
-    inference::ModelMetadataResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::StatusOr<int64_t> version = ParseKServeVersion(request->version());
-  if (!version.ok()) {
-    reactor->Finish(ToGrpcStatus(version.status()));
-    return reactor;
-  }
-  absl::StatusOr<std::shared_ptr<const Servable>> servable =
-      manager_->Get(request->name(), *version);
-  absl::StatusOr<std::vector<int64_t>> versions = manager_->Versions(request->name());
-  if (servable.ok() && versions.ok()) ServableToKServeMetadata(**servable, *versions, response);
-  reactor->Finish(ToGrpcStatus(servable.ok() ? versions.status() : servable.status()));
-  return reactor;
+grpc::ServerUnaryReactor* KServeServiceImpl::ModelMetadata(grpc::CallbackServerContext* context,
+                                                 const grpc::ByteBuffer* request,
+                                                 grpc::ByteBuffer* response) {
+  return DecodeAndRun<inference::ModelMetadataRequest, inference::ModelMetadataResponse>(
+      request, response, [&](ModelMetadataRpc* call) { HandleModelMetadata(call); });
 }
 
 grpc::ServerUnaryReactor* KServeServiceImpl::ModelInfer(grpc::CallbackServerContext* context,
-                                                        const inference::ModelInferRequest* request,
-                                                        inference::ModelInferResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::StatusOr<PredictCall> call = KServeToPredictCall(*request);
+                                                 const grpc::ByteBuffer* request,
+                                                 grpc::ByteBuffer* response) {
+  return DecodeAndRun<inference::ModelInferRequest, inference::ModelInferResponse>(
+      request, response, [&](ModelInferRpc* call) { HandleModelInfer(context, call); });
+}
+
+void KServeServiceImpl::HandleServerLive(ServerLiveRpc* call) {
+  call->response()->set_live(true);
+  call->Finish(grpc::Status::OK);
+}
+
+void KServeServiceImpl::HandleServerReady(ServerReadyRpc* call) {
+  call->response()->set_ready(!predictor_->draining());
+  call->Finish(grpc::Status::OK);
+}
+
+void KServeServiceImpl::HandleModelReady(ModelReadyRpc* call) {
+  absl::StatusOr<int64_t> version = ParseKServeVersion(call->request().version());
+  if (!version.ok()) {
+    call->Finish(ToGrpcStatus(version.status()));
+    return;
+  }
+  // Not ready is an answer, not an error: an unknown model is simply not ready.
+  call->response()->set_ready(!predictor_->draining() &&
+                              manager_->Get(call->request().name(), *version).ok());
+  call->Finish(grpc::Status::OK);
+}
+
+void KServeServiceImpl::HandleServerMetadata(ServerMetadataRpc* call) {
+  call->response()->set_name("normserve");
+  call->response()->set_version(server_version_);
+  call->Finish(grpc::Status::OK);
+}
+
+void KServeServiceImpl::HandleModelMetadata(ModelMetadataRpc* call) {
+  absl::StatusOr<int64_t> version = ParseKServeVersion(call->request().version());
+  if (!version.ok()) {
+    call->Finish(ToGrpcStatus(version.status()));
+    return;
+  }
+  absl::StatusOr<std::shared_ptr<const Servable>> servable =
+      manager_->Get(call->request().name(), *version);
+  absl::StatusOr<std::vector<int64_t>> versions = manager_->Versions(call->request().name());
+  if (servable.ok() && versions.ok()) {
+    ServableToKServeMetadata(**servable, *versions, call->response());
+  }
+  call->Finish(ToGrpcStatus(servable.ok() ? versions.status() : servable.status()));
+}
+
+void KServeServiceImpl::HandleModelInfer(grpc::CallbackServerContext* context,
+                                         ModelInferRpc* rpc) {
+  absl::StatusOr<PredictCall> call = KServeToPredictCall(rpc->request());
   if (call.ok()) {
     call->deadline = CallDeadline(*context);
     call->cancelled = CancellationProbe(context);
   }
-  predictor_->Predict(std::move(call),
-                      [reactor, request, response](absl::StatusOr<PredictResult> result) {
-                        if (result.ok()) PredictResultToKServe(*request, *result, response);
-                        reactor->Finish(ToGrpcStatus(result.status()));
-                      });
-  return reactor;
+  predictor_->Predict(std::move(call), [rpc](absl::StatusOr<PredictResult> result) {
+    if (result.ok()) PredictResultToKServe(rpc->request(), *result, rpc->response());
+    rpc->Finish(ToGrpcStatus(result.status()));
+  });
 }
 
 }  // namespace normserve

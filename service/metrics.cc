@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <exception>
 #include <sstream>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "prometheus/text_serializer.h"
@@ -23,6 +24,53 @@ const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {
 }
 
 }  // namespace
+
+ModelMetrics::ModelMetrics(prometheus::Family<prometheus::Counter>* requests,
+                           prometheus::Family<prometheus::Histogram>* request_duration,
+                           prometheus::Family<prometheus::Histogram>* queue_duration,
+                           prometheus::Family<prometheus::Histogram>* compute_duration,
+                           std::string model, std::string version)
+    : requests_(requests),
+      request_duration_(request_duration),
+      queue_duration_(queue_duration),
+      compute_duration_(compute_duration),
+      model_(std::move(model)),
+      version_(std::move(version)) {}
+
+prometheus::Histogram& ModelMetrics::Histogram(prometheus::Family<prometheus::Histogram>* family,
+                                               std::atomic<prometheus::Histogram*>* slot) {
+  prometheus::Histogram* h = slot->load(std::memory_order_acquire);
+  if (h == nullptr) {
+    h = &family->Add({{"model", model_}}, LatencyBuckets());
+    slot->store(h, std::memory_order_release);
+  }
+  return *h;
+}
+
+void ModelMetrics::RequestFinished(absl::StatusCode code, absl::Duration duration) {
+  int index = static_cast<int>(code);
+  if (index < 0 || index >= static_cast<int>(by_code_.size())) {
+    index = static_cast<int>(absl::StatusCode::kUnknown);
+  }
+  prometheus::Counter* counter = by_code_[index].load(std::memory_order_acquire);
+  if (counter == nullptr) {
+    counter = &requests_->Add(
+        {{"model", model_},
+         {"version", version_},
+         {"code", absl::StatusCodeToString(static_cast<absl::StatusCode>(index))}});
+    by_code_[index].store(counter, std::memory_order_release);
+  }
+  counter->Increment();
+  Histogram(request_duration_, &request_duration_series_).Observe(absl::ToDoubleSeconds(duration));
+}
+
+void ModelMetrics::ObserveQueue(absl::Duration d) {
+  Histogram(queue_duration_, &queue_duration_series_).Observe(absl::ToDoubleSeconds(d));
+}
+
+void ModelMetrics::ObserveCompute(absl::Duration d) {
+  Histogram(compute_duration_, &compute_duration_series_).Observe(absl::ToDoubleSeconds(d));
+}
 
 Metrics::Metrics()
     : registry_(std::make_shared<prometheus::Registry>()),
@@ -54,7 +102,9 @@ Metrics::Metrics()
       model_info_(prometheus::BuildGauge()
                       .Name("normserve_model_info")
                       .Help("1 for every model version serving.")
-                      .Register(*registry_)) {
+                      .Register(*registry_)),
+      unresolved_(MakeReporter("", "")),
+      reporters_(std::make_shared<const ReporterMap>()) {
   // Both results exist from the start so rate() works before the first failure.
   loads_.Add({{"result", "success"}});
   loads_.Add({{"result", "failure"}});
@@ -82,21 +132,25 @@ int Metrics::port() const {
 
 void Metrics::RequestStarted() { inflight_.Increment(); }
 
-void Metrics::RequestFinished(const std::string& model, const std::string& version,
-                              absl::StatusCode code, absl::Duration duration) {
-  inflight_.Decrement();
-  requests_.Add({{"model", model}, {"version", version}, {"code", absl::StatusCodeToString(code)}})
-      .Increment();
-  request_duration_.Add({{"model", model}}, LatencyBuckets())
-      .Observe(absl::ToDoubleSeconds(duration));
+void Metrics::RequestEnded() { inflight_.Decrement(); }
+
+std::shared_ptr<ModelMetrics> Metrics::MakeReporter(const std::string& model,
+                                                   const std::string& version) {
+  return std::make_shared<ModelMetrics>(&requests_, &request_duration_, &queue_duration_,
+                                        &compute_duration_, model, version);
 }
 
-void Metrics::ObserveQueue(const std::string& model, absl::Duration d) {
-  queue_duration_.Add({{"model", model}}, LatencyBuckets()).Observe(absl::ToDoubleSeconds(d));
-}
-
-void Metrics::ObserveCompute(const std::string& model, absl::Duration d) {
-  compute_duration_.Add({{"model", model}}, LatencyBuckets()).Observe(absl::ToDoubleSeconds(d));
+std::shared_ptr<ModelMetrics> Metrics::ForModel(const std::string& model, int64_t version) {
+  std::shared_ptr<const ReporterMap> reporters;
+  {
+    absl::MutexLock lock(&reporters_mu_);
+    reporters = reporters_;
+  }
+  auto it = reporters->find(std::make_pair(model, version));
+  if (it != reporters->end()) return it->second;
+  // A version unpublished between the lookup of its servable and here: its series
+  // still exist in the families, so fresh handles find them.
+  return MakeReporter(model, absl::StrCat(version));
 }
 
 void Metrics::ModelLoad(bool ok) {
@@ -121,6 +175,19 @@ void Metrics::SetModelVersions(const std::string& model, const std::vector<int64
     g.Set(1);
     info_[key] = &g;
   }
+  // Handles of versions that stopped serving are dropped (requests still running keep
+  // theirs); the map holds only what serves.
+  absl::MutexLock reporters_lock(&reporters_mu_);
+  auto next = std::make_shared<ReporterMap>();
+  for (const auto& [key, reporter] : *reporters_) {
+    if (key.first != model) next->emplace(key, reporter);
+  }
+  for (int64_t v : versions) {
+    auto key = std::make_pair(model, v);
+    auto old = reporters_->find(key);
+    next->emplace(key, old != reporters_->end() ? old->second : MakeReporter(model, absl::StrCat(v)));
+  }
+  reporters_ = std::move(next);
 }
 
 std::string Metrics::Serialize() const {

@@ -4,6 +4,8 @@
 #ifndef NORMSERVE_SERVICE_METRICS_H_
 #define NORMSERVE_SERVICE_METRICS_H_
 
+#include <array>
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -25,6 +27,42 @@
 
 namespace normserve {
 
+// The series of one model version, resolved once (Triton's MetricModelReporter) so the
+// request path does not look families up under the registry mutex a /metrics scrape
+// holds. Series are still created on first use, so /metrics shows exactly what it did.
+class ModelMetrics {
+ public:
+  ModelMetrics(prometheus::Family<prometheus::Counter>* requests,
+               prometheus::Family<prometheus::Histogram>* request_duration,
+               prometheus::Family<prometheus::Histogram>* queue_duration,
+               prometheus::Family<prometheus::Histogram>* compute_duration, std::string model,
+               std::string version);
+  ModelMetrics(const ModelMetrics&) = delete;
+  ModelMetrics& operator=(const ModelMetrics&) = delete;
+
+  void RequestFinished(absl::StatusCode code, absl::Duration duration);
+  void ObserveQueue(absl::Duration d);
+  void ObserveCompute(absl::Duration d);
+
+ private:
+  // The series itself, added to `family` on the first call (Family::Add is idempotent,
+  // so a race only makes two threads find the same series).
+  prometheus::Histogram& Histogram(prometheus::Family<prometheus::Histogram>* family,
+                                   std::atomic<prometheus::Histogram*>* slot);
+
+  prometheus::Family<prometheus::Counter>* const requests_;
+  prometheus::Family<prometheus::Histogram>* const request_duration_;
+  prometheus::Family<prometheus::Histogram>* const queue_duration_;
+  prometheus::Family<prometheus::Histogram>* const compute_duration_;
+  const std::string model_;
+  const std::string version_;
+  // By absl::StatusCode (0..16, the canonical codes); anything else goes to UNKNOWN.
+  std::array<std::atomic<prometheus::Counter*>, 17> by_code_{};
+  std::atomic<prometheus::Histogram*> request_duration_series_{nullptr};
+  std::atomic<prometheus::Histogram*> queue_duration_series_{nullptr};
+  std::atomic<prometheus::Histogram*> compute_duration_series_{nullptr};
+};
+
 class Metrics {
  public:
   Metrics();
@@ -39,14 +77,18 @@ class Metrics {
   int port() const;
 
   void RequestStarted();
-  // `model`/`version` empty when the request never reached a servable (unknown model):
-  // a client must not be able to mint label values.
-  void RequestFinished(const std::string& model, const std::string& version, absl::StatusCode code,
-                       absl::Duration duration);
-  void ObserveQueue(const std::string& model, absl::Duration d);
-  void ObserveCompute(const std::string& model, absl::Duration d);
+  // Called when a request ends (RequestFinished on the returned handles does not count
+  // the in-flight gauge down).
+  void RequestEnded();
+  // The handles of a serving version, made when it started serving (SetModelVersions);
+  // for a version no longer serving, fresh ones. Never null.
+  std::shared_ptr<ModelMetrics> ForModel(const std::string& model, int64_t version);
+  // The handles for requests that never reached a servable (unknown model): labels are
+  // empty, so a client cannot mint label values.
+  std::shared_ptr<ModelMetrics> Unresolved() { return unresolved_; }
   void ModelLoad(bool ok);
-  // Publishes normserve_model_info{model,version} = 1 for exactly `versions`.
+  // Publishes normserve_model_info{model,version} = 1 for exactly `versions`, and makes
+  // their per-request handles.
   void SetModelVersions(const std::string& model, const std::vector<int64_t>& versions);
 
   // The text exposition format of every metric (what /metrics serves).
@@ -65,8 +107,15 @@ class Metrics {
   prometheus::Family<prometheus::Counter>& loads_;
   prometheus::Family<prometheus::Gauge>& model_info_;
 
+  using ReporterMap = std::map<std::pair<std::string, int64_t>, std::shared_ptr<ModelMetrics>>;
+  std::shared_ptr<ModelMetrics> MakeReporter(const std::string& model, const std::string& version);
+
+  const std::shared_ptr<ModelMetrics> unresolved_;
   absl::Mutex mu_;
   std::map<std::pair<std::string, int64_t>, prometheus::Gauge*> info_ ABSL_GUARDED_BY(mu_);
+  // Replaced whole by SetModelVersions; the request path copies the pointer only.
+  absl::Mutex reporters_mu_;
+  std::shared_ptr<const ReporterMap> reporters_ ABSL_GUARDED_BY(reporters_mu_);
   std::unique_ptr<prometheus::Exposer> exposer_;
 };
 

@@ -14,53 +14,58 @@ Predictor::Predictor(const ServableManager* manager, InferenceScheduler* schedul
 void Predictor::Predict(absl::StatusOr<PredictCall> decoded,
                         std::function<void(absl::StatusOr<PredictResult>)> done) {
   const absl::Time arrival = absl::Now();
+  last_arrival_ns_.store(absl::ToUnixNanos(arrival), std::memory_order_relaxed);
   if (metrics_ != nullptr) metrics_->RequestStarted();
   inflight_.fetch_add(1);
   // Every exit goes through here, so the inflight gauge and the counters stay exact.
+  // `reporter`: the version's metric handles (null without metrics).
   auto finish = [metrics = metrics_, inflight = &inflight_, arrival, done = std::move(done)](
-                    const std::string& model, const std::string& version,
+                    const std::shared_ptr<ModelMetrics>& reporter,
                     absl::StatusOr<PredictResult> result) {
     if (metrics != nullptr) {
-      metrics->RequestFinished(model, version, result.status().code(), absl::Now() - arrival);
+      metrics->RequestEnded();
+      reporter->RequestFinished(result.status().code(), absl::Now() - arrival);
     }
     done(std::move(result));
     // After `done`: the reply is handed to gRPC before a drain may consider us idle.
     inflight->fetch_sub(1);
   };
 
+  const std::shared_ptr<ModelMetrics> unresolved =
+      metrics_ != nullptr ? metrics_->Unresolved() : nullptr;
   if (draining()) {
-    finish("", "", absl::UnavailableError("the server is shutting down"));
+    finish(unresolved, absl::UnavailableError("the server is shutting down"));
     return;
   }
   if (!decoded.ok()) {
-    finish("", "", decoded.status());
+    finish(unresolved, decoded.status());
     return;
   }
   PredictCall& call = *decoded;
   absl::StatusOr<std::shared_ptr<const Servable>> servable =
       manager_->Get(call.model, call.version);
   if (!servable.ok()) {
-    finish("", "", servable.status());
+    finish(unresolved, servable.status());
     return;
   }
   std::shared_ptr<const Servable> s = *std::move(servable);
-  const std::string model = s->name;
-  const std::string version = absl::StrCat(s->version);
+  const std::shared_ptr<ModelMetrics> reporter =
+      metrics_ != nullptr ? metrics_->ForModel(s->name, s->version) : nullptr;
 
   absl::StatusOr<std::vector<int>> outputs =
       ResolveRequestedOutputs(s->model().outputs(), call.outputs);
   if (!outputs.ok()) {
-    finish(model, version, outputs.status());
+    finish(reporter, outputs.status());
     return;
   }
   absl::StatusOr<std::vector<Tensor>> inputs =
       ValidateInputs(s->model().inputs(), call.inputs, s->validation);
   if (!inputs.ok()) {
-    finish(model, version, inputs.status());
+    finish(reporter, inputs.status());
     return;
   }
   if (absl::Now() > call.deadline) {
-    finish(model, version, absl::DeadlineExceededError("deadline expired before queueing"));
+    finish(reporter, absl::DeadlineExceededError("deadline expired before queueing"));
     return;
   }
 
@@ -75,22 +80,22 @@ void Predictor::Predict(absl::StatusOr<PredictCall> decoded,
   task.inputs = *std::move(inputs);
   task.deadline = call.deadline;
   task.cancelled = std::move(call.cancelled);
-  task.done = [shared_finish, s, indices = *outputs, model, version, metrics = metrics_,
+  task.done = [shared_finish, s, indices = *outputs, reporter,
                observer = observer_, watched](absl::StatusOr<InferenceResult> r) {
     if (!r.ok()) {
-      (*shared_finish)(model, version, r.status());
+      (*shared_finish)(reporter, r.status());
       return;
     }
-    if (metrics != nullptr) {
-      metrics->ObserveQueue(model, r->queue_time);
-      metrics->ObserveCompute(model, r->compute_time);
+    if (reporter != nullptr) {
+      reporter->ObserveQueue(r->queue_time);
+      reporter->ObserveCompute(r->compute_time);
     }
     PredictResult result;
     result.servable = s;
     result.output_indices = indices;
     for (int i : indices) {
       if (i >= static_cast<int>(r->outputs.size())) {
-        (*shared_finish)(model, version,
+        (*shared_finish)(reporter,
                          absl::InternalError(absl::StrCat("the engine returned ", r->outputs.size(),
                                                           " outputs, the model declares ",
                                                           s->model().outputs().size())));
@@ -98,11 +103,11 @@ void Predictor::Predict(absl::StatusOr<PredictCall> decoded,
       }
       result.outputs.push_back(std::move(r->outputs[i]));
     }
-    (*shared_finish)(model, version, std::move(result));
+    (*shared_finish)(reporter, std::move(result));
     if (watched != nullptr) observer->Offer(s, std::move(*watched));
   };
   absl::Status queued = scheduler_->Submit(std::move(task));
-  if (!queued.ok()) (*shared_finish)(model, version, queued);
+  if (!queued.ok()) (*shared_finish)(reporter, queued);
 }
 
 }  // namespace normserve

@@ -54,6 +54,12 @@ class Predictor {
   bool draining() const { return draining_.load(); }
   // Requests accepted and not yet answered.
   int inflight() const { return inflight_.load(); }
+  // When the latest Predict call arrived (InfinitePast before the first): a drain waits
+  // for the calls to stop before it shuts gRPC down.
+  absl::Time last_arrival() const {
+    const int64_t ns = last_arrival_ns_.load(std::memory_order_relaxed);
+    return ns == 0 ? absl::InfinitePast() : absl::FromUnixNanos(ns);
+  }
 
  private:
   const ServableManager* const manager_;
@@ -62,6 +68,7 @@ class Predictor {
   InferenceObserver* const observer_;
   std::atomic<bool> draining_{false};
   std::atomic<int> inflight_{0};
+  std::atomic<int64_t> last_arrival_ns_{0};
 };
 
 }  // namespace normserve

@@ -229,7 +229,18 @@ void Server::Drain() {
     Log(LogLevel::kWarning, absl::StrCat("drain timeout: cancelling ", s.predictor->inflight(),
                                          " requests still in flight"));
   }
-  // 4. Stop gRPC; the short grace lets replies already handed over reach the wire. The
+  // 4. Lame duck: keep answering UNAVAILABLE until the clients have stopped calling.
+  //    gRPC 1.51 ends a call that arrives once Shutdown() has begun, or that is still
+  //    waiting to be matched to a handler, with CANCELLED rather than UNAVAILABLE
+  //    (grpc/grpc#41785: the core "zombifies" it), which a client must not retry. A
+  //    client that backs off on UNAVAILABLE has gone quiet before we shut down.
+  const absl::Time lame_duck_end =
+      std::min(give_up, absl::Now() + s.options.drain_lame_duck);
+  while (absl::Now() - s.predictor->last_arrival() < s.options.drain_quiet_period &&
+         absl::Now() < lame_duck_end) {
+    absl::SleepFor(absl::Milliseconds(2));
+  }
+  // 5. Stop gRPC; the short grace lets replies already handed over reach the wire. The
   //    training listener first: a commit in progress finishes (it publishes whole).
   if (s.training_server != nullptr) {
     s.training_server->Shutdown(absl::ToChronoTime(absl::Now() + s.options.drain_timeout));

@@ -34,6 +34,11 @@ struct ServerOptions {
   std::string tls_key_pem;
   // Longest wait for in-flight requests when draining.
   absl::Duration drain_timeout = absl::Seconds(30);
+  // After in-flight requests are done, a drain keeps answering UNAVAILABLE until no
+  // request arrived for `drain_quiet_period`, for at most `drain_lame_duck`, before it
+  // stops gRPC (see Server::Drain for why).
+  absl::Duration drain_quiet_period = absl::Milliseconds(50);
+  absl::Duration drain_lame_duck = absl::Seconds(1);
 
   // Training endpoint (docs/training.md): its own listener, never the serving port.
   // -1: off; 0: any free port (see Server::training_port()).

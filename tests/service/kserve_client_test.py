@@ -197,6 +197,12 @@ class KServeClientTest(unittest.TestCase):
                          "has no version 3")
         self.assert_code(self.tiny(model_version="latest"), grpc.StatusCode.INVALID_ARGUMENT,
                          "not a positive integer")
+        # Issue 9 item 8: SimpleAtoi alone took " 1" as version 1.
+        self.assert_code(self.tiny(model_version=" 1"), grpc.StatusCode.INVALID_ARGUMENT,
+                         'model_version " 1" is not a positive integer')
+        # Issue 9 item 6: a 10 KB model name is a short NOT_FOUND, not RESOURCE_EXHAUSTED.
+        self.assert_code(self.tiny(model_name="m" * 10240), grpc.StatusCode.NOT_FOUND,
+                         "(10240 bytes)")
         self.assert_code(self.tiny(inputs=[infer_input("input", [1, 3, 8, 8], "INT64")]),
                          grpc.StatusCode.INVALID_ARGUMENT, "datatype INT64 is not accepted")
         self.assert_code(self.tiny(inputs=[infer_input("input", [1, 3, 64])]),
