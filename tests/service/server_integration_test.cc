@@ -906,7 +906,15 @@ TEST(DrainTest, ConcurrentClientsDuringSigtermGetOnlyOkOrUnavailable) {
       });
     }
     while (ok.load() < 50) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    const auto start = std::chrono::steady_clock::now();
     const int code = (*server)->Terminate();
+    const auto drain_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                              std::chrono::steady_clock::now() - start)
+                              .count();
+    ::testing::Test::RecordProperty(absl::StrCat("drain_ms_round", round),
+                                    static_cast<int>(drain_ms));
+    // The lame duck is bounded (1 s) and ends once the clients have gone quiet.
+    EXPECT_LT(drain_ms, 5000);
     for (std::thread& t : clients) t.join();
     EXPECT_EQ(code, 0) << (*server)->Log();
     for (int i = 0; i < kClients; ++i) {
