@@ -63,7 +63,8 @@ void InferenceServiceImpl::HandlePredict(grpc::CallbackServerContext* context, P
 
 void InferenceServiceImpl::HandleGetModelMetadata(MetadataRpc* call) {
   const v1::ModelSpec& spec = call->request().model_spec();
-  absl::StatusOr<std::shared_ptr<const Servable>> servable = manager_->Get(spec.name(), spec.version());
+  absl::StatusOr<std::shared_ptr<const Servable>> servable =
+      manager_->Get(spec.name(), spec.version());
   absl::StatusOr<std::vector<int64_t>> versions = manager_->Versions(spec.name());
   if (servable.ok() && versions.ok()) ServableToMetadata(**servable, *versions, call->response());
   call->Finish(ToGrpcStatus(servable.ok() ? versions.status() : servable.status()));
@@ -87,9 +88,8 @@ void InferenceServiceImpl::HandleLoadModel(LoadRpc* call) {
 
 void InferenceServiceImpl::HandleUnloadModel(UnloadRpc* call) {
   // Through the admin executor too: it waits for a load in progress (load_mu_).
-  absl::Status queued = admin_->Submit([this, call] {
-    call->Finish(ToGrpcStatus(manager_->Unload(call->request().name())));
-  });
+  absl::Status queued = admin_->Submit(
+      [this, call] { call->Finish(ToGrpcStatus(manager_->Unload(call->request().name()))); });
   if (!queued.ok()) call->Finish(ToGrpcStatus(queued));
 }
 

@@ -40,11 +40,11 @@ absl::StatusOr<int64_t> ParseKServeVersion(const std::string& version, absl::str
   if (version.empty()) return 0;
   int64_t v = 0;
   // SimpleAtoi alone takes " 1" and "+1": a version is its decimal digits, nothing else.
-  const bool digits = std::all_of(version.begin(), version.end(),
-                                  [](char c) { return c >= '0' && c <= '9'; });
+  const bool digits =
+      std::all_of(version.begin(), version.end(), [](char c) { return c >= '0' && c <= '9'; });
   if (!digits || !absl::SimpleAtoi(version, &v) || v <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat(field, " \"", Echo(version),
-                                                   "\" is not a positive integer (decimal digits only)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, " \"", Echo(version), "\" is not a positive integer (decimal digits only)"));
   }
   return v;
 }

@@ -8,43 +8,43 @@
 namespace normserve {
 
 grpc::ServerUnaryReactor* KServeServiceImpl::ServerLive(grpc::CallbackServerContext* context,
-                                                 const grpc::ByteBuffer* request,
-                                                 grpc::ByteBuffer* response) {
+                                                        const grpc::ByteBuffer* request,
+                                                        grpc::ByteBuffer* response) {
   return DecodeAndRun<inference::ServerLiveRequest, inference::ServerLiveResponse>(
       request, response, [&](ServerLiveRpc* call) { HandleServerLive(call); });
 }
 
 grpc::ServerUnaryReactor* KServeServiceImpl::ServerReady(grpc::CallbackServerContext* context,
-                                                 const grpc::ByteBuffer* request,
-                                                 grpc::ByteBuffer* response) {
+                                                         const grpc::ByteBuffer* request,
+                                                         grpc::ByteBuffer* response) {
   return DecodeAndRun<inference::ServerReadyRequest, inference::ServerReadyResponse>(
       request, response, [&](ServerReadyRpc* call) { HandleServerReady(call); });
 }
 
 grpc::ServerUnaryReactor* KServeServiceImpl::ModelReady(grpc::CallbackServerContext* context,
-                                                 const grpc::ByteBuffer* request,
-                                                 grpc::ByteBuffer* response) {
+                                                        const grpc::ByteBuffer* request,
+                                                        grpc::ByteBuffer* response) {
   return DecodeAndRun<inference::ModelReadyRequest, inference::ModelReadyResponse>(
       request, response, [&](ModelReadyRpc* call) { HandleModelReady(call); });
 }
 
 grpc::ServerUnaryReactor* KServeServiceImpl::ServerMetadata(grpc::CallbackServerContext* context,
-                                                 const grpc::ByteBuffer* request,
-                                                 grpc::ByteBuffer* response) {
+                                                            const grpc::ByteBuffer* request,
+                                                            grpc::ByteBuffer* response) {
   return DecodeAndRun<inference::ServerMetadataRequest, inference::ServerMetadataResponse>(
       request, response, [&](ServerMetadataRpc* call) { HandleServerMetadata(call); });
 }
 
 grpc::ServerUnaryReactor* KServeServiceImpl::ModelMetadata(grpc::CallbackServerContext* context,
-                                                 const grpc::ByteBuffer* request,
-                                                 grpc::ByteBuffer* response) {
+                                                           const grpc::ByteBuffer* request,
+                                                           grpc::ByteBuffer* response) {
   return DecodeAndRun<inference::ModelMetadataRequest, inference::ModelMetadataResponse>(
       request, response, [&](ModelMetadataRpc* call) { HandleModelMetadata(call); });
 }
 
 grpc::ServerUnaryReactor* KServeServiceImpl::ModelInfer(grpc::CallbackServerContext* context,
-                                                 const grpc::ByteBuffer* request,
-                                                 grpc::ByteBuffer* response) {
+                                                        const grpc::ByteBuffer* request,
+                                                        grpc::ByteBuffer* response) {
   return DecodeAndRun<inference::ModelInferRequest, inference::ModelInferResponse>(
       request, response, [&](ModelInferRpc* call) { HandleModelInfer(context, call); });
 }
@@ -92,8 +92,7 @@ void KServeServiceImpl::HandleModelMetadata(ModelMetadataRpc* call) {
   call->Finish(ToGrpcStatus(servable.ok() ? versions.status() : servable.status()));
 }
 
-void KServeServiceImpl::HandleModelInfer(grpc::CallbackServerContext* context,
-                                         ModelInferRpc* rpc) {
+void KServeServiceImpl::HandleModelInfer(grpc::CallbackServerContext* context, ModelInferRpc* rpc) {
   absl::StatusOr<PredictCall> call = KServeToPredictCall(rpc->request());
   if (call.ok()) {
     call->deadline = CallDeadline(*context);

@@ -30,30 +30,32 @@ class KServeServiceImpl final : public internal::RawKServeService {
       : predictor_(predictor), manager_(manager), server_version_(std::move(server_version)) {}
 
   grpc::ServerUnaryReactor* ServerLive(grpc::CallbackServerContext* context,
-                                      const grpc::ByteBuffer* request,
-                                      grpc::ByteBuffer* response) override;
+                                       const grpc::ByteBuffer* request,
+                                       grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* ServerReady(grpc::CallbackServerContext* context,
-                                      const grpc::ByteBuffer* request,
-                                      grpc::ByteBuffer* response) override;
+                                        const grpc::ByteBuffer* request,
+                                        grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* ModelReady(grpc::CallbackServerContext* context,
-                                      const grpc::ByteBuffer* request,
-                                      grpc::ByteBuffer* response) override;
+                                       const grpc::ByteBuffer* request,
+                                       grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* ServerMetadata(grpc::CallbackServerContext* context,
-                                      const grpc::ByteBuffer* request,
-                                      grpc::ByteBuffer* response) override;
+                                           const grpc::ByteBuffer* request,
+                                           grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* ModelMetadata(grpc::CallbackServerContext* context,
-                                      const grpc::ByteBuffer* request,
-                                      grpc::ByteBuffer* response) override;
+                                          const grpc::ByteBuffer* request,
+                                          grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* ModelInfer(grpc::CallbackServerContext* context,
-                                      const grpc::ByteBuffer* request,
-                                      grpc::ByteBuffer* response) override;
+                                       const grpc::ByteBuffer* request,
+                                       grpc::ByteBuffer* response) override;
 
  private:
   using ServerLiveRpc = UnaryCall<inference::ServerLiveRequest, inference::ServerLiveResponse>;
   using ServerReadyRpc = UnaryCall<inference::ServerReadyRequest, inference::ServerReadyResponse>;
   using ModelReadyRpc = UnaryCall<inference::ModelReadyRequest, inference::ModelReadyResponse>;
-  using ServerMetadataRpc = UnaryCall<inference::ServerMetadataRequest, inference::ServerMetadataResponse>;
-  using ModelMetadataRpc = UnaryCall<inference::ModelMetadataRequest, inference::ModelMetadataResponse>;
+  using ServerMetadataRpc =
+      UnaryCall<inference::ServerMetadataRequest, inference::ServerMetadataResponse>;
+  using ModelMetadataRpc =
+      UnaryCall<inference::ModelMetadataRequest, inference::ModelMetadataResponse>;
   using ModelInferRpc = UnaryCall<inference::ModelInferRequest, inference::ModelInferResponse>;
 
   void HandleServerLive(ServerLiveRpc* call);

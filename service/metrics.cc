@@ -54,10 +54,10 @@ void ModelMetrics::RequestFinished(absl::StatusCode code, absl::Duration duratio
   }
   prometheus::Counter* counter = by_code_[index].load(std::memory_order_acquire);
   if (counter == nullptr) {
-    counter = &requests_->Add(
-        {{"model", model_},
-         {"version", version_},
-         {"code", absl::StatusCodeToString(static_cast<absl::StatusCode>(index))}});
+    counter =
+        &requests_->Add({{"model", model_},
+                         {"version", version_},
+                         {"code", absl::StatusCodeToString(static_cast<absl::StatusCode>(index))}});
     by_code_[index].store(counter, std::memory_order_release);
   }
   counter->Increment();
@@ -135,7 +135,7 @@ void Metrics::RequestStarted() { inflight_.Increment(); }
 void Metrics::RequestEnded() { inflight_.Decrement(); }
 
 std::shared_ptr<ModelMetrics> Metrics::MakeReporter(const std::string& model,
-                                                   const std::string& version) {
+                                                    const std::string& version) {
   return std::make_shared<ModelMetrics>(&requests_, &request_duration_, &queue_duration_,
                                         &compute_duration_, model, version);
 }
@@ -185,7 +185,8 @@ void Metrics::SetModelVersions(const std::string& model, const std::vector<int64
   for (int64_t v : versions) {
     auto key = std::make_pair(model, v);
     auto old = reporters_->find(key);
-    next->emplace(key, old != reporters_->end() ? old->second : MakeReporter(model, absl::StrCat(v)));
+    next->emplace(key,
+                  old != reporters_->end() ? old->second : MakeReporter(model, absl::StrCat(v)));
   }
   reporters_ = std::move(next);
 }

@@ -95,7 +95,8 @@ std::string ConfigParseError(const fs::path& path, const std::string& text,
     // A path like "version_policy.latest.num_versions" or "(syntax)": its last component.
     key.erase(std::remove_if(key.begin(), key.end(), [](char c) { return c == '(' || c == ')'; }),
               key.end());
-    const std::string leaf = key.substr(key.rfind('.') == std::string::npos ? 0 : key.rfind('.') + 1);
+    const std::string leaf =
+        key.substr(key.rfind('.') == std::string::npos ? 0 : key.rfind('.') + 1);
     if (ConfigKeys().count(leaf) > 0) {
       reason = absl::StrCat("key \"", key, "\": ", rest);
     } else {
@@ -118,7 +119,8 @@ std::string ConfigParseError(const fs::path& path, const std::string& text,
   if (cleaned.size() > 200) cleaned = Echo(cleaned);
   std::string where;
   if (offset >= 0) {
-    const int64_t line = 1 + std::count(text.begin(), text.begin() + std::min<size_t>(offset, text.size()), '\n');
+    const int64_t line =
+        1 + std::count(text.begin(), text.begin() + std::min<size_t>(offset, text.size()), '\n');
     where = absl::StrCat(" at byte ", offset, " (line ", line, ")");
   }
   return absl::StrCat(path.string(), ": not a valid ModelConfig JSON", where, ": ", cleaned);
@@ -135,16 +137,16 @@ absl::StatusOr<normserve::v1::ModelConfig> ReadConfig(const fs::path& path) {
   options.ignore_unknown_fields = false;
   const auto status = google::protobuf::util::JsonStringToMessage(text.str(), &config, options);
   if (!status.ok()) {
-    return absl::InvalidArgumentError(ConfigParseError(path, text.str(), std::string(status.message())));
+    return absl::InvalidArgumentError(
+        ConfigParseError(path, text.str(), std::string(status.message())));
   }
   if (config.max_batch_size() < 0 || config.intra_op_threads() < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat(path.string(), ": max_batch_size and intra_op_threads must be >= 0"));
   }
   if (!config.platform().empty() && config.platform() != "onnx") {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path.string(), ": platform \"", Echo(config.platform()),
-                     "\" is not served (onnx)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        path.string(), ": platform \"", Echo(config.platform()), "\" is not served (onnx)"));
   }
   return config;
 }
@@ -211,9 +213,10 @@ absl::Status ModelRepository::CheckInside(const std::string& path) const {
   }
   if (r == root.end()) return absl::OkStatus();
   // The target is not named: it is outside what the repository may disclose.
-  return absl::FailedPreconditionError(absl::StrCat(
-      path, " is a symlink that resolves outside the model repository; refused (the server "
-      "flag --allow_symlinks_outside_repository allows it)"));
+  return absl::FailedPreconditionError(
+      absl::StrCat(path,
+                   " is a symlink that resolves outside the model repository; refused (the server "
+                   "flag --allow_symlinks_outside_repository allows it)"));
 }
 
 bool ModelRepository::Contains(const std::string& name) const {
@@ -223,8 +226,9 @@ bool ModelRepository::Contains(const std::string& name) const {
 
 absl::StatusOr<ModelOnDisk> ModelRepository::ReadModel(const std::string& name) const {
   if (!IsModelName(name)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "\"", Echo(name), "\" is not a model name (letters, digits, '_', '-', '.'; no leading '.')"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("\"", Echo(name),
+                     "\" is not a model name (letters, digits, '_', '-', '.'; no leading '.')"));
   }
   const fs::path dir = fs::path(root_) / name;
   std::error_code ec;

@@ -74,14 +74,15 @@ void Predictor::Predict(absl::StatusOr<PredictCall> decoded,
   // A sampled request's inputs go to the observer (the live drift watch) after it has
   // been answered: it never delays or changes a response.
   std::shared_ptr<std::vector<Tensor>> watched;
-  if (observer_ != nullptr && !s->model().bn_layers().empty() && observer_->Sample()) watched = std::make_shared<std::vector<Tensor>>(*inputs);
+  if (observer_ != nullptr && !s->model().bn_layers().empty() && observer_->Sample())
+    watched = std::make_shared<std::vector<Tensor>>(*inputs);
   InferenceTask task;
   task.servable = s;
   task.inputs = *std::move(inputs);
   task.deadline = call.deadline;
   task.cancelled = std::move(call.cancelled);
-  task.done = [shared_finish, s, indices = *outputs, reporter,
-               observer = observer_, watched](absl::StatusOr<InferenceResult> r) {
+  task.done = [shared_finish, s, indices = *outputs, reporter, observer = observer_,
+               watched](absl::StatusOr<InferenceResult> r) {
     if (!r.ok()) {
       (*shared_finish)(reporter, r.status());
       return;

@@ -218,8 +218,9 @@ absl::StatusOr<std::vector<int>> ResolveRequestedOutputs(absl::Span<const ValueS
     if (match < 0) {
       std::vector<std::string> names;
       for (const ValueSpec& o : model_outputs) names.push_back(absl::StrCat("\"", o.name, "\""));
-      return absl::InvalidArgumentError(absl::StrCat(
-          "unknown output \"", Echo(name), "\"; the model's outputs are ", absl::StrJoin(names, ", ")));
+      return absl::InvalidArgumentError(absl::StrCat("unknown output \"", Echo(name),
+                                                     "\"; the model's outputs are ",
+                                                     absl::StrJoin(names, ", ")));
     }
     if (!seen.insert(match).second) {
       return absl::InvalidArgumentError(

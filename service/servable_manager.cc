@@ -104,8 +104,8 @@ std::vector<ModelStatusInfo> ServableManager::List() const {
 absl::StatusOr<ModelStatusInfo> ServableManager::Load(const std::string& model) {
   absl::MutexLock lock(&load_mu_);
   if (Versions(model).ok()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("model \"", Echo(model), "\" is already loaded; use ReloadModel to rescan it"));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "model \"", Echo(model), "\" is already loaded; use ReloadModel to rescan it"));
   }
   unloaded_by_api_.erase(model);
   // An explicit load retries files that failed before.
@@ -113,7 +113,8 @@ absl::StatusOr<ModelStatusInfo> ServableManager::Load(const std::string& model) 
   absl::Status status = SyncModel(model);
   if (!status.ok()) return status;
   if (!Versions(model).ok()) {
-    return absl::NotFoundError(absl::StrCat("model \"", Echo(model), "\" has no version directory with ",
+    return absl::NotFoundError(absl::StrCat("model \"", Echo(model),
+                                            "\" has no version directory with ",
                                             "a model.onnx that its version policy serves"));
   }
   return StatusOf(model);

@@ -234,8 +234,7 @@ void Server::Drain() {
   //    waiting to be matched to a handler, with CANCELLED rather than UNAVAILABLE
   //    (grpc/grpc#41785: the core "zombifies" it), which a client must not retry. A
   //    client that backs off on UNAVAILABLE has gone quiet before we shut down.
-  const absl::Time lame_duck_end =
-      std::min(give_up, absl::Now() + s.options.drain_lame_duck);
+  const absl::Time lame_duck_end = std::min(give_up, absl::Now() + s.options.drain_lame_duck);
   while (absl::Now() - s.predictor->last_arrival() < s.options.drain_quiet_period &&
          absl::Now() < lame_duck_end) {
     absl::SleepFor(absl::Milliseconds(2));

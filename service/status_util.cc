@@ -18,9 +18,11 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
           ? static_cast<grpc::StatusCode>(code)
           : grpc::StatusCode::UNKNOWN;
   const absl::string_view message = status.message();
-  if (message.size() <= kMaxStatusMessageBytes) return grpc::Status(grpc_code, std::string(message));
+  if (message.size() <= kMaxStatusMessageBytes)
+    return grpc::Status(grpc_code, std::string(message));
   const std::string tail = absl::StrCat("... (", message.size(), " bytes)");
-  return grpc::Status(grpc_code, absl::StrCat(message.substr(0, kMaxStatusMessageBytes - tail.size()), tail));
+  return grpc::Status(grpc_code,
+                      absl::StrCat(message.substr(0, kMaxStatusMessageBytes - tail.size()), tail));
 }
 
 }  // namespace normserve

@@ -43,8 +43,10 @@ TEST(MetricsTest, ExpositionKeepsItsNamesAndLabels) {
   metrics.Unresolved()->RequestFinished(absl::StatusCode::kNotFound, absl::Milliseconds(1));
   metrics.RequestEnded();
   const std::string text = metrics.Serialize();
-  EXPECT_THAT(text, HasSubstr("normserve_requests_total{code=\"OK\",model=\"resnet\",version=\"3\"} 2"));
-  EXPECT_THAT(text, HasSubstr("normserve_requests_total{code=\"NOT_FOUND\",model=\"\",version=\"\"} 1"));
+  EXPECT_THAT(text,
+              HasSubstr("normserve_requests_total{code=\"OK\",model=\"resnet\",version=\"3\"} 2"));
+  EXPECT_THAT(text,
+              HasSubstr("normserve_requests_total{code=\"NOT_FOUND\",model=\"\",version=\"\"} 1"));
   EXPECT_THAT(text, HasSubstr("normserve_request_duration_seconds_count{model=\"resnet\"} 2"));
   EXPECT_THAT(text, HasSubstr("normserve_queue_duration_seconds_count{model=\"resnet\"} 2"));
   EXPECT_THAT(text, HasSubstr("normserve_compute_duration_seconds_count{model=\"resnet\"} 2"));

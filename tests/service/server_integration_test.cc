@@ -24,8 +24,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "grpc/health/v1/health.grpc.pb.h"
-#include "kserve/grpc_predict_v2.grpc.pb.h"
 #include "kernels/npy_io.h"
+#include "kserve/grpc_predict_v2.grpc.pb.h"
 #include "normserve/v1/inference.grpc.pb.h"
 #include "server_process.h"
 
@@ -300,8 +300,8 @@ TEST_F(ServerTest, BogusLoadsLeaveOnlyRepositoryModelsListed) {
   ASSERT_TRUE(stub_->ListModels(&before_ctx, {}, &before).ok());
   const std::string big(20 << 10, 'b');
   for (int i = 0; i < 40; ++i) {
-    for (const std::string& name : {absl::StrCat("nope", i), absl::StrCat("../x", i),
-                                    absl::StrCat(big, i)}) {
+    for (const std::string& name :
+         {absl::StrCat("nope", i), absl::StrCat("../x", i), absl::StrCat(big, i)}) {
       grpc::ClientContext load_ctx;
       v1::LoadModelRequest load;
       load.set_name(name);
@@ -362,7 +362,10 @@ TEST_F(ServerTest, UndecodableBytesAreInvalidArgumentWithAReason) {
   auto channel = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
   grpc::GenericStub generic(channel);
   // Field 1, wire type 2 (length-delimited), with a length far past the end.
-  const std::string garbage("\x0a\xff\xff\xff\x0f" "abc", 8);
+  const std::string garbage(
+      "\x0a\xff\xff\xff\x0f"
+      "abc",
+      8);
   for (const std::string method :
        {"/normserve.v1.InferenceService/Predict", "/normserve.v1.InferenceService/LoadModel",
         "/inference.GRPCInferenceService/ModelInfer",
@@ -375,12 +378,11 @@ TEST_F(ServerTest, UndecodableBytesAreInvalidArgumentWithAReason) {
     absl::Mutex mu;
     bool done = false;
     grpc::Status status;
-    generic.UnaryCall(&ctx, method, grpc::StubOptions(), &request, &response,
-                      [&](grpc::Status s) {
-                        absl::MutexLock lock(&mu);
-                        status = std::move(s);
-                        done = true;
-                      });
+    generic.UnaryCall(&ctx, method, grpc::StubOptions(), &request, &response, [&](grpc::Status s) {
+      absl::MutexLock lock(&mu);
+      status = std::move(s);
+      done = true;
+    });
     absl::MutexLock lock(&mu);
     mu.Await(absl::Condition(&done));
     EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
