@@ -60,7 +60,7 @@ class Plan {
 // Winograd (a choice made for another batch size); otherwise options.conv_algorithm
 // decides.
 absl::StatusOr<std::shared_ptr<const Plan>> BuildPlan(
-    const Model& model, int64_t batch, const CompileOptions& options,
+    const Model& model, const std::vector<std::vector<int64_t>>& input_shapes, const CompileOptions& options,
     const absl::flat_hash_set<std::string>* winograd_convs = nullptr);
 
 }  // namespace normserve

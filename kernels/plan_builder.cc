@@ -805,9 +805,11 @@ class Lowerer {
 
 }  // namespace
 
-absl::StatusOr<std::shared_ptr<const Plan>> BuildPlan(const Model& model, int64_t batch,
+absl::StatusOr<std::shared_ptr<const Plan>> BuildPlan(const Model& model,
+                                                      const std::vector<std::vector<int64_t>>& input_shapes,
                                                       const CompileOptions& options,
                                                       const absl::flat_hash_set<std::string>* winograd_convs) {
+  const int64_t batch = input_shapes[0][0];
   ASSIGN_OR_RETURN(SpecializedGraph g, Specialize(model.graph(), batch));
   absl::flat_hash_set<std::string> observed(options.observed_bn_layers.begin(), options.observed_bn_layers.end());
   for (const auto& name : observed) {

@@ -570,6 +570,18 @@ absl::StatusOr<std::vector<int64_t>> BroadcastShapes(const std::vector<int64_t>&
   return out;
 }
 
+std::vector<std::vector<int64_t>> InputShapesFor(const Graph& graph, int64_t batch, int64_t fill) {
+  std::vector<std::vector<int64_t>> out;
+  for (const auto& in : graph.inputs) {
+    std::vector<int64_t> s = in.shape;
+    for (size_t i = 0; i < s.size(); ++i) {
+      if (s[i] < 0) s[i] = i == 0 ? batch : fill;
+    }
+    out.push_back(s);
+  }
+  return out;
+}
+
 absl::StatusOr<SpecializedGraph> Specialize(const Graph& graph, int64_t batch) {
   if (batch <= 0) return absl::InvalidArgumentError(absl::StrCat("batch ", batch, " must be positive"));
   SpecializedGraph out;

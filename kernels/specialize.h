@@ -26,6 +26,10 @@ struct SpecializedGraph {
 
 absl::StatusOr<SpecializedGraph> Specialize(const Graph& graph, int64_t batch);
 
+constexpr int64_t kDefaultDynamicDim = 224;
+std::vector<std::vector<int64_t>> InputShapesFor(const Graph& graph, int64_t batch,
+                                                 int64_t fill = kDefaultDynamicDim);
+
 // Numpy-style broadcast of two shapes, or an error.
 absl::StatusOr<std::vector<int64_t>> BroadcastShapes(const std::vector<int64_t>& a,
                                                      const std::vector<int64_t>& b);

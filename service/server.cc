@@ -121,6 +121,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   // Only when threads are left to us: an explicit --intra_op_threads is obeyed.
   if (options.intra_op_threads == 0) servable.single_thread_below_flops = 50e6;
   servable.allow_non_finite = options.allow_non_finite;
+  servable.plan_cache_mb = options.plan_cache_mb;
+  servable.max_dynamic_dim = options.max_dynamic_dim;
   state->manager = std::make_unique<ServableManager>(ModelRepository(options.model_repository),
                                                      servable, &state->observer);
   if (absl::Status s = state->manager->LoadAll(); !s.ok()) return s;
