@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "kernels/activation_buffer.h"
 #include "kernels/plan.h"
+#include "kernels/specialize.h"
 #include "kernels/status_macros.h"
 
 namespace normserve {
@@ -37,10 +38,10 @@ absl::StatusOr<std::shared_ptr<const CompiledModel>> CompiledModel::Compile(
   std::shared_ptr<CompiledModel> cm(new CompiledModel(std::move(model), options));
   // Timing the convolution algorithms should see the threads a run will use.
   if (options.intra_op_threads > 0) omp_set_num_threads(options.intra_op_threads);
-  ASSIGN_OR_RETURN(cm->batch1_, BuildPlan(*cm->model_, 1, options));
+  ASSIGN_OR_RETURN(cm->batch1_, BuildPlan(*cm->model_, InputShapesFor(cm->model_->graph(), 1), options));
   for (int64_t b : options.precompile_batch_sizes) {
     if (b == 1) continue;
-    ASSIGN_OR_RETURN(auto plan, BuildPlan(*cm->model_, b, options, &cm->batch1_->winograd_convs));
+    ASSIGN_OR_RETURN(auto plan, BuildPlan(*cm->model_, InputShapesFor(cm->model_->graph(), b), options, &cm->batch1_->winograd_convs));
     absl::MutexLock lock(&cm->mu_);
     cm->plans_[b] = std::move(plan);
   }
@@ -61,7 +62,7 @@ absl::StatusOr<std::shared_ptr<const Plan>> CompiledModel::PlanFor(int64_t batch
   // Built outside the lock: a slow compile never blocks runs of other batch sizes.
   // The batch-1 choice of convolution algorithms holds for every batch, so a sample's
   // output does not depend on the batch it came in.
-  ASSIGN_OR_RETURN(std::shared_ptr<const Plan> plan, BuildPlan(*model_, batch, options_, &batch1_->winograd_convs));
+  ASSIGN_OR_RETURN(std::shared_ptr<const Plan> plan, BuildPlan(*model_, InputShapesFor(model_->graph(), batch), options_, &batch1_->winograd_convs));
   absl::MutexLock lock(&mu_);
   auto [it, inserted] = plans_.emplace(batch, plan);
   // Taken before eviction, which may erase `it` (max_cached_plans 0 caches nothing).

@@ -151,23 +151,32 @@ class Specializer {
  public:
   Specializer(const Graph& g, SpecializedGraph* out) : g_(g), out_(out) {}
 
-  absl::Status Run(int64_t batch) {
+  absl::Status Run(const std::vector<std::vector<int64_t>>& input_shapes) {
+    if (input_shapes.size() != g_.inputs.size()) {
+      return absl::InvalidArgumentError(absl::StrCat("the model has ", g_.inputs.size(), " inputs; got ",
+                                                     input_shapes.size(), " input shapes"));
+    }
     for (const auto& [name, t] : g_.initializers) out_->consts[name] = t;
-    for (const auto& in : g_.inputs) {
-      ValueSpec s = in;
-      for (size_t i = 0; i < s.shape.size(); ++i) {
-        if (s.shape[i] >= 0) continue;
-        if (i != 0) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "model input \"", in.name, "\" has a dynamic dim ", i, "; only the batch dim may be dynamic"));
+    for (size_t k = 0; k < g_.inputs.size(); ++k) {
+      const ValueSpec& in = g_.inputs[k];
+      const Shape& given = input_shapes[k];
+      if (given.size() != in.shape.size()) {
+        return absl::InvalidArgumentError(absl::StrCat("model input \"", in.name, "\" has rank ", in.shape.size(),
+                                                       " (", ShapeToString(in.shape), "); got shape ",
+                                                       ShapeToString(given), " of rank ", given.size()));
+      }
+      for (size_t i = 0; i < given.size(); ++i) {
+        if (given[i] < 1) {
+          return absl::InvalidArgumentError(absl::StrCat("model input \"", in.name, "\" dim ", i, ": given ",
+                                                         given[i], "; dims must be >= 1"));
         }
-        s.shape[i] = batch;
+        if (in.shape[i] >= 0 && in.shape[i] != given[i]) {
+          return absl::InvalidArgumentError(absl::StrCat("model input \"", in.name, "\" dim ", i,
+                                                         ": declared fixed at ", in.shape[i], ", given ", given[i]));
+        }
       }
-      if (s.shape.empty() || s.shape[0] != batch) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "model input \"", in.name, "\" has a fixed batch of ", s.shape.empty() ? 0 : s.shape[0],
-            "; batch ", batch, " needs a model exported with a dynamic batch dim"));
-      }
+      ValueSpec s = in;
+      s.shape = given;
       out_->shapes[s.name] = s.shape;
       out_->inputs.push_back(s);
     }
@@ -570,12 +579,24 @@ absl::StatusOr<std::vector<int64_t>> BroadcastShapes(const std::vector<int64_t>&
   return out;
 }
 
-absl::StatusOr<SpecializedGraph> Specialize(const Graph& graph, int64_t batch) {
-  if (batch <= 0) return absl::InvalidArgumentError(absl::StrCat("batch ", batch, " must be positive"));
+absl::StatusOr<SpecializedGraph> Specialize(const Graph& graph,
+                                            const std::vector<std::vector<int64_t>>& input_shapes) {
   SpecializedGraph out;
   Specializer s(graph, &out);
-  RETURN_IF_ERROR(s.Run(batch));
+  RETURN_IF_ERROR(s.Run(input_shapes));
   return out;
+}
+
+std::vector<std::vector<int64_t>> InputShapesFor(const Graph& graph, int64_t batch, int64_t fill) {
+  std::vector<std::vector<int64_t>> shapes;
+  for (const ValueSpec& in : graph.inputs) {
+    std::vector<int64_t> s = in.shape;
+    for (size_t i = 0; i < s.size(); ++i) {
+      if (s[i] < 0) s[i] = i == 0 ? batch : fill;
+    }
+    shapes.push_back(std::move(s));
+  }
+  return shapes;
 }
 
 }  // namespace normserve
