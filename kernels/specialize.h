@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "kernels/graph.h"
 
@@ -24,6 +25,20 @@ struct SpecializedGraph {
   bool IsConst(const std::string& v) const { return consts.contains(v); }
   const std::vector<int64_t>& ShapeOf(const std::string& v) const;
 };
+
+// Largest element count of any runtime value or constant. Also bounds every dim and the
+// product of the non-zero dims of every shape, so shape arithmetic on checked shapes (a
+// Flatten's product, a Reshape's count) cannot overflow int64 even with a zero dim.
+constexpr int64_t kMaxTensorElements = int64_t{1} << 32;
+
+// Checks `shape` against kMaxTensorElements: dims >= 0, the product of the non-zero dims
+// computed without overflow. `what` names the value in the error (e.g. node "conv1"
+// (Conv) output "y").
+absl::Status CheckTensorShape(const std::string& what, const std::vector<int64_t>& shape);
+
+// Largest kernel, stride, dilation or pad a convolution or pooling may declare; checked
+// before any geometry arithmetic.
+constexpr int64_t kMaxWindowGeometry = int64_t{1} << 20;
 
 // One concrete shape per graph input, in graph.inputs order. Each must have the declared
 // rank, equal every fixed declared dim and be >= 1 where the declaration is dynamic.
