@@ -5,6 +5,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "kernels/specialize.h"
 #include "kernels/status_macros.h"
 #include "onnx/checker.h"
 #include "onnx/onnx_pb.h"
@@ -12,9 +13,9 @@
 namespace normserve {
 namespace {
 
-// Elements a model may declare for one input or output (fixed dims only): the same bound
+// Elements a model may declare for one input or output (fixed dims only): the bound
 // shape inference applies to every value.
-constexpr int64_t kMaxDeclaredElements = int64_t{1} << 32;
+constexpr int64_t kMaxDeclaredElements = kMaxTensorElements;
 
 const absl::flat_hash_set<std::string>& SupportedOps() {
   static const auto* ops = new absl::flat_hash_set<std::string>{

@@ -8,11 +8,7 @@
 
 namespace normserve {
 
-size_t PlanBytes(const Plan& plan) {
-  size_t bytes = plan.arena_bytes + plan.scratchpad_bytes;
-  for (const dnnl::memory& m : plan.consts) bytes += m.get_desc().get_size();
-  return bytes;
-}
+size_t PlanBytes(const Plan& plan) { return plan.const_bytes + plan.arena_bytes + plan.scratchpad_bytes; }
 
 PlanCache::PlanCache(size_t max_bytes, Builder builder)
     : max_bytes_(max_bytes), builder_(std::move(builder)) {}

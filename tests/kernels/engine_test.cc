@@ -2,6 +2,7 @@
 // input is refused with the tensor's name.
 #include "kernels/engine.h"
 
+#include <array>
 #include <thread>
 
 #include "gmock/gmock.h"
@@ -106,6 +107,41 @@ TEST(Engine, ContextsRunConcurrentlyWithIdenticalResults) {
   for (auto& t : threads) t.join();
   EXPECT_EQ(failures.load(), 0);
   EXPECT_EQ(mismatches.load(), 0);
+}
+
+// Issue 8: a model exported with dynamic H and W is served at any size within the limit:
+// the first run at a new size compiles its plan (counted), later ones hit the cache, and
+// every size matches the float64 reference.
+TEST(Engine, DynamicSpatialDimsServeEverySizeAgainstTheReference) {
+  testing::ConvBnFixture f(7, -1, /*dynamic_spatial=*/true);
+  auto m = Model::LoadBytes(f.onnx);
+  ASSERT_TRUE(m.ok()) << m.status();
+  CompileOptions o;
+  o.max_dynamic_dim = 40;
+  o.precompile_shapes = {{1, 3, 9, 9}};
+  auto c = CompiledModel::Compile(*m, o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto ctx = (*c)->NewContext();
+  std::mt19937 rng(21);
+  int compiles = 0;
+  for (auto [n, h, w] : std::vector<std::array<int, 3>>{{1, 9, 9}, {1, 16, 12}, {2, 16, 12}, {1, 31, 7}, {1, 16, 12}}) {
+    auto x = testing::RandomVector(static_cast<size_t>(n) * 3 * h * w, &rng);
+    std::vector<Tensor> out;
+    ASSERT_TRUE(ctx->Run({TensorView{x.data(), {n, 3, h, w}}}, &out).ok()) << h << "x" << w;
+    const std::vector<double> want = f.Ref(x, n, h, w);
+    ASSERT_EQ(out[0].data.size(), want.size());
+    EXPECT_EQ(out[0].shape, (std::vector<int64_t>{n, 8, (h - 1) / 2 + 1, (w - 1) / 2 + 1}));
+    for (size_t i = 0; i < want.size(); ++i) ASSERT_NEAR(out[0].data[i], want[i], 1e-4) << i;
+  }
+  // New sizes 16x12 and 31x7 at batch 1 (batch 2 runs as two batch-1 runs); 9x9 is
+  // precompiled and the second 16x12 is a hit.
+  compiles = static_cast<int>((*c)->plan_cache_stats().compiles);
+  EXPECT_EQ(compiles, 2);
+  std::vector<float> big(3 * 41 * 9);
+  std::vector<Tensor> out;
+  auto s = ctx->Run({TensorView{big.data(), {1, 3, 41, 9}}}, &out);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("dim 2 (41) is outside [1, 40] (max_dynamic_dim)"));
 }
 
 TEST(Engine, WrongShapeNamesTheInput) {
