@@ -18,6 +18,7 @@
 #include "absl/types/span.h"
 #include "kernels/channel_moments.h"
 #include "kernels/model.h"
+#include "kernels/plan_cache.h"
 #include "kernels/tensor.h"
 
 namespace normserve {
@@ -35,12 +36,25 @@ enum class ConvAlgorithm {
 struct CompileOptions {
   // OpenMP threads used by one execution (intra-op). 0: the OpenMP default.
   int intra_op_threads = 0;
-  // Batch sizes whose plans are built by Compile(); others are built on first use.
+  // Batch sizes whose plans are built by Compile(), at the primary shape's other dims.
   std::vector<int64_t> precompile_batch_sizes = {1};
-  // Plans kept for batch sizes not precompiled (least recently built evicted).
-  int max_cached_plans = 8;
+  // Full input shapes built by Compile() (models with dynamic dims other than the batch;
+  // single-input models). The first one is the primary shape: DescribePlan, FlopsPerSample
+  // and the Winograd choice come from it. Empty: the primary shape is batch 1 with every
+  // other dynamic dim at kDefaultDynamicDim.
+  std::vector<std::vector<int64_t>> precompile_shapes;
+  // Bytes of plans (weights in their chosen layout, arena, scratchpad) kept for shapes that
+  // were not precompiled; least recently used evicted. Precompiled plans do not count
+  // against it.
+  size_t plan_cache_bytes = size_t{1} << 30;
+  // A batch size that was not precompiled runs as consecutive precompiled batches (samples
+  // are independent with frozen statistics), so no client pays, or makes the server pay,
+  // a compile for it. true: compile a plan for it instead (kept in the plan cache).
+  bool compile_unlisted_batch_sizes = false;
   // Largest batch accepted by Run.
   int64_t max_batch = 64;
+  // Largest value a dynamic dim other than the batch may take (e.g. an image side).
+  int64_t max_dynamic_dim = 4096;
   // BN layers kept unfolded whose input moments Run records (statistics hooks).
   std::vector<std::string> observed_bn_layers;
   // With observed layers: stop the plan once the last observed layer's input is known
@@ -83,13 +97,21 @@ class ExecutionContext {
   friend class CompiledModel;
   struct Bound;
   explicit ExecutionContext(std::shared_ptr<const CompiledModel> model);
-  absl::StatusOr<Bound*> BindPlan(int64_t batch);
-  // Binds the inputs; the batch's plan in *bound.
-  absl::Status BindInputs(absl::Span<const TensorView> inputs, Bound** bound);
+  absl::StatusOr<Bound*> Bind(std::shared_ptr<const Plan> plan);
+  // The plans a run of `inputs` executes: the one for their shapes, or (a batch size that
+  // was not precompiled, not observing) consecutive precompiled batch sizes.
+  absl::StatusOr<std::vector<std::shared_ptr<const Plan>>> Schedule(absl::Span<const TensorView> inputs,
+                                                                    bool observing);
+  absl::Status RunPlans(const std::vector<std::shared_ptr<const Plan>>& plans, absl::Span<const TensorView> inputs,
+                        absl::Span<float* const> outputs, BnObservations* observations);
+  absl::Status RunPlan(const std::shared_ptr<const Plan>& plan, absl::Span<const TensorView> inputs,
+                       absl::Span<float* const> outputs, BnObservations* observations);
   absl::Status Execute(Bound* b, BnObservations* observations);
 
   std::shared_ptr<const CompiledModel> model_;
-  std::map<int64_t, std::unique_ptr<Bound>> bound_;  // per batch size
+  // The plans this context has bound memory for, most recently used first; a few at most,
+  // so a context's memory stays bounded however many shapes its model sees.
+  std::vector<std::unique_ptr<Bound>> bound_;
 };
 
 class CompiledModel : public std::enable_shared_from_this<CompiledModel> {
@@ -104,24 +126,36 @@ class CompiledModel : public std::enable_shared_from_this<CompiledModel> {
 
   std::unique_ptr<ExecutionContext> NewContext() const;
 
-  // The plan for `batch`, building it if needed (thread-safe; building happens outside
-  // the lock so readers of existing plans never wait on a compile).
+  // The plan for concrete input shapes, building it if needed (thread-safe; building
+  // happens outside the cache's lock so runs of existing plans never wait on a compile).
+  // Fails naming the input and dim for shapes the model does not accept.
+  absl::StatusOr<std::shared_ptr<const Plan>> PlanFor(const InputShapes& shapes) const;
+  // The primary shape with its batch replaced by `batch`.
   absl::StatusOr<std::shared_ptr<const Plan>> PlanFor(int64_t batch) const;
 
-  // Human-readable plan summary (one line per primitive) for batch 1.
+  // Checks shapes against the model's inputs and the options' limits.
+  absl::Status CheckShapes(const InputShapes& shapes) const;
+
+  // The primary shape (see CompileOptions::precompile_shapes).
+  const InputShapes& primary_shapes() const { return primary_shapes_; }
+  // Human-readable plan summary (one line per primitive) for the primary shape.
   std::string DescribePlan() const;
-  // Floating-point operations of one batch-1 run (convolutions, inner products, matmuls).
+  // Floating-point operations of one run at the primary shape, per sample.
   double FlopsPerSample() const;
+  PlanCacheStats plan_cache_stats() const { return cache_->stats(); }
 
  private:
+  friend class ExecutionContext;
   CompiledModel(std::shared_ptr<const Model> model, const CompileOptions& options);
 
+  // Batch sizes precompiled at every shape (1 included), descending: how an unlisted
+  // batch is split.
+  std::vector<int64_t> chunk_sizes_;
   std::shared_ptr<const Model> model_;
   CompileOptions options_;
-  std::shared_ptr<const Plan> batch1_;  // immutable after Compile: read without a lock
-  mutable absl::Mutex mu_;
-  mutable std::map<int64_t, std::shared_ptr<const Plan>> plans_ ABSL_GUARDED_BY(mu_);
-  mutable std::vector<int64_t> build_order_ ABSL_GUARDED_BY(mu_);
+  InputShapes primary_shapes_;
+  std::shared_ptr<const Plan> primary_;  // immutable after Compile: read without a lock
+  std::unique_ptr<PlanCache> cache_;
 };
 
 }  // namespace normserve

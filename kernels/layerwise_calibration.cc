@@ -238,10 +238,14 @@ absl::StatusOr<CalibrationResult> CalibrateLayerwise(std::shared_ptr<const Model
   absl::flat_hash_map<std::string, const Node*> nodes_by_name;
   for (const Node& n : model->graph().nodes) nodes_by_name[n.name] = &n;
 
-  ASSIGN_OR_RETURN(SpecializedGraph at1, Specialize(model->graph(), 1));
+  ASSIGN_OR_RETURN(SpecializedGraph at1, Specialize(model->graph(), InputShapesFor(model->graph(), 1)));
   // A model exported with a fixed batch of 1 (no batch-2 specialization) keeps no cuts
   // and runs sample by sample.
-  const absl::StatusOr<SpecializedGraph> at2 = Specialize(model->graph(), 2);
+  const std::vector<std::vector<int64_t>> shapes2 = InputShapesFor(model->graph(), 2);
+  const bool batchable = !shapes2.empty() && !shapes2[0].empty() && shapes2[0][0] == 2;
+  const absl::StatusOr<SpecializedGraph> at2 =
+      batchable ? Specialize(model->graph(), shapes2)
+                : absl::StatusOr<SpecializedGraph>(absl::FailedPreconditionError("the model has a fixed batch"));
   Frontier frontier(*model, total, at1, at2);
   const int64_t batch = at2.ok() ? options.batch : 1;
 

@@ -54,7 +54,7 @@ absl::StatusOr<std::shared_ptr<const Model>> Model::LoadBytes(std::string_view b
 absl::Status Model::Analyze() {
   // Batch-1 specialization validates every shape at load and gives the per-request
   // sample count of each BN layer: the seed's point is to look at the whole shape.
-  ASSIGN_OR_RETURN(SpecializedGraph g, Specialize(graph_, 1));
+  ASSIGN_OR_RETURN(SpecializedGraph g, Specialize(graph_, InputShapesFor(graph_, 1)));
   bn_layers_.clear();
   int index = 0;
   for (const Node& n : graph_.nodes) {
@@ -183,7 +183,7 @@ absl::StatusOr<std::shared_ptr<const Model>> Model::Slice(const std::vector<Valu
     m->graph_.nodes.push_back(n);
   }
   for (const auto& o : outputs) m->graph_.outputs.push_back(ValueSpec{o, ElementType::kFloat32, {}});
-  ASSIGN_OR_RETURN(SpecializedGraph g, Specialize(m->graph_, 1));
+  ASSIGN_OR_RETURN(SpecializedGraph g, Specialize(m->graph_, InputShapesFor(m->graph_, 1)));
   for (size_t i = 0; i < g.outputs.size(); ++i) {
     m->graph_.outputs[i].shape = g.outputs[i].shape;
     if (!g.outputs[i].shape.empty()) m->graph_.outputs[i].shape[0] = -1;

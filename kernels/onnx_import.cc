@@ -5,12 +5,17 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "kernels/specialize.h"
 #include "kernels/status_macros.h"
 #include "onnx/checker.h"
 #include "onnx/onnx_pb.h"
 
 namespace normserve {
 namespace {
+
+// Elements a model may declare for one input or output (fixed dims only): the bound
+// shape inference applies to every value.
+constexpr int64_t kMaxDeclaredElements = kMaxTensorElements;
 
 const absl::flat_hash_set<std::string>& SupportedOps() {
   static const auto* ops = new absl::flat_hash_set<std::string>{
@@ -138,10 +143,56 @@ absl::StatusOr<ValueSpec> ConvertValueInfo(const onnx::ValueInfoProto& v) {
     return absl::InvalidArgumentError(absl::StrCat(
         "graph value \"", v.name(), "\": element type ", tt.elem_type(), " is not supported (FP32 only)"));
   }
-  for (const auto& d : tt.shape().dim()) {
-    s.shape.push_back(d.has_dim_value() ? d.dim_value() : -1);
+  int64_t fixed_elements = 1;
+  for (int i = 0; i < tt.shape().dim_size(); ++i) {
+    const auto& d = tt.shape().dim(i);
+    if (!d.has_dim_value()) {
+      s.shape.push_back(-1);
+      continue;
+    }
+    // Checked here, before any arithmetic on them: a declared [1, 2^62, 2^62, 4] once
+    // reached oneDNN and killed the server with SIGFPE at every start.
+    const int64_t dim = d.dim_value();
+    if (dim < 1 || dim > kMaxDeclaredElements || fixed_elements > kMaxDeclaredElements / dim) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "graph value \"", v.name(), "\": dim ", i, " is ", dim, "; dims must be >= 1 and hold at most ",
+          kMaxDeclaredElements, " elements together"));
+    }
+    fixed_elements *= dim;
+    s.shape.push_back(dim);
   }
   return s;
+}
+
+// External data would make the checker and the loader read paths named by the file
+// (relative to the working directory); refuse before anything touches the filesystem.
+absl::Status RefuseExternalData(const onnx::GraphProto& g) {
+  auto external = [](const onnx::TensorProto& t) { return t.data_location() == onnx::TensorProto::EXTERNAL; };
+  for (const auto& init : g.initializer()) {
+    if (external(init)) {
+      return absl::InvalidArgumentError(absl::StrCat("initializer \"", init.name(),
+                                                     "\": external tensor data is not supported; embed the weights"));
+    }
+  }
+  for (const auto& n : g.node()) {
+    for (const auto& a : n.attribute()) {
+      if (a.has_t() && external(a.t())) {
+        return absl::InvalidArgumentError(absl::StrCat("node \"", n.name(), "\" attribute \"", a.name(),
+                                                       "\": external tensor data is not supported"));
+      }
+      for (const auto& t : a.tensors()) {
+        if (external(t)) {
+          return absl::InvalidArgumentError(absl::StrCat("node \"", n.name(), "\" attribute \"", a.name(),
+                                                         "\": external tensor data is not supported"));
+        }
+      }
+      if (a.has_g() || a.graphs_size() > 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("node \"", n.name(), "\" (", n.op_type(), "): subgraph attributes are not supported"));
+      }
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -155,6 +206,7 @@ absl::StatusOr<ImportedOnnx> ImportOnnx(std::string_view bytes) {
     return absl::InvalidArgumentError(absl::StrCat(
         "model is not a valid ONNX protobuf (", bytes.size(), " bytes; truncated or corrupt?)"));
   }
+  RETURN_IF_ERROR(RefuseExternalData(proto.graph()));
   try {
     onnx::checker::check_model(proto);
   } catch (const std::exception& e) {

@@ -41,7 +41,7 @@ struct PlanStep {
 
 class Plan {
  public:
-  int64_t batch = 1;
+  int64_t batch = 1;  // input_shapes[0][0]
   std::vector<ValueSpec> inputs;   // concrete shapes
   std::vector<ValueSpec> outputs;  // concrete shapes (empty with stop_after_observed)
   std::vector<MemRef> memrefs;
@@ -49,6 +49,7 @@ class Plan {
   std::vector<size_t> buffer_offsets;  // arena buffer id -> byte offset
   size_t arena_bytes = 0;
   size_t scratchpad_bytes = 0;
+  size_t const_bytes = 0;  // all of `consts`, for a plan cache's byte budget
   std::vector<PlanStep> steps;
   double flops = 0;
   // Convolutions (node names) that run Winograd.
@@ -56,11 +57,11 @@ class Plan {
 };
 
 // Specializes, rewrites (BN folding, GroupNorm fusion, post-op fusion) and lowers `model`
-// for `batch` into a Plan. `winograd_convs`, when given, fixes which convolutions run
-// Winograd (a choice made for another batch size); otherwise options.conv_algorithm
-// decides.
+// for the concrete `input_shapes` (one per graph input, see Specialize) into a Plan.
+// `winograd_convs`, when given, fixes which convolutions run Winograd (a choice made for
+// another shape); otherwise options.conv_algorithm decides.
 absl::StatusOr<std::shared_ptr<const Plan>> BuildPlan(
-    const Model& model, int64_t batch, const CompileOptions& options,
+    const Model& model, const std::vector<std::vector<int64_t>>& input_shapes, const CompileOptions& options,
     const absl::flat_hash_set<std::string>* winograd_convs = nullptr);
 
 }  // namespace normserve

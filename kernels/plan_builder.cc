@@ -782,6 +782,7 @@ class Lowerer {
       placed.push_back(b);
     }
     plan_->arena_bytes = std::max<size_t>(total, kAlign);
+    for (const dnnl::memory& m : plan_->consts) plan_->const_bytes += m.get_desc().get_size();
   }
 
  public:
@@ -805,10 +806,11 @@ class Lowerer {
 
 }  // namespace
 
-absl::StatusOr<std::shared_ptr<const Plan>> BuildPlan(const Model& model, int64_t batch,
+absl::StatusOr<std::shared_ptr<const Plan>> BuildPlan(const Model& model,
+                                                      const std::vector<std::vector<int64_t>>& input_shapes,
                                                       const CompileOptions& options,
                                                       const absl::flat_hash_set<std::string>* winograd_convs) {
-  ASSIGN_OR_RETURN(SpecializedGraph g, Specialize(model.graph(), batch));
+  ASSIGN_OR_RETURN(SpecializedGraph g, Specialize(model.graph(), input_shapes));
   absl::flat_hash_set<std::string> observed(options.observed_bn_layers.begin(), options.observed_bn_layers.end());
   for (const auto& name : observed) {
     bool found = false;
@@ -819,7 +821,7 @@ absl::StatusOr<std::shared_ptr<const Plan>> BuildPlan(const Model& model, int64_
   FuseGroupNorms(&g);
   std::vector<FusedNode> nodes = FusePostOps(g, options.fuse_post_ops);
   auto plan = std::make_shared<Plan>();
-  plan->batch = batch;
+  plan->batch = g.inputs.empty() || g.inputs[0].shape.empty() ? 1 : g.inputs[0].shape[0];
   Lowerer lowerer(g, options, plan.get(), winograd_convs);
   lowerer.g_opset_ = model.opset();
   RETURN_IF_ERROR(lowerer.Lower(nodes, observed));

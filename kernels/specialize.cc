@@ -47,6 +47,7 @@ ConstTensor MakeInts(Shape shape, std::vector<int64_t> v) {
 // Elementwise binary on constants with broadcasting (shape arithmetic and small float math).
 absl::StatusOr<ConstTensor> FoldBinary(const Node& n, const ConstTensor& a, const ConstTensor& b) {
   ASSIGN_OR_RETURN(Shape out, BroadcastShapes(a.shape, b.shape));
+  RETURN_IF_ERROR(CheckTensorShape(absl::StrCat("node \"", n.name, "\" (", n.op, ") output"), out));
   ConstTensor r;
   r.shape = out;
   const bool ints = a.type == ElementType::kInt64 && b.type == ElementType::kInt64;
@@ -119,7 +120,13 @@ absl::StatusOr<Shape> ReshapeTarget(const Node& n, const Shape& in, const ConstT
       out.push_back(1);
       continue;
     }
-    if (d < 0) return NodeError(n, absl::StrCat("invalid dim ", d, " in target shape"));
+    if (d < 0 || d > kMaxTensorElements) {
+      return NodeError(n, absl::StrCat("invalid dim ", d, " in target shape; dims must be in [0, ",
+                                       kMaxTensorElements, "]"));
+    }
+    if (d != 0 && known > kMaxTensorElements / d) {
+      return NodeError(n, absl::StrCat("target shape has more than ", kMaxTensorElements, " elements"));
+    }
     known *= d;
     out.push_back(d);
   }
@@ -151,27 +158,51 @@ class Specializer {
  public:
   Specializer(const Graph& g, SpecializedGraph* out) : g_(g), out_(out) {}
 
-  absl::Status Run(int64_t batch) {
-    for (const auto& [name, t] : g_.initializers) out_->consts[name] = t;
-    for (const auto& in : g_.inputs) {
-      ValueSpec s = in;
-      for (size_t i = 0; i < s.shape.size(); ++i) {
-        if (s.shape[i] >= 0) continue;
-        if (i != 0) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "model input \"", in.name, "\" has a dynamic dim ", i, "; only the batch dim may be dynamic"));
+  absl::Status Run(const std::vector<std::vector<int64_t>>& input_shapes) {
+    if (input_shapes.size() != g_.inputs.size()) {
+      return absl::InvalidArgumentError(absl::StrCat("the model has ", g_.inputs.size(), " inputs; got ",
+                                                     input_shapes.size(), " input shapes"));
+    }
+    for (const auto& [name, t] : g_.initializers) {
+      RETURN_IF_ERROR(CheckTensorShape(absl::StrCat("initializer \"", name, "\""), t.shape));
+      out_->consts[name] = t;
+    }
+    for (size_t k = 0; k < g_.inputs.size(); ++k) {
+      const ValueSpec& in = g_.inputs[k];
+      const Shape& given = input_shapes[k];
+      if (given.size() != in.shape.size()) {
+        return absl::InvalidArgumentError(absl::StrCat("model input \"", in.name, "\" has rank ", in.shape.size(),
+                                                       " (", ShapeToString(in.shape), "); got shape ",
+                                                       ShapeToString(given), " of rank ", given.size()));
+      }
+      for (size_t i = 0; i < given.size(); ++i) {
+        if (given[i] < 1) {
+          return absl::InvalidArgumentError(absl::StrCat("model input \"", in.name, "\" dim ", i, ": given ",
+                                                         given[i], "; dims must be >= 1"));
         }
-        s.shape[i] = batch;
+        if (in.shape[i] >= 0 && in.shape[i] != given[i]) {
+          return absl::InvalidArgumentError(absl::StrCat("model input \"", in.name, "\" dim ", i,
+                                                         ": declared fixed at ", in.shape[i], ", given ", given[i]));
+        }
       }
-      if (s.shape.empty() || s.shape[0] != batch) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "model input \"", in.name, "\" has a fixed batch of ", s.shape.empty() ? 0 : s.shape[0],
-            "; batch ", batch, " needs a model exported with a dynamic batch dim"));
-      }
+      RETURN_IF_ERROR(CheckTensorShape(absl::StrCat("model input \"", in.name, "\""), given));
+      ValueSpec s = in;
+      s.shape = given;
       out_->shapes[s.name] = s.shape;
       out_->inputs.push_back(s);
     }
-    for (const Node& n : g_.nodes) RETURN_IF_ERROR(Visit(n));
+    for (const Node& n : g_.nodes) {
+      RETURN_IF_ERROR(Visit(n));
+      for (const std::string& o : n.outputs) {
+        if (o.empty()) continue;
+        auto shape = out_->shapes.find(o);
+        const Shape* s = shape != out_->shapes.end() ? &shape->second : nullptr;
+        auto c = out_->consts.find(o);
+        if (s == nullptr && c != out_->consts.end()) s = &c->second.shape;
+        if (s == nullptr) continue;
+        RETURN_IF_ERROR(CheckTensorShape(absl::StrCat("node \"", n.name, "\" (", n.op, ") output \"", o, "\""), *s));
+      }
+    }
     for (const auto& o : g_.outputs) {
       auto it = out_->shapes.find(o.name);
       if (it == out_->shapes.end()) {
@@ -289,6 +320,7 @@ class Specializer {
     } else if (n.op == "ConstantOfShape") {
       Shape s;
       for (int64_t i = 0; i < a->size(); ++i) s.push_back(a->AsInt(i));
+      RETURN_IF_ERROR(CheckTensorShape(absl::StrCat("node \"", n.name, "\" (", n.op, ") output"), s));
       auto it = n.attrs.find("value");
       r.shape = s;
       const int64_t count = Numel(s);
@@ -533,9 +565,20 @@ class Specializer {
       return NodeError(n, absl::StrCat("auto_pad=", auto_pad, " is not supported; export with explicit pads"));
     }
     const bool ceil_mode = n.IntAttr("ceil_mode", 0) != 0;
+    auto bounded = [&](const char* what, const std::vector<int64_t>& v, int64_t lo) -> absl::Status {
+      for (int64_t x : v) {
+        if (x < lo || x > kMaxWindowGeometry) {
+          return NodeError(n, absl::StrCat(what, " ", x, " is outside [", lo, ", ", kMaxWindowGeometry, "]"));
+        }
+      }
+      return absl::OkStatus();
+    };
+    RETURN_IF_ERROR(bounded("kernel size", k, 1));
+    RETURN_IF_ERROR(bounded("stride", strides, 1));
+    RETURN_IF_ERROR(bounded("dilation", dil, 1));
+    RETURN_IF_ERROR(bounded("pad", pads, 0));
     std::array<int64_t, 2> out;
     for (int i = 0; i < 2; ++i) {
-      if (strides[i] <= 0 || dil[i] <= 0 || k[i] <= 0) return NodeError(n, "non-positive stride, dilation or kernel");
       out[i] = OutDim(x[2 + i], k[i], strides[i], dil[i], pads[i], pads[i + 2], ceil_mode);
       if (out[i] <= 0) return NodeError(n, absl::StrCat("output spatial dim ", i, " is empty for input ", ShapeToString(x)));
     }
@@ -547,6 +590,24 @@ class Specializer {
 };
 
 }  // namespace
+
+absl::Status CheckTensorShape(const std::string& what, const std::vector<int64_t>& shape) {
+  int64_t volume = 1;  // product of the non-zero dims
+  for (size_t i = 0; i < shape.size(); ++i) {
+    const int64_t d = shape[i];
+    if (d < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": dim ", i, " of shape ", ShapeToString(shape), " is negative"));
+    }
+    if (d != 0 && volume > kMaxTensorElements / d) {
+      return absl::InvalidArgumentError(absl::StrCat(what, ": shape ", ShapeToString(shape),
+                                                     " has more than the limit of ", kMaxTensorElements,
+                                                     " elements"));
+    }
+    if (d != 0) volume *= d;
+  }
+  return absl::OkStatus();
+}
 
 const std::vector<int64_t>& SpecializedGraph::ShapeOf(const std::string& v) const {
   auto it = shapes.find(v);
@@ -570,12 +631,24 @@ absl::StatusOr<std::vector<int64_t>> BroadcastShapes(const std::vector<int64_t>&
   return out;
 }
 
-absl::StatusOr<SpecializedGraph> Specialize(const Graph& graph, int64_t batch) {
-  if (batch <= 0) return absl::InvalidArgumentError(absl::StrCat("batch ", batch, " must be positive"));
+absl::StatusOr<SpecializedGraph> Specialize(const Graph& graph,
+                                            const std::vector<std::vector<int64_t>>& input_shapes) {
   SpecializedGraph out;
   Specializer s(graph, &out);
-  RETURN_IF_ERROR(s.Run(batch));
+  RETURN_IF_ERROR(s.Run(input_shapes));
   return out;
+}
+
+std::vector<std::vector<int64_t>> InputShapesFor(const Graph& graph, int64_t batch, int64_t fill) {
+  std::vector<std::vector<int64_t>> shapes;
+  for (const ValueSpec& in : graph.inputs) {
+    std::vector<int64_t> s = in.shape;
+    for (size_t i = 0; i < s.size(); ++i) {
+      if (s[i] < 0) s[i] = i == 0 ? batch : fill;
+    }
+    shapes.push_back(std::move(s));
+  }
+  return shapes;
 }
 
 }  // namespace normserve

@@ -39,6 +39,12 @@ ABSL_FLAG(int, max_queue, 64,
           "Requests waiting for a worker beyond which new ones get RESOURCE_EXHAUSTED.");
 ABSL_FLAG(int64_t, max_message_bytes, 64 << 20, "Largest gRPC message received or sent.");
 ABSL_FLAG(bool, allow_non_finite, false, "Accept NaN/Inf input values (refused by default).");
+ABSL_FLAG(int64_t, plan_cache_mb, 1024,
+          "MiB of compiled plans kept per model version for input shapes not compiled at load "
+          "(least recently used evicted; config.json plan_cache_mb overrides).");
+ABSL_FLAG(int64_t, max_dynamic_dim, 4096,
+          "Largest value a dynamic input dim other than the batch may take (config.json "
+          "max_dynamic_dim overrides).");
 ABSL_FLAG(int, poll_seconds, 0, "Rescan the repository every N seconds (0: only on ReloadModel).");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain; with --tls_key enables TLS.");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key; with --tls_cert enables TLS.");
@@ -188,6 +194,8 @@ absl::StatusOr<normserve::ServerOptions> OptionsFromFlags() {
   o.max_queue = absl::GetFlag(FLAGS_max_queue);
   const int64_t max_message = absl::GetFlag(FLAGS_max_message_bytes);
   o.allow_non_finite = absl::GetFlag(FLAGS_allow_non_finite);
+  o.plan_cache_mb = absl::GetFlag(FLAGS_plan_cache_mb);
+  o.max_dynamic_dim = absl::GetFlag(FLAGS_max_dynamic_dim);
   const int poll = absl::GetFlag(FLAGS_poll_seconds);
   const int drain = absl::GetFlag(FLAGS_drain_seconds);
   const std::string cert = absl::GetFlag(FLAGS_tls_cert);
@@ -201,6 +209,10 @@ absl::StatusOr<normserve::ServerOptions> OptionsFromFlags() {
   Check(o.port == 0 || o.port != o.metrics_port,
         absl::StrCat("--port and --metrics_port are both ", o.port), &errors);
   Check(!o.model_repository.empty(), "--model_repository must not be empty", &errors);
+  Check(o.plan_cache_mb >= 0 && o.plan_cache_mb <= (int64_t{1} << 30),
+        absl::StrCat("--plan_cache_mb=", o.plan_cache_mb, " is outside [0, 2^30]"), &errors);
+  Check(o.max_dynamic_dim >= 1 && o.max_dynamic_dim <= (int64_t{1} << 20),
+        absl::StrCat("--max_dynamic_dim=", o.max_dynamic_dim, " is outside [1, 2^20]"), &errors);
   Check(o.workers >= 1 && o.workers <= 256,
         absl::StrCat("--workers=", o.workers, " is outside [1, 256]"), &errors);
   Check(o.intra_op_threads >= 0 && o.intra_op_threads <= 1024,

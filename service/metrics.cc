@@ -191,10 +191,21 @@ void Metrics::SetModelVersions(const std::string& model, const std::vector<int64
   reporters_ = std::move(next);
 }
 
+void Metrics::AddCollectable(std::shared_ptr<prometheus::Collectable> collectable) {
+  if (exposer_ != nullptr) exposer_->RegisterCollectable(collectable);
+  absl::MutexLock lock(&collectables_mu_);
+  collectables_.push_back(std::move(collectable));
+}
+
 std::string Metrics::Serialize() const {
   prometheus::TextSerializer serializer;
   std::ostringstream out;
-  serializer.Serialize(out, registry_->Collect());
+  std::vector<prometheus::MetricFamily> families = registry_->Collect();
+  absl::MutexLock lock(&collectables_mu_);
+  for (const auto& c : collectables_) {
+    for (auto& f : c->Collect()) families.push_back(std::move(f));
+  }
+  serializer.Serialize(out, families);
   return out.str();
 }
 

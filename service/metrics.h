@@ -73,6 +73,9 @@ class Metrics {
   // Serves /metrics on `address` ("0.0.0.0:8002"; port 0 picks a free one). Errors name
   // the address.
   absl::Status StartExposer(const std::string& address);
+  // Stops serving /metrics (waits for a scrape in progress); before what collectables
+  // read is destroyed.
+  void StopExposer() { exposer_.reset(); }
   // The port the exposer listens on, 0 when not started.
   int port() const;
 
@@ -96,6 +99,9 @@ class Metrics {
 
   // The registry /metrics serves, for components that add their own families (training).
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
+  // Served next to the registry: families read from their source at scrape time (the
+  // plan caches). Kept alive here.
+  void AddCollectable(std::shared_ptr<prometheus::Collectable> collectable);
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
@@ -116,6 +122,8 @@ class Metrics {
   // Replaced whole by SetModelVersions; the request path copies the pointer only.
   absl::Mutex reporters_mu_;
   std::shared_ptr<const ReporterMap> reporters_ ABSL_GUARDED_BY(reporters_mu_);
+  mutable absl::Mutex collectables_mu_;
+  std::vector<std::shared_ptr<prometheus::Collectable>> collectables_ ABSL_GUARDED_BY(collectables_mu_);
   std::unique_ptr<prometheus::Exposer> exposer_;
 };
 

@@ -72,7 +72,8 @@ absl::StatusOr<std::vector<const RequestTensor*>> MatchInputs(
   return by_input;
 }
 
-absl::Status CheckShape(const ValueSpec& spec, const RequestTensor& t, int64_t max_batch) {
+absl::Status CheckShape(const ValueSpec& spec, const RequestTensor& t, int64_t max_batch,
+                        int64_t max_dynamic_dim) {
   const std::string& name = spec.name;
   if (t.shape.size() != spec.shape.size()) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -101,10 +102,11 @@ absl::Status CheckShape(const ValueSpec& spec, const RequestTensor& t, int64_t m
       }
       continue;
     }
-    if (want >= 0 ? got != want : got < 1) {
+    if (want >= 0 ? got != want : got < 1 || got > max_dynamic_dim) {
       return absl::InvalidArgumentError(
           absl::StrCat("input \"", name, "\": dim ", d, " of ", ShapeToString(t.shape), " is ", got,
-                       ", the model expects ", want >= 0 ? absl::StrCat(want) : std::string("> 0"),
+                       ", the model expects ",
+                       want >= 0 ? absl::StrCat(want) : absl::StrCat("[1, ", max_dynamic_dim, "] (max_dynamic_dim)"),
                        " (shape ", ModelShapeString(spec), ")"));
     }
   }
@@ -189,7 +191,7 @@ absl::StatusOr<std::vector<Tensor>> ValidateInputs(absl::Span<const ValueSpec> m
                        t.datatype.empty() ? std::string("(unset)") : t.datatype,
                        " is not accepted; the model expects FP32"));
     }
-    RETURN_IF_ERROR(CheckShape(spec, t, options.max_batch));
+    RETURN_IF_ERROR(CheckShape(spec, t, options.max_batch, options.max_dynamic_dim));
     if (i > 0 && t.shape[0] != out[0].shape[0]) {
       return absl::InvalidArgumentError(absl::StrCat(
           "input \"", spec.name, "\": batch size ", t.shape[0], " differs from input \"",

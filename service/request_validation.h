@@ -37,6 +37,8 @@ struct ValidationOptions {
   bool allow_non_finite = false;
   // Largest batch (dim 0) accepted.
   int64_t max_batch = 64;
+  // Largest value of a dynamic dim other than the batch (an image side, say).
+  int64_t max_dynamic_dim = 4096;
 };
 
 // The validated inputs as float32 tensors in the model's input order (copied out of the

@@ -36,6 +36,14 @@ absl::StatusOr<std::shared_ptr<const Servable>> LoadServable(
     compile.precompile_batch_sizes.assign(config.precompile_batch_sizes().begin(),
                                           config.precompile_batch_sizes().end());
   }
+  for (const auto& shape : config.precompile_shapes()) {
+    compile.precompile_shapes.emplace_back(shape.dims().begin(), shape.dims().end());
+  }
+  const int64_t cache_mb = config.plan_cache_mb() > 0 ? config.plan_cache_mb() : options.plan_cache_mb;
+  if (cache_mb > 0) compile.plan_cache_bytes = static_cast<size_t>(cache_mb) << 20;
+  const int64_t max_dim = config.max_dynamic_dim() > 0 ? config.max_dynamic_dim() : options.max_dynamic_dim;
+  if (max_dim > 0) compile.max_dynamic_dim = max_dim;
+  compile.compile_unlisted_batch_sizes = config.compile_unlisted_batch_sizes();
   absl::StatusOr<std::shared_ptr<const CompiledModel>> compiled = CompiledModel::Compile(*model, compile);
   if (!compiled.ok()) return Annotate(compiled.status(), path);
   if (config.intra_op_threads() == 0 && compile.intra_op_threads != 1 &&
@@ -56,6 +64,7 @@ absl::StatusOr<std::shared_ptr<const Servable>> LoadServable(
   servable->validation.allow_non_finite =
       config.has_allow_non_finite() ? config.allow_non_finite() : options.allow_non_finite;
   servable->validation.max_batch = servable->compiled->options().max_batch;
+  servable->validation.max_dynamic_dim = servable->compiled->options().max_dynamic_dim;
   servable->id = NextServableId();
   servable->loaded_at = absl::Now();
   return std::shared_ptr<const Servable>(std::move(servable));

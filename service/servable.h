@@ -32,6 +32,10 @@ struct ServableOptions {
   bool allow_non_finite = false;
   // 0: the engine's default.
   int64_t max_batch = 0;
+  // Plan cache budget per model version and the largest dynamic dim besides the batch;
+  // 0: the engine's defaults. A model's config.json overrides both.
+  int64_t plan_cache_mb = 0;
+  int64_t max_dynamic_dim = 0;
   // Models under this many FLOPs per sample run on one intra-op thread unless their
   // config.json sets intra_op_threads: OpenMP fork/join costs more than a second core
   // saves on them (measured on 2 cores, 1 vs 2 threads: tiny_bn 2.6 vs 12.0 us,

@@ -23,6 +23,7 @@
 #include "service/kserve_service.h"
 #include "service/log.h"
 #include "service/metrics.h"
+#include "service/plan_cache_metrics.h"
 #include "service/predictor.h"
 #include "service/servable_manager.h"
 #include "service/training/bearer_auth.h"
@@ -71,6 +72,9 @@ class ServingObserver : public ServableObserver {
 }  // namespace
 
 struct Server::State {
+  // The plan-cache collector reads `manager`: no scrape may run while members go away.
+  ~State() { metrics.StopExposer(); }
+
   ServerOptions options;
   Metrics metrics;
   ServingObserver observer{&metrics};
@@ -121,10 +125,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   // Only when threads are left to us: an explicit --intra_op_threads is obeyed.
   if (options.intra_op_threads == 0) servable.single_thread_below_flops = 50e6;
   servable.allow_non_finite = options.allow_non_finite;
+  servable.plan_cache_mb = options.plan_cache_mb;
+  servable.max_dynamic_dim = options.max_dynamic_dim;
   RepositoryOptions repository;
   repository.allow_symlinks_outside = options.allow_symlinks_outside_repository;
   state->manager = std::make_unique<ServableManager>(
       ModelRepository(options.model_repository, repository), servable, &state->observer);
+  state->metrics.AddCollectable(std::make_shared<PlanCacheMetrics>(state->manager.get()));
   if (absl::Status s = state->manager->LoadAll(); !s.ok()) return s;
 
   InferenceScheduler::Options sched;

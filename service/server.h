@@ -27,6 +27,10 @@ struct ServerOptions {
   int max_queue = 64;
   int max_message_bytes = 64 << 20;
   bool allow_non_finite = false;
+  // Plan cache budget per model version (MiB) and the largest dynamic dim besides the
+  // batch; a model's config.json overrides both.
+  int64_t plan_cache_mb = 1024;
+  int64_t max_dynamic_dim = 4096;
   // Repository rescan period; zero: no polling (ReloadModel only).
   absl::Duration poll_period = absl::ZeroDuration();
   // PEM contents; both empty: plaintext.

@@ -2,6 +2,7 @@
 // input is refused with the tensor's name.
 #include "kernels/engine.h"
 
+#include <array>
 #include <thread>
 
 #include "gmock/gmock.h"
@@ -23,14 +24,17 @@ std::shared_ptr<const CompiledModel> CompileFixture(CompileOptions o = {}) {
   return *c;
 }
 
-TEST(Engine, EverySampleOfABatchEqualsItsBatch1Output) {
-  auto c = CompileFixture();
+// With compile_unlisted_batch_sizes the batch runs as one batch-5 plan; by default as five
+// batch-1 runs (no compile on the request path). Both must equal the batch-1 outputs.
+void ExpectEverySampleEqualsItsBatch1Output(const CompileOptions& o) {
+  auto c = CompileFixture(o);
   auto ctx = c->NewContext();
   std::mt19937 rng(11);
   const int n = 5, per = 3 * 9 * 9;
   auto x = testing::RandomVector(n * per, &rng);
   std::vector<Tensor> batched;
   ASSERT_TRUE(ctx->Run({TensorView{x.data(), {n, 3, 9, 9}}}, &batched).ok());
+  ASSERT_EQ(batched[0].shape, (std::vector<int64_t>{n, 8, 5, 5}));
   const size_t out_per = batched[0].data.size() / n;
   for (int s = 0; s < n; ++s) {
     std::vector<Tensor> single;
@@ -39,19 +43,47 @@ TEST(Engine, EverySampleOfABatchEqualsItsBatch1Output) {
   }
 }
 
-// max_cached_plans = 0 keeps no plan for other batch sizes: each run builds its own and
-// must still get it (the eviction once erased the entry it was about to return).
-TEST(Engine, NoPlanCacheStillRunsOtherBatchSizes) {
+TEST(Engine, EverySampleOfABatchEqualsItsBatch1Output) {
   CompileOptions o;
-  o.max_cached_plans = 0;
+  o.compile_unlisted_batch_sizes = true;
+  ExpectEverySampleEqualsItsBatch1Output(o);
+}
+
+TEST(Engine, AnUnlistedBatchRunsAsPrecompiledBatchesWithoutCompiling) {
+  CompileOptions o;
+  o.precompile_batch_sizes = {1, 2};
+  ExpectEverySampleEqualsItsBatch1Output(o);
+  auto c = CompileFixture(o);
+  std::vector<float> x(7 * 3 * 9 * 9, 0.25f);
+  std::vector<Tensor> out;
+  ASSERT_TRUE(c->NewContext()->Run({TensorView{x.data(), {7, 3, 9, 9}}}, &out).ok());
+  EXPECT_EQ(out[0].shape, (std::vector<int64_t>{7, 8, 5, 5}));
+  EXPECT_EQ(c->plan_cache_stats().compiles, 0);
+  EXPECT_EQ(c->plan_cache_stats().entries, 2);  // the two precompiled plans only
+}
+
+// Issue 9: one request per batch size 1..32 grew a server by 5 GB. Whatever the batch
+// sizes, the plans kept stay under the byte budget, and every run still gets its plan
+// (an eviction once erased the entry it was about to return).
+TEST(Engine, PlansForManyBatchSizesStayUnderTheByteBudget) {
+  CompileOptions o;
+  o.compile_unlisted_batch_sizes = true;
+  const size_t pinned = static_cast<size_t>(CompileFixture(o)->plan_cache_stats().pinned_bytes);
+  o.plan_cache_bytes = pinned * 3;  // room for a few small-batch plans
   auto c = CompileFixture(o);
   std::mt19937 rng(13);
-  auto x = testing::RandomVector(2 * 3 * 9 * 9, &rng);
-  std::vector<Tensor> first, second;
-  ASSERT_TRUE(c->PlanFor(2).ok());
-  ASSERT_TRUE(c->NewContext()->Run({TensorView{x.data(), {2, 3, 9, 9}}}, &first).ok());
-  ASSERT_TRUE(c->NewContext()->Run({TensorView{x.data(), {2, 3, 9, 9}}}, &second).ok());
-  EXPECT_EQ(first[0].data, second[0].data);
+  auto x = testing::RandomVector(12 * 3 * 9 * 9, &rng);
+  auto ctx = c->NewContext();
+  for (int64_t b = 2; b <= 12; ++b) {
+    std::vector<Tensor> out;
+    ASSERT_TRUE(ctx->Run({TensorView{x.data(), {b, 3, 9, 9}}}, &out).ok()) << b;
+    std::vector<Tensor> again;
+    ASSERT_TRUE(c->NewContext()->Run({TensorView{x.data(), {b, 3, 9, 9}}}, &again).ok()) << b;
+    EXPECT_EQ(out[0].data, again[0].data);
+    EXPECT_LE(c->plan_cache_stats().bytes - c->plan_cache_stats().pinned_bytes, static_cast<int64_t>(pinned * 3));
+  }
+  EXPECT_GT(c->plan_cache_stats().evictions, 0);
+  EXPECT_EQ(c->plan_cache_stats().compiles, 11);
 }
 
 TEST(Engine, ContextsRunConcurrentlyWithIdenticalResults) {
@@ -75,6 +107,41 @@ TEST(Engine, ContextsRunConcurrentlyWithIdenticalResults) {
   for (auto& t : threads) t.join();
   EXPECT_EQ(failures.load(), 0);
   EXPECT_EQ(mismatches.load(), 0);
+}
+
+// Issue 8: a model exported with dynamic H and W is served at any size within the limit:
+// the first run at a new size compiles its plan (counted), later ones hit the cache, and
+// every size matches the float64 reference.
+TEST(Engine, DynamicSpatialDimsServeEverySizeAgainstTheReference) {
+  testing::ConvBnFixture f(7, -1, /*dynamic_spatial=*/true);
+  auto m = Model::LoadBytes(f.onnx);
+  ASSERT_TRUE(m.ok()) << m.status();
+  CompileOptions o;
+  o.max_dynamic_dim = 40;
+  o.precompile_shapes = {{1, 3, 9, 9}};
+  auto c = CompiledModel::Compile(*m, o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto ctx = (*c)->NewContext();
+  std::mt19937 rng(21);
+  int compiles = 0;
+  for (auto [n, h, w] : std::vector<std::array<int, 3>>{{1, 9, 9}, {1, 16, 12}, {2, 16, 12}, {1, 31, 7}, {1, 16, 12}}) {
+    auto x = testing::RandomVector(static_cast<size_t>(n) * 3 * h * w, &rng);
+    std::vector<Tensor> out;
+    ASSERT_TRUE(ctx->Run({TensorView{x.data(), {n, 3, h, w}}}, &out).ok()) << h << "x" << w;
+    const std::vector<double> want = f.Ref(x, n, h, w);
+    ASSERT_EQ(out[0].data.size(), want.size());
+    EXPECT_EQ(out[0].shape, (std::vector<int64_t>{n, 8, (h - 1) / 2 + 1, (w - 1) / 2 + 1}));
+    for (size_t i = 0; i < want.size(); ++i) ASSERT_NEAR(out[0].data[i], want[i], 1e-4) << i;
+  }
+  // New sizes 16x12 and 31x7 at batch 1 (batch 2 runs as two batch-1 runs); 9x9 is
+  // precompiled and the second 16x12 is a hit.
+  compiles = static_cast<int>((*c)->plan_cache_stats().compiles);
+  EXPECT_EQ(compiles, 2);
+  std::vector<float> big(3 * 41 * 9);
+  std::vector<Tensor> out;
+  auto s = ctx->Run({TensorView{big.data(), {1, 3, 41, 9}}}, &out);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("dim 2 (41) is outside [1, 40] (max_dynamic_dim)"));
 }
 
 TEST(Engine, WrongShapeNamesTheInput) {

@@ -1,6 +1,7 @@
 // A malformed, truncated or unsupported model fails the load with an error naming the
 // node and the reason; nothing half-loaded is returned.
 #include "kernels/model.h"
+#include "kernels/tensor.h"
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -75,6 +76,58 @@ TEST(ModelLoad, OversizedModelIsRefusedBeforeParsing) {
   auto m = Model::LoadBytes(f.onnx, o);
   ASSERT_FALSE(m.ok());
   EXPECT_THAT(std::string(m.status().message()), HasSubstr("limit is 100"));
+}
+
+}  // namespace
+}  // namespace normserve
+
+namespace normserve {
+namespace {
+
+std::string ReluModel(std::vector<int64_t> shape) {
+  testing::OnnxBuilder b;
+  b.Input("x", shape);
+  b.Output("y", shape);
+  b.Node("Relu", "relu", {"x"}, {"y"});
+  return b.Bytes();
+}
+
+// Issue 9: a declared input of [1, 2^62, 2^62, 4] reached oneDNN and killed the server
+// with SIGFPE at every start; [1, 3, 2^31, 2^31] loaded and would have needed exabytes.
+TEST(ModelLoad, HugeDeclaredDimsAreRefusedNamingTheLimit) {
+  const int64_t big = int64_t{1} << 62, large = int64_t{1} << 31;
+  for (const auto& shape : {std::vector<int64_t>{1, big, big, 4}, std::vector<int64_t>{1, 3, large, large},
+                            std::vector<int64_t>{1, 0, 4, 4}}) {
+    auto m = Model::LoadBytes(ReluModel(shape));
+    ASSERT_FALSE(m.ok()) << ShapeToString(shape);
+    EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(m.status().message()), ::testing::HasSubstr("graph value \"x\": dim "));
+    EXPECT_THAT(std::string(m.status().message()), ::testing::HasSubstr("at most 4294967296 elements"));
+  }
+  EXPECT_TRUE(Model::LoadBytes(ReluModel({1, 3, 64, 64})).ok());
+}
+
+// External data names a path the loader would read relative to the working directory;
+// the refusal must not depend on (or tell) whether that path exists.
+TEST(ModelLoad, ExternalDataIsRefusedWithoutTouchingThePath) {
+  for (const std::string location : {"/etc/passwd", "does/not/exist.bin"}) {
+    testing::OnnxBuilder b;
+    b.Input("x", {1, 4});
+    b.Output("y", {1, 4});
+    auto* t = b.proto().mutable_graph()->add_initializer();
+    t->set_name("w");
+    t->set_data_type(onnx::TensorProto::FLOAT);
+    t->add_dims(4);
+    t->set_data_location(onnx::TensorProto::EXTERNAL);
+    auto* e = t->add_external_data();
+    e->set_key("location");
+    e->set_value(location);
+    b.Node("Add", "add", {"x", "w"}, {"y"});
+    auto m = Model::LoadBytes(b.Bytes());
+    ASSERT_FALSE(m.ok());
+    EXPECT_EQ(std::string(m.status().message()),
+              "initializer \"w\": external tensor data is not supported; embed the weights");
+  }
 }
 
 }  // namespace
