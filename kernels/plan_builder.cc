@@ -48,7 +48,8 @@ absl::Status Lower(const std::vector<FusedNode>& nodes, const absl::flat_hash_se
       RETURN_IF_ERROR(Guard(f.node, [&] { return LowerBatchNormMoments(f.node, ctx); }));
       if (--observed_left == 0 && options.stop_after_observed) return ctx.Finish(false);
     }
-    const OpLowering lower = FindOpLowering(f.node.op);
+    const OpFunctions* op = FindOp(f.node.op);
+    const OpLowering lower = op != nullptr ? op->lower : nullptr;
     RETURN_IF_ERROR(Guard(f.node, [&] {
       return lower != nullptr ? lower(f, ctx) : absl::InvalidArgumentError("operator is not supported by the planner");
     }));

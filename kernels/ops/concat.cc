@@ -5,7 +5,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/lowering_context.h"
+#include "kernels/shape_inference.h"
 #include "kernels/status_macros.h"
+#include "kernels/tensor.h"
 
 namespace normserve {
 namespace {
@@ -35,6 +37,25 @@ absl::Status LowerConcat(const FusedNode& f, LoweringContext& ctx) {
   ctx.AddStep(absl::StrCat("concat ", n.name), pd, dnnl::concat(pd), std::move(args));
   ctx.Define(f.output, dst);
   return absl::OkStatus();
+}
+
+absl::StatusOr<Shape> InferConcatShape(const Node& n, const ShapeContext& ctx) {
+  ASSIGN_OR_RETURN(Shape x, ctx.InputShape(n, 0));
+  ASSIGN_OR_RETURN(int64_t axis, NormAxis(n, n.IntAttr("axis", 0), x.size()));
+  Shape s = x;
+  for (size_t i = 1; i < n.inputs.size(); ++i) {
+    ASSIGN_OR_RETURN(Shape y, ctx.InputShape(n, i));
+    if (y.size() != x.size()) return NodeError(n, "inputs have different ranks");
+    for (size_t d = 0; d < x.size(); ++d) {
+      if (static_cast<int64_t>(d) != axis && y[d] != x[d]) {
+        return NodeError(n, absl::StrCat("input ", i, " shape ", ShapeToString(y), " does not match ",
+                                         ShapeToString(x)));
+      }
+    }
+    // Each addend is at most kMaxTensorElements: no overflow; the sum is checked after.
+    s[axis] += y[axis];
+  }
+  return s;
 }
 
 }  // namespace normserve

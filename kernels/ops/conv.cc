@@ -10,7 +10,9 @@
 #include "absl/strings/str_join.h"
 #include "kernels/conv_algorithm_choice.h"
 #include "kernels/lowering_context.h"
+#include "kernels/shape_inference.h"
 #include "kernels/status_macros.h"
+#include "kernels/tensor.h"
 
 namespace normserve {
 namespace {
@@ -93,6 +95,20 @@ absl::Status LowerConv(const FusedNode& f, LoweringContext& ctx) {
   // An aliased residual is dead now: its buffer holds only this output.
   ctx.SetSoleValue(dst.buffer);
   return absl::OkStatus();
+}
+
+absl::StatusOr<Shape> InferConvShape(const Node& n, const ShapeContext& ctx) {
+  ASSIGN_OR_RETURN(Shape x, ctx.InputShape(n, 0));
+  ASSIGN_OR_RETURN(Shape w, ctx.InputShape(n, 1));
+  if (x.size() != 4 || w.size() != 4) return NodeError(n, "only 2-D convolutions (4-D tensors) are supported");
+  if (!ctx.Const(n, 1)) return NodeError(n, "weights must be a constant initializer");
+  const int64_t group = n.IntAttr("group", 1);
+  if (group <= 0 || x[1] != w[1] * group || w[0] % group != 0) {
+    return NodeError(n, absl::StrCat("input channels ", x[1], " do not match weights ", ShapeToString(w),
+                                     " with group ", group));
+  }
+  ASSIGN_OR_RETURN(auto p, WindowOutputDims(n, x, {w[2], w[3]}));
+  return Shape{x[0], w[0], p[0], p[1]};
 }
 
 }  // namespace normserve

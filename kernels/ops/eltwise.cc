@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/lowering_context.h"
+#include "kernels/shape_inference.h"
 #include "kernels/status_macros.h"
 
 namespace normserve {
@@ -26,6 +27,23 @@ absl::Status LowerActivation(const FusedNode& f, LoweringContext& ctx) {
   }
   ctx.Define(f.output, v);
   return absl::OkStatus();
+}
+
+// Element-wise activations keep their input's shape; constant operands must be constant.
+absl::StatusOr<Shape> InferActivationShape(const Node& n, const ShapeContext& ctx) {
+  ASSIGN_OR_RETURN(Shape x, ctx.InputShape(n, 0));
+  if (n.op == "Clip") {
+    for (int i = 1; i <= 2; ++i) {
+      if (i < static_cast<int>(n.inputs.size()) && !n.inputs[i].empty() && !ctx.Const(n, i)) {
+        return NodeError(n, "min/max must be constants");
+      }
+    }
+  }
+  if (n.op == "Pow") {
+    const ConstTensor* e = ctx.Const(n, 1);
+    if (!e || e->size() != 1) return NodeError(n, "exponent must be a scalar constant");
+  }
+  return x;
 }
 
 }  // namespace normserve

@@ -6,7 +6,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/lowering_context.h"
+#include "kernels/shape_inference.h"
 #include "kernels/status_macros.h"
+#include "kernels/tensor.h"
 
 namespace normserve {
 namespace {
@@ -96,6 +98,34 @@ absl::Status LowerInnerProduct(const FusedNode& f, LoweringContext& ctx) {
 absl::Status LowerMatMul(const FusedNode& f, LoweringContext& ctx) {
   if (IsInnerProduct(f.node, ctx)) return LowerInnerProduct(f, ctx);
   return LowerBatchedMatMul(f, ctx);
+}
+
+absl::StatusOr<Shape> InferGemmShape(const Node& n, const ShapeContext& ctx) {
+  ASSIGN_OR_RETURN(Shape x, ctx.InputShape(n, 0));
+  ASSIGN_OR_RETURN(Shape b, ctx.InputShape(n, 1));
+  if (x.size() != 2 || b.size() != 2) return NodeError(n, "A and B must be 2-D");
+  if (n.IntAttr("transA", 0) != 0) return NodeError(n, "transA=1 is not supported");
+  const bool tb = n.IntAttr("transB", 0) != 0;
+  const int64_t k = tb ? b[1] : b[0], m = tb ? b[0] : b[1];
+  if (k != x[1]) {
+    return NodeError(n, absl::StrCat("A ", ShapeToString(x), " and B ", ShapeToString(b), " do not multiply"));
+  }
+  return Shape{x[0], m};
+}
+
+absl::StatusOr<Shape> InferMatMulShape(const Node& n, const ShapeContext& ctx) {
+  ASSIGN_OR_RETURN(Shape x, ctx.InputShape(n, 0));
+  ASSIGN_OR_RETURN(Shape b, ctx.InputShape(n, 1));
+  if (x.size() < 2 || b.size() < 2 || x.back() != b[b.size() - 2]) {
+    return NodeError(n, absl::StrCat("A ", ShapeToString(x), " and B ", ShapeToString(b), " do not multiply"));
+  }
+  Shape xa(x.begin(), x.end() - 2), ba(b.begin(), b.end() - 2);
+  auto batch = BroadcastShapes(xa, ba);
+  if (!batch.ok()) return NodeError(n, std::string(batch.status().message()));
+  Shape s = *batch;
+  s.push_back(x[x.size() - 2]);
+  s.push_back(b.back());
+  return s;
 }
 
 }  // namespace normserve

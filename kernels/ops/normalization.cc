@@ -10,6 +10,7 @@
 #include "kernels/channel_moments.h"
 #include "kernels/group_norm_kernel.h"
 #include "kernels/lowering_context.h"
+#include "kernels/shape_inference.h"
 #include "kernels/status_macros.h"
 
 namespace normserve {
@@ -142,6 +143,47 @@ absl::Status LowerLayerNorm(const FusedNode& f, LoweringContext& ctx) {
   }
   ctx.Define(f.output, out);
   return absl::OkStatus();
+}
+
+// BatchNormalization and InstanceNormalization: per-channel constant parameters.
+absl::StatusOr<Shape> InferChannelNormShape(const Node& n, const ShapeContext& ctx) {
+  ASSIGN_OR_RETURN(Shape x, ctx.InputShape(n, 0));
+  if (x.size() < 2) return NodeError(n, "input rank must be at least 2");
+  const bool bn = n.op == "BatchNormalization";
+  const size_t params = bn ? 5 : 3;
+  if (n.inputs.size() < params) return NodeError(n, "missing parameter inputs");
+  for (size_t i = 1; i < params; ++i) {
+    const ConstTensor* c = ctx.Const(n, i);
+    if (!c) return NodeError(n, absl::StrCat("parameter input ", i, " must be constant"));
+    if (c->size() != x[1]) {
+      return NodeError(n, absl::StrCat("parameter input ", i, " has ", c->size(), " values for ", x[1], " channels"));
+    }
+  }
+  if (bn) {
+    if (n.IntAttr("training_mode", 0) != 0) return NodeError(n, "training_mode=1 is not supported for inference");
+    for (size_t i = 1; i < n.outputs.size(); ++i) {
+      if (!n.outputs[i].empty()) return NodeError(n, "training outputs (running mean/var) are not supported");
+    }
+  }
+  return x;
+}
+
+absl::StatusOr<Shape> InferLayerNormShape(const Node& n, const ShapeContext& ctx) {
+  ASSIGN_OR_RETURN(Shape x, ctx.InputShape(n, 0));
+  ASSIGN_OR_RETURN(int64_t axis, NormAxis(n, n.IntAttr("axis", -1), x.size()));
+  int64_t inner = 1;
+  for (size_t i = axis; i < x.size(); ++i) inner *= x[i];
+  for (int i = 1; i <= 2; ++i) {
+    const ConstTensor* c = ctx.Const(n, i);
+    if (i == 1 && !c) return NodeError(n, "scale must be constant");
+    if (c && c->size() != inner) {
+      return NodeError(n, absl::StrCat("parameter input ", i, " has ", c->size(), " values; expected ", inner));
+    }
+  }
+  for (size_t i = 1; i < n.outputs.size(); ++i) {
+    if (!n.outputs[i].empty()) return NodeError(n, "Mean/InvStdDev outputs are not supported");
+  }
+  return x;
 }
 
 }  // namespace normserve

@@ -1,6 +1,7 @@
-// The one table from ONNX operator type to its lowering (kernels/ops/<family>.cc). Adding
-// an operator: a lowering function in its family's file (or a new file) and one line in
-// op_registry.cc's table.
+// The one table from ONNX operator type to its shape function and its lowering, both in
+// kernels/ops/<family>.cc. Adding an operator: the two functions in its family's file (or
+// a new file, listed in kernels/CMakeLists.txt), their declarations and one table line in
+// op_registry.cc.
 #ifndef NORMSERVE_KERNELS_OPS_OP_REGISTRY_H_
 #define NORMSERVE_KERNELS_OPS_OP_REGISTRY_H_
 
@@ -9,6 +10,7 @@
 #include "absl/status/status.h"
 #include "kernels/lowering_context.h"
 #include "kernels/post_op_fusion.h"
+#include "kernels/shape_inference.h"
 
 namespace normserve {
 
@@ -17,8 +19,15 @@ namespace normserve {
 // dnnl::error is caught by the caller and becomes InvalidArgument naming the node.
 using OpLowering = absl::Status (*)(const FusedNode& f, LoweringContext& ctx);
 
-// The lowering of `op`, or nullptr when the planner does not support it.
-OpLowering FindOpLowering(const std::string& op);
+struct OpFunctions {
+  // Output shape on runtime inputs; nullptr for ops that only a graph pass creates
+  // (GroupNorm), never seen by specialization.
+  ShapeFunction infer = nullptr;
+  OpLowering lower = nullptr;
+};
+
+// The functions of `op`, or nullptr when the engine does not run it on runtime tensors.
+const OpFunctions* FindOp(const std::string& op);
 
 // The BN statistics hook (per-sample channel moments of the BN input), inserted by
 // BuildPlan before an observed BatchNormalization; lives in ops/normalization.cc.

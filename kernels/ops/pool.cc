@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/lowering_context.h"
+#include "kernels/shape_inference.h"
 #include "kernels/status_macros.h"
 
 namespace normserve {
@@ -52,6 +53,21 @@ absl::Status LowerPool(const FusedNode& f, LoweringContext& ctx) {
   ctx.AddStep(absl::StrCat("pool ", n.name), pd, P(pd), {{DNNL_ARG_SRC, ctx.Ref(src)}, {DNNL_ARG_DST, ctx.Ref(dst)}});
   ctx.Define(f.output, dst);
   return absl::OkStatus();
+}
+
+absl::StatusOr<Shape> InferPoolShape(const Node& n, const ShapeContext& ctx) {
+  ASSIGN_OR_RETURN(Shape x, ctx.InputShape(n, 0));
+  if (n.op == "GlobalAveragePool" || n.op == "GlobalMaxPool") {
+    if (x.size() < 3) return NodeError(n, "input rank must be at least 3");
+    for (size_t i = 2; i < x.size(); ++i) x[i] = 1;
+    return x;
+  }
+  if (x.size() != 4) return NodeError(n, "only 2-D pooling (4-D tensors) is supported");
+  if (n.outputs.size() > 1 && !n.outputs[1].empty()) return NodeError(n, "MaxPool indices output is not supported");
+  auto k = n.IntsAttr("kernel_shape");
+  if (k.size() != 2) return NodeError(n, "kernel_shape must have 2 values");
+  ASSIGN_OR_RETURN(auto p, WindowOutputDims(n, x, k));
+  return Shape{x[0], x[1], p[0], p[1]};
 }
 
 }  // namespace normserve

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/lowering_context.h"
+#include "kernels/shape_inference.h"
 #include "kernels/status_macros.h"
 
 namespace normserve {
@@ -38,6 +39,23 @@ absl::Status LowerReduceMean(const FusedNode& f, LoweringContext& ctx) {
   ctx.AddStep(absl::StrCat("reduce_mean ", n.name), pd, dnnl::reduction(pd), {{DNNL_ARG_SRC, ctx.Ref(src)}, {DNNL_ARG_DST, ctx.Ref(dst)}});
   ctx.Define(f.output, Val{dst.buffer, Plain(y)});
   return absl::OkStatus();
+}
+
+absl::StatusOr<Shape> InferReduceShape(const Node& n, const ShapeContext& ctx) {
+  ASSIGN_OR_RETURN(Shape x, ctx.InputShape(n, 0));
+  ASSIGN_OR_RETURN(std::vector<int64_t> axes, AxesOf(n, ctx, 1));
+  const bool keep = n.IntAttr("keepdims", 1) != 0;
+  std::vector<bool> red(x.size(), axes.empty());
+  for (int64_t a : axes) {
+    ASSIGN_OR_RETURN(int64_t k, NormAxis(n, a, x.size()));
+    red[k] = true;
+  }
+  Shape s;
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (!red[i]) s.push_back(x[i]);
+    else if (keep) s.push_back(1);
+  }
+  return s;
 }
 
 }  // namespace normserve

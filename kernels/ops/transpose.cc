@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/lowering_context.h"
+#include "kernels/shape_inference.h"
 #include "kernels/status_macros.h"
 
 namespace normserve {
@@ -33,6 +34,21 @@ absl::Status LowerTranspose(const FusedNode& f, LoweringContext& ctx) {
   RETURN_IF_ERROR(ctx.AddReorder(ctx.Ref(Val{src.buffer, permuted}), dst, n.name));
   ctx.Define(f.output, dst);
   return absl::OkStatus();
+}
+
+absl::StatusOr<Shape> InferTransposeShape(const Node& n, const ShapeContext& ctx) {
+  ASSIGN_OR_RETURN(Shape x, ctx.InputShape(n, 0));
+  std::vector<int64_t> perm = n.IntsAttr("perm");
+  if (perm.empty()) {
+    for (int64_t i = x.size() - 1; i >= 0; --i) perm.push_back(i);
+  }
+  if (perm.size() != x.size()) return NodeError(n, "perm length does not match rank");
+  Shape s;
+  for (int64_t p : perm) {
+    ASSIGN_OR_RETURN(int64_t k, NormAxis(n, p, x.size()));
+    s.push_back(x[k]);
+  }
+  return s;
 }
 
 }  // namespace normserve

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/lowering_context.h"
+#include "kernels/shape_inference.h"
 #include "kernels/status_macros.h"
 
 namespace normserve {
@@ -30,6 +31,16 @@ absl::Status LowerIdentity(const FusedNode& f, LoweringContext& ctx) {
   ASSIGN_OR_RETURN(Val v, ctx.Get(f.node.inputs[0]));
   ctx.Define(f.output, v);
   return absl::OkStatus();
+}
+
+absl::StatusOr<Shape> InferViewShape(const Node& n, const ShapeContext& ctx) {
+  ASSIGN_OR_RETURN(Shape x, ctx.InputShape(n, 0));
+  return ViewShape(n, ctx, x);
+}
+
+absl::StatusOr<Shape> InferDropoutShape(const Node& n, const ShapeContext& ctx) {
+  if (n.outputs.size() > 1 && !n.outputs[1].empty()) return NodeError(n, "mask output is not supported");
+  return ctx.InputShape(n, 0);
 }
 
 }  // namespace normserve
