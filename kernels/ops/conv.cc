@@ -1,0 +1,114 @@
+// Conv lowering: oneDNN convolution with fused post-ops (activations, residual sum)
+// and the Winograd-or-direct choice.
+#include <optional>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "kernels/conv_algorithm_choice.h"
+#include "kernels/lowering_context.h"
+#include "kernels/shape_inference.h"
+#include "kernels/status_macros.h"
+#include "kernels/tensor.h"
+
+namespace normserve {
+namespace {
+
+using md = dnnl::memory::desc;
+using dt = dnnl::memory::data_type;
+using tag = dnnl::memory::format_tag;
+using dims = dnnl::memory::dims;
+
+}  // namespace
+
+namespace {
+
+bool WantWinograd(const std::string& conv, const LoweringContext& ctx) {
+  // Statistics plans feed float64 accumulators that must not depend on how requests
+  // were batched; oneDNN's Winograd kernels round differently at batch 1 and batch N.
+  if (!ctx.options().observed_bn_layers.empty()) return false;
+  if (ctx.winograd_convs() != nullptr) return ctx.winograd_convs()->contains(conv);
+  return ctx.options().conv_algorithm != ConvAlgorithm::kDirect;
+}
+
+}  // namespace
+
+absl::Status LowerConv(const FusedNode& f, LoweringContext& ctx) {
+  const Node& n = f.node;
+  const dims x = ctx.DimsOf(n.inputs[0]), w = ctx.DimsOf(n.inputs[1]), y = ctx.DimsOf(f.node.outputs[0]);
+  const int64_t group = n.IntAttr("group", 1);
+  auto strides = n.IntsAttr("strides", {1, 1});
+  auto dil = n.IntsAttr("dilations", {1, 1});
+  auto pads = n.IntsAttr("pads", {0, 0, 0, 0});
+  const dims dst_dims = {x[0], w[0], y[2], y[3]};
+  dims wdims = group == 1 ? w : dims{group, w[0] / group, w[1], w[2], w[3]};
+  const bool has_bias = n.inputs.size() > 2 && !n.inputs[2].empty();
+  const md bias_md = md({w[0]}, dt::f32, tag::a);
+  const dims pad_l = {pads[0], pads[1]}, pad_r = {pads[2], pads[3]};
+  const dims dilates = {dil[0] - 1, dil[1] - 1};
+  using CF = dnnl::convolution_forward;
+  auto conv_desc = [&](dnnl::algorithm algorithm) {
+    return has_bias ? CF::desc(dnnl::prop_kind::forward_inference, algorithm, Any(x), Any(wdims), bias_md,
+                               Any(dst_dims), strides, dilates, pad_l, pad_r)
+                    : CF::desc(dnnl::prop_kind::forward_inference, algorithm, Any(x), Any(wdims), Any(dst_dims),
+                               strides, dilates, pad_l, pad_r);
+  };
+  CF::primitive_desc pd(conv_desc(dnnl::algorithm::convolution_direct), ctx.Attr(f.post_ops), CpuEngine());
+  if (WinogradApplies(w, strides, dilates, group) && WantWinograd(n.name, ctx)) {
+    std::optional<CF::primitive_desc> wpd;
+    try {
+      wpd.emplace(conv_desc(dnnl::algorithm::convolution_winograd), ctx.Attr(f.post_ops), CpuEngine());
+    } catch (const dnnl::error&) {
+      // No Winograd kernel for this shape, ISA or post-op chain: direct it is.
+    }
+    if (wpd && (ctx.winograd_convs() != nullptr || ctx.options().conv_algorithm == ConvAlgorithm::kWinograd ||
+                WinogradIsFaster(absl::StrCat("x=", absl::StrJoin(x, "x"), " w=", absl::StrJoin(w, "x"), " pads=",
+                                              absl::StrJoin(pads, ","), " bias=", has_bias, PostOpsText(f)),
+                                 pd, *wpd))) {
+      pd = *wpd;
+      ctx.plan().winograd_convs.insert(n.name);
+    }
+  }
+  ASSIGN_OR_RETURN(Val src, ctx.InLayout(n.inputs[0], pd.src_desc()));
+  const int wref = ctx.Const(Floats(ctx.ConstOf(n.inputs[1])), wdims, pd.weights_desc());
+  Val dst;
+  if (!f.sum_operand.empty()) {
+    ASSIGN_OR_RETURN(Val res, ctx.Get(f.sum_operand));
+    const bool alias = res.desc == pd.dst_desc() && res.buffer != src.buffer && ctx.DiesHere(f.sum_operand, res);
+    if (alias) {
+      dst = Val{res.buffer, pd.dst_desc()};
+    } else {
+      dst = ctx.NewVal(pd.dst_desc());
+      RETURN_IF_ERROR(ctx.AddReorder(ctx.Ref(res), dst, absl::StrCat(f.sum_operand, " (residual)")));
+    }
+  } else {
+    dst = ctx.NewVal(pd.dst_desc());
+  }
+  std::vector<std::pair<int, int>> args = {{DNNL_ARG_SRC, ctx.Ref(src)}, {DNNL_ARG_WEIGHTS, wref}, {DNNL_ARG_DST, ctx.Ref(dst)}};
+  if (has_bias) args.push_back({DNNL_ARG_BIAS, ctx.ConstPlain(Floats(ctx.ConstOf(n.inputs[2])), {w[0]})});
+  ctx.plan().flops += 2.0 * dst_dims[0] * dst_dims[1] * dst_dims[2] * dst_dims[3] * w[1] * w[2] * w[3];
+  ctx.AddStep(absl::StrCat("conv ", n.name, PostOpsText(f)), pd, CF(pd), std::move(args));
+  ctx.Define(f.output, dst);
+  // An aliased residual is dead now: its buffer holds only this output.
+  ctx.SetSoleValue(dst.buffer);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Shape> InferConvShape(const Node& n, const ShapeContext& ctx) {
+  ASSIGN_OR_RETURN(Shape x, ctx.InputShape(n, 0));
+  ASSIGN_OR_RETURN(Shape w, ctx.InputShape(n, 1));
+  if (x.size() != 4 || w.size() != 4) return NodeError(n, "only 2-D convolutions (4-D tensors) are supported");
+  if (!ctx.Const(n, 1)) return NodeError(n, "weights must be a constant initializer");
+  const int64_t group = n.IntAttr("group", 1);
+  if (group <= 0 || x[1] != w[1] * group || w[0] % group != 0) {
+    return NodeError(n, absl::StrCat("input channels ", x[1], " do not match weights ", ShapeToString(w),
+                                     " with group ", group));
+  }
+  ASSIGN_OR_RETURN(auto p, WindowOutputDims(n, x, {w[2], w[3]}));
+  return Shape{x[0], w[0], p[0], p[1]};
+}
+
+}  // namespace normserve

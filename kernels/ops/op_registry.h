@@ -1,0 +1,38 @@
+// The one table from ONNX operator type to its shape function and its lowering, both in
+// kernels/ops/<family>.cc. Adding an operator: the two functions in its family's file (or
+// a new file, listed in kernels/CMakeLists.txt), their declarations and one table line in
+// op_registry.cc.
+#ifndef NORMSERVE_KERNELS_OPS_OP_REGISTRY_H_
+#define NORMSERVE_KERNELS_OPS_OP_REGISTRY_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "kernels/lowering_context.h"
+#include "kernels/post_op_fusion.h"
+#include "kernels/shape_inference.h"
+
+namespace normserve {
+
+// Lowers one node (with the post-ops fused into it) into steps of ctx.plan(), and
+// defines f.output. A failure need not name the node: the caller prefixes it. A thrown
+// dnnl::error is caught by the caller and becomes InvalidArgument naming the node.
+using OpLowering = absl::Status (*)(const FusedNode& f, LoweringContext& ctx);
+
+struct OpFunctions {
+  // Output shape on runtime inputs; nullptr for ops that only a graph pass creates
+  // (GroupNorm), never seen by specialization.
+  ShapeFunction infer = nullptr;
+  OpLowering lower = nullptr;
+};
+
+// The functions of `op`, or nullptr when the engine does not run it on runtime tensors.
+const OpFunctions* FindOp(const std::string& op);
+
+// The BN statistics hook (per-sample channel moments of the BN input), inserted by
+// BuildPlan before an observed BatchNormalization; lives in ops/normalization.cc.
+absl::Status LowerBatchNormMoments(const Node& n, LoweringContext& ctx);
+
+}  // namespace normserve
+
+#endif  // NORMSERVE_KERNELS_OPS_OP_REGISTRY_H_
