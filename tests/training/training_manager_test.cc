@@ -10,6 +10,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <random>
 #include <set>
 #include <thread>
@@ -347,7 +348,7 @@ TEST_F(TrainingManagerTest, ConcurrentCallsOnOneSessionKeepTableDiskAndRestartCo
       if (failures.size() < 10) failures.push_back(absl::StrCat(op, ": ", s.ToString()));
     };
     using C = absl::StatusCode;
-    constexpr int kThreads = 4, kRounds = 60;
+    constexpr int kThreads = 4, kRounds = 150;
     std::vector<std::thread> threads;
     for (int th = 0; th < kThreads; ++th) {
       threads.emplace_back([&, th] {
@@ -413,6 +414,53 @@ TEST_F(TrainingManagerTest, ConcurrentCallsOnOneSessionKeepTableDiskAndRestartCo
   EXPECT_EQ(before, after);
   // Below the limit a new session starts.
   EXPECT_TRUE(server->training().StartSession(kModel, 0, {}, "fresh").ok());
+}
+
+// The issue's reproduction: Abort and Rebase of the same session at the same moment.
+// Before the fix Abort deleted the directory without the session's lock while Rebase
+// wrote its manifest into it: INTERNAL from both, manifest-only directories that
+// blocked the id and came back as sessions after a restart.
+TEST_F(TrainingManagerTest, AbortRacingRebaseLeavesNothingBehind) {
+  constexpr int kRounds = 60;
+  int rebased = 0, not_found = 0;
+  {
+    std::unique_ptr<Server> server = Start();
+    TrainingManager& t = server->training();
+    for (int round = 0; round < kRounds; ++round) {
+      SCOPED_TRACE(absl::StrCat("round ", round));
+      ASSERT_TRUE(t.StartSession(kModel, 0, {}, "r").ok());
+      ASSERT_TRUE(Add(*server, "r", "x", round).ok());
+      absl::StatusOr<std::vector<int64_t>> serving = server->servables().Versions(kModel);
+      ASSERT_TRUE(t.Rollback(kModel, serving->back()).ok());  // the session is now stale
+      std::atomic<int> ready{0};
+      absl::Status abort, rebase;
+      std::thread a([&] {
+        ready++;
+        while (ready.load() < 2) {
+        }
+        abort = t.Abort("r");
+      });
+      std::thread b([&] {
+        ready++;
+        while (ready.load() < 2) {
+        }
+        rebase = t.Rebase("r").status();
+      });
+      a.join();
+      b.join();
+      EXPECT_TRUE(abort.ok()) << abort;
+      EXPECT_TRUE(rebase.ok() || absl::IsNotFound(rebase)) << rebase;
+      rebased += rebase.ok();
+      not_found += absl::IsNotFound(rebase);
+      EXPECT_FALSE(fs::exists(fs::path(state_) / "r"));
+      EXPECT_THAT(DotEntries(state_), ::testing::IsEmpty());
+      EXPECT_TRUE(t.List().empty());
+    }
+  }
+  std::cout << "Rebase before Abort " << rebased << ", after " << not_found << " of " << kRounds << "\n";
+  std::unique_ptr<Server> server = Start();
+  EXPECT_TRUE(server->training().List().empty());
+  EXPECT_TRUE(server->training().StartSession(kModel, 0, {}, "r").ok());
 }
 
 // Issue 9 item 9: Commit/Rollback rounds leave at most keep + serving + based-on
