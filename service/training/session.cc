@@ -197,6 +197,7 @@ absl::StatusOr<std::shared_ptr<Session>> Session::Create(SessionConfig config, s
   if (materialize) RETURN_IF_ERROR(materialize());
   std::shared_ptr<Session> s(new Session(std::move(config), std::move(dir), env));
   ASSIGN_OR_RETURN(std::unique_ptr<SampleLog> log, SampleLog::Open(s->dir_ + "/" + kLogFile));
+  RETURN_IF_ERROR(FsyncDirectory(s->dir_));
   absl::MutexLock lock(&s->mu_);
   s->base_ = std::move(b);
   s->log_ = std::move(log);

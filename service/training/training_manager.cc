@@ -1,7 +1,9 @@
-// Sessions table, recovery, commit/rollback publication.
+// Sessions table, recovery, commit/rollback publication, version retention.
 #include "service/training/training_manager.h"
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -11,9 +13,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "service/model_repository.h"
 #include "kernels/status_macros.h"
 #include "service/log.h"
+#include "service/model_repository.h"
 
 namespace normserve {
 namespace fs = std::filesystem;
@@ -135,7 +137,7 @@ absl::Status TrainingManager::Recover() {
   for (const auto& entry : fs::directory_iterator(options_.state_dir, ec)) {
     const std::string name = entry.path().filename().string();
     if (name[0] == '.') {
-      // Staging of an unacknowledged start, or tombstone of an acknowledged abort.
+      // Staging of an unfinished start, or tombstone of an abort past its rename.
       if (absl::StrContains(name, kStagingTag) || absl::StrContains(name, kTombstoneTag)) {
         leftovers.push_back(entry.path());
       }
