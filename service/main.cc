@@ -133,7 +133,8 @@ void TrainingFromFlags(bool plaintext, normserve::ServerOptions* o, std::vector<
   Check(t.max_sessions >= 1,
         absl::StrCat("--training_max_sessions=", t.max_sessions, " must be >= 1"), errors);
   Check(t.keep_versions >= 1 && t.keep_versions <= 1000000,
-        absl::StrCat("--training_keep_versions=", t.keep_versions, " is outside [1, 1000000]"), errors);
+        absl::StrCat("--training_keep_versions=", t.keep_versions, " is outside [1, 1000000]"),
+        errors);
   Check(live >= 0 && live <= 1, absl::StrCat("--live_drift_fraction=", live, " is outside [0, 1]"),
         errors);
   if (o->training_port < 0) return;

@@ -188,10 +188,9 @@ absl::StatusOr<std::shared_ptr<const Session::Base>> Session::MakeBase(
   return std::shared_ptr<const Base>(std::move(base));
 }
 
-absl::StatusOr<std::shared_ptr<Session>> Session::Create(SessionConfig config, std::string dir,
-                                                         std::shared_ptr<const Model> base,
-                                                         SessionEnv env,
-                                                         const std::function<absl::Status()>& materialize) {
+absl::StatusOr<std::shared_ptr<Session>> Session::Create(
+    SessionConfig config, std::string dir, std::shared_ptr<const Model> base, SessionEnv env,
+    const std::function<absl::Status()>& materialize) {
   // Compile before anything reaches the disk: a plan that fails leaves no directory.
   ASSIGN_OR_RETURN(std::shared_ptr<const Base> b, MakeBase(std::move(base), env, 1));
   if (materialize) RETURN_IF_ERROR(materialize());
@@ -326,7 +325,9 @@ absl::StatusOr<std::vector<LayerAccumulator>> Session::ReplayLocked(const Base& 
 }
 
 absl::Status Session::UsableLocked() const {
-  if (aborted_) return absl::NotFoundError(absl::StrCat("training session \"", id_, "\" was aborted"));
+  if (aborted_) {
+    return absl::NotFoundError(absl::StrCat("training session \"", id_, "\" was aborted"));
+  }
   if (!corrupt_.empty()) {
     return absl::DataLossError(absl::StrCat("session ", id_, ": sample log ", corrupt_,
                                             "; nothing after it is used; Abort the session"));
@@ -558,7 +559,9 @@ absl::Status Session::Abort(const std::string& tombstone) {
   absl::Status s = FaultPoint(env_.fault_hook, "abort.renamed");
   // Durable abort: without the fsync a power loss could bring the directory name back.
   if (s.ok()) s = FsyncDirectory(fs::path(dir_).parent_path().string());
-  if (!s.ok()) Log(LogLevel::kError, absl::StrCat("training session ", id_, " aborted: ", s.message()));
+  if (!s.ok()) {
+    Log(LogLevel::kError, absl::StrCat("training session ", id_, " aborted: ", s.message()));
+  }
   return absl::OkStatus();
 }
 

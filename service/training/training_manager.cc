@@ -74,7 +74,8 @@ SessionEnv TrainingManager::Env() const {
 }
 
 std::string TrainingManager::TombstonePath(const std::string& id) const {
-  return (fs::path(options_.state_dir) / absl::StrCat(".", id, kTombstoneTag, RandomTag())).string();
+  return (fs::path(options_.state_dir) / absl::StrCat(".", id, kTombstoneTag, RandomTag()))
+      .string();
 }
 
 void TrainingManager::UpdateDiskMetric(const std::string& model) {
@@ -147,8 +148,8 @@ absl::Status TrainingManager::Recover() {
   }
   for (const fs::path& p : leftovers) {
     fs::remove_all(p, ec);
-    Log(LogLevel::kInfo, absl::StrCat("training state: deleted ", p.string(),
-                                      " (interrupted start or abort)"));
+    Log(LogLevel::kInfo,
+        absl::StrCat("training state: deleted ", p.string(), " (interrupted start or abort)"));
   }
   std::sort(dirs.begin(), dirs.end());
   int restored_open = 0;
@@ -163,8 +164,9 @@ absl::Status TrainingManager::Recover() {
       continue;
     }
     if (config->id != dir.filename().string()) {
-      Log(LogLevel::kError, absl::StrCat("training state ", dir.string(), ": manifest names session \"",
-                                         config->id.substr(0, 64), "\" (left on disk)"));
+      Log(LogLevel::kError,
+          absl::StrCat("training state ", dir.string(), ": manifest names session \"",
+                       config->id.substr(0, 64), "\" (left on disk)"));
       continue;
     }
     if (config->state != "open") {
@@ -208,9 +210,10 @@ absl::Status TrainingManager::Recover() {
     UpdateSessionGauge(config->model);
   }
   if (restored_open > options_.max_sessions) {
-    Log(LogLevel::kWarning, absl::StrCat("training: recovered ", restored_open, " open sessions, more than ",
-                                         "--training_max_sessions=", options_.max_sessions,
-                                         "; StartSession is refused until some are committed or aborted"));
+    Log(LogLevel::kWarning,
+        absl::StrCat("training: recovered ", restored_open, " open sessions, more than ",
+                     "--training_max_sessions=", options_.max_sessions,
+                     "; StartSession is refused until some are committed or aborted"));
   }
   return absl::OkStatus();
 }
@@ -261,8 +264,9 @@ absl::StatusOr<StartedSession> TrainingManager::StartSession(const std::string& 
       return absl::AlreadyExistsError(absl::StrCat("training session \"", config.id, "\" exists"));
     }
     // sessions_ holds exactly the open sessions (a commit moves its session out), those
-    // restored at start-up included.
-    if (static_cast<int>(sessions_.size() + reserved_.size()) >= options_.max_sessions) {
+    // restored at start-up included; an abort frees its slot once its rename is done.
+    if (static_cast<int>(sessions_.size() + reserved_.size() + aborting_.size()) >=
+        options_.max_sessions) {
       if (metrics_ != nullptr) metrics_->Refused(config.model, TrainingMetrics::Refusal::kLimit);
       return absl::ResourceExhaustedError(absl::StrCat(
           "at most --training_max_sessions=", options_.max_sessions,
@@ -273,14 +277,16 @@ absl::StatusOr<StartedSession> TrainingManager::StartSession(const std::string& 
   // The directory appears whole or not at all: built under a dot-name recovery deletes,
   // then renamed to the id (the commit point of a start).
   const std::string staging =
-      (fs::path(options_.state_dir) / absl::StrCat(".", config.id, kStagingTag, RandomTag())).string();
+      (fs::path(options_.state_dir) / absl::StrCat(".", config.id, kStagingTag, RandomTag()))
+          .string();
   bool renamed = false;
   auto materialize = [&]() -> absl::Status {
     // Pinned by reserved_ from here on; a prune that ran before we pinned it may have
     // retired it (it had stopped serving and was past --training_keep_versions).
     if (!fs::exists(publisher_.ModelPath(config.model, config.base_version))) {
-      return absl::FailedPreconditionError(absl::StrCat("model ", config.model, " v", config.base_version,
-                                                        " was retired meanwhile; start on a newer version"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("model ", config.model, " v", config.base_version,
+                       " was retired meanwhile; start on a newer version"));
     }
     std::error_code ec;
     fs::create_directories(staging, ec);
@@ -292,8 +298,8 @@ absl::StatusOr<StartedSession> TrainingManager::StartSession(const std::string& 
     RETURN_IF_ERROR(FsyncDirectory(staging));
     RETURN_IF_ERROR(FaultPoint(options_.fault_hook, "start.staged"));
     if (::rename(staging.c_str(), dir.c_str()) != 0) {
-      return absl::InternalError(absl::StrCat("cannot rename ", staging, " to ", dir, ": ",
-                                              std::strerror(errno)));
+      return absl::InternalError(
+          absl::StrCat("cannot rename ", staging, " to ", dir, ": ", std::strerror(errno)));
     }
     renamed = true;
     RETURN_IF_ERROR(FsyncDirectory(options_.state_dir));
@@ -456,13 +462,17 @@ absl::Status TrainingManager::Abort(const std::string& session_id) {
   } else {
     status = FaultPoint(options_.fault_hook, "abort.begin");
     if (status.ok() && ::rename(dir.c_str(), tombstone.c_str()) != 0) {
-      status = absl::InternalError(absl::StrCat("session ", session_id, ": cannot rename its state ", dir,
-                                                " to ", tombstone, ": ", std::strerror(errno)));
+      status =
+          absl::InternalError(absl::StrCat("session ", session_id, ": cannot rename its state ",
+                                           dir, " to ", tombstone, ": ", std::strerror(errno)));
     }
     if (status.ok()) {
       absl::Status s = FaultPoint(options_.fault_hook, "abort.renamed");
       if (s.ok()) s = FsyncDirectory(options_.state_dir);
-      if (!s.ok()) Log(LogLevel::kError, absl::StrCat("training session ", session_id, " aborted: ", s.message()));
+      if (!s.ok()) {
+        Log(LogLevel::kError,
+            absl::StrCat("training session ", session_id, " aborted: ", s.message()));
+      }
     }
   }
   {
@@ -534,8 +544,9 @@ void TrainingManager::PruneVersionsLocked(const std::string& model) {
   // no load ever targets a version being retired.
   absl::StatusOr<ModelOnDisk> disk = ModelRepository(publisher_.root()).ReadModel(model);
   if (!on_disk.ok() || !disk.ok()) {
-    Log(LogLevel::kWarning, absl::StrCat("training: not pruning ", model, ": ",
-                                         (on_disk.ok() ? disk.status() : on_disk.status()).message()));
+    Log(LogLevel::kWarning,
+        absl::StrCat("training: not pruning ", model, ": ",
+                     (on_disk.ok() ? disk.status() : on_disk.status()).message()));
     return;
   }
   std::set<int64_t> keep;
@@ -546,7 +557,8 @@ void TrainingManager::PruneVersionsLocked(const std::string& model) {
     keep.insert(serving->begin(), serving->end());
   }
   const size_t newest = static_cast<size_t>(std::max(options_.keep_versions, 1));
-  for (size_t i = on_disk->size() > newest ? on_disk->size() - newest : 0; i < on_disk->size(); ++i) {
+  for (size_t i = on_disk->size() > newest ? on_disk->size() - newest : 0; i < on_disk->size();
+       ++i) {
     keep.insert((*on_disk)[i]);
   }
   {
@@ -563,7 +575,8 @@ void TrainingManager::PruneVersionsLocked(const std::string& model) {
   for (int64_t v : *on_disk) {
     if (keep.count(v)) continue;
     if (absl::Status s = publisher_.Retire(model, v); !s.ok()) {
-      Log(LogLevel::kWarning, absl::StrCat("training: cannot prune ", model, " v", v, ": ", s.message()));
+      Log(LogLevel::kWarning,
+          absl::StrCat("training: cannot prune ", model, " v", v, ": ", s.message()));
       continue;
     }
     ++pruned;

@@ -88,7 +88,8 @@ std::string VersionPublisher::ModelPath(const std::string& model, int64_t versio
   return (fs::path(root_) / model / std::to_string(version) / "model.onnx").string();
 }
 
-absl::StatusOr<std::vector<int64_t>> VersionPublisher::VersionsOnDisk(const std::string& model) const {
+absl::StatusOr<std::vector<int64_t>> VersionPublisher::VersionsOnDisk(
+    const std::string& model) const {
   std::error_code ec;
   std::vector<int64_t> versions;
   for (const auto& entry : fs::directory_iterator(fs::path(root_) / model, ec)) {

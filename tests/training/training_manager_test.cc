@@ -15,11 +15,11 @@
 #include <set>
 #include <thread>
 
-#include "gmock/gmock.h"
-#include "gtest/gtest.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
 #include "prometheus/registry.h"
 #include "prometheus/text_serializer.h"
 #include "service/model_repository.h"
@@ -137,7 +137,8 @@ class TrainingManagerTest : public ::testing::Test {
     const std::string src = std::string(NORMSERVE_SOURCE_DIR) + "/models/repository/" + kModel;
     fs::create_directories(fs::path(repo_) / kModel / "1");
     fs::copy_file(fs::path(src) / "config.json", fs::path(repo_) / kModel / "config.json");
-    fs::copy_file(fs::path(src) / "1" / "model.onnx", fs::path(repo_) / kModel / "1" / "model.onnx");
+    fs::copy_file(fs::path(src) / "1" / "model.onnx",
+                  fs::path(repo_) / kModel / "1" / "model.onnx");
   }
 
   TrainingOptions Options() {
@@ -189,7 +190,8 @@ class TrainingManagerTest : public ::testing::Test {
     absl::StatusOr<std::vector<int64_t>> serving = server.servables().Versions(kModel);
     ASSERT_TRUE(serving.ok()) << when;
     for (int64_t v : *serving) {
-      EXPECT_TRUE(fs::exists(fs::path(repo_) / kModel / std::to_string(v) / "model.onnx")) << when << " v" << v;
+      EXPECT_TRUE(fs::exists(fs::path(repo_) / kModel / std::to_string(v) / "model.onnx"))
+          << when << " v" << v;
     }
   }
 
@@ -209,10 +211,12 @@ class TrainingManagerTest : public ::testing::Test {
 
 // Every step of every transition, as an injected error and as a crash, then a restart.
 TEST_F(TrainingManagerTest, FaultAtEveryStepKeepsStateConsistentAcrossRestart) {
-  const std::vector<std::string> steps = {
-      "start.staging_created", "start.staged",     "start.renamed",      "accumulate.logged",
-      "rebase.replayed",       "rebase.manifest_written", "commit.published", "commit.manifest_written",
-      "abort.begin",           "abort.renamed",    "prune.retired"};
+  const std::vector<std::string> steps = {"start.staging_created", "start.staged",
+                                          "start.renamed",         "accumulate.logged",
+                                          "rebase.replayed",       "rebase.manifest_written",
+                                          "commit.published",      "commit.manifest_written",
+                                          "abort.begin",           "abort.renamed",
+                                          "prune.retired"};
   for (bool crash : {false, true}) {
     for (const std::string& step : steps) {
       const std::string when = absl::StrCat(crash ? "crash" : "error", " at ", step);
@@ -301,8 +305,12 @@ TEST_F(TrainingManagerTest, FaultAtEveryStepKeepsStateConsistentAcrossRestart) {
       if (absl::StartsWith(step, "rebase.")) {
         const int64_t base = a->base_version;
         EXPECT_TRUE(base == 1 || base == 2) << base;
-        if (step == "rebase.manifest_written") { EXPECT_EQ(base, 2); }
-        if (step == "rebase.replayed") { EXPECT_EQ(base, 1); }
+        if (step == "rebase.manifest_written") {
+          EXPECT_EQ(base, 2);
+        }
+        if (step == "rebase.replayed") {
+          EXPECT_EQ(base, 1);
+        }
         EXPECT_TRUE(server->training().Report("a", false).ok());
       }
       if (step == "prune.retired") {
@@ -319,7 +327,9 @@ TEST_F(TrainingManagerTest, FaultAtEveryStepKeepsStateConsistentAcrossRestart) {
           EXPECT_TRUE(server->training().StartSession(kModel, 0, {}, "c").ok());
         }
         // Before the rename nothing of "c" may survive; after it a whole session may.
-        if (step != "start.renamed") { EXPECT_EQ(c, nullptr); }
+        if (step != "start.renamed") {
+          EXPECT_EQ(c, nullptr);
+        }
       }
     }
   }
@@ -340,7 +350,8 @@ TEST_F(TrainingManagerTest, ConcurrentCallsOnOneSessionKeepTableDiskAndRestartCo
     std::atomic<int> internal{0}, outside{0};
     std::mutex failures_mu;
     std::vector<std::string> failures;
-    auto check = [&](const char* op, const absl::Status& s, std::initializer_list<absl::StatusCode> allowed) {
+    auto check = [&](const char* op, const absl::Status& s,
+                     std::initializer_list<absl::StatusCode> allowed) {
       if (s.ok()) return;
       if (std::find(allowed.begin(), allowed.end(), s.code()) != allowed.end()) return;
       (s.code() == absl::StatusCode::kInternal ? internal : outside)++;
@@ -363,9 +374,11 @@ TEST_F(TrainingManagerTest, ConcurrentCallsOnOneSessionKeepTableDiskAndRestartCo
               break;
             case 1:
             case 2:
-              check("Accumulate",
-                    t.Accumulate(id, absl::StrCat("t", th, "_", i), absl::MakeConstSpan(&r.tensor, 1)).status(),
-                    {C::kNotFound, C::kFailedPrecondition, C::kResourceExhausted});
+              check(
+                  "Accumulate",
+                  t.Accumulate(id, absl::StrCat("t", th, "_", i), absl::MakeConstSpan(&r.tensor, 1))
+                      .status(),
+                  {C::kNotFound, C::kFailedPrecondition, C::kResourceExhausted});
               break;
             case 3:
               check("Report", t.Report(id, false).status(), {C::kNotFound});
@@ -381,7 +394,9 @@ TEST_F(TrainingManagerTest, ConcurrentCallsOnOneSessionKeepTableDiskAndRestartCo
               break;
             case 7: {
               absl::StatusOr<std::vector<int64_t>> v = server->servables().Versions(kModel);
-              if (v.ok()) check("Rollback", t.Rollback(kModel, v->front()).status(), {C::kNotFound});
+              if (v.ok()) {
+                check("Rollback", t.Rollback(kModel, v->front()).status(), {C::kNotFound});
+              }
               break;
             }
           }
@@ -457,7 +472,8 @@ TEST_F(TrainingManagerTest, AbortRacingRebaseLeavesNothingBehind) {
       EXPECT_TRUE(t.List().empty());
     }
   }
-  std::cout << "Rebase before Abort " << rebased << ", after " << not_found << " of " << kRounds << "\n";
+  std::cout << "Rebase before Abort " << rebased << ", after " << not_found << " of " << kRounds
+            << "\n";
   std::unique_ptr<Server> server = Start();
   EXPECT_TRUE(server->training().List().empty());
   EXPECT_TRUE(server->training().StartSession(kModel, 0, {}, "r").ok());
@@ -496,8 +512,9 @@ TEST_F(TrainingManagerTest, RetentionKeepsNewestServingAndSessionBases) {
   for (const auto& e : fs::recursive_directory_iterator(fs::path(repo_) / kModel)) {
     if (e.is_regular_file()) bytes += static_cast<int64_t>(e.file_size());
   }
-  EXPECT_THAT(server->MetricsText(),
-              HasSubstr(absl::StrCat("normserve_repository_disk_bytes{model=\"fashion_bn_cnn\"} ", bytes)));
+  EXPECT_THAT(
+      server->MetricsText(),
+      HasSubstr(absl::StrCat("normserve_repository_disk_bytes{model=\"fashion_bn_cnn\"} ", bytes)));
   // Once the pin goes, the next publication prunes v1.
   ASSERT_TRUE(t.Abort("pinned").ok());
   ASSERT_TRUE(t.Rollback(kModel, 13).ok());
@@ -510,7 +527,8 @@ TEST_F(TrainingManagerTest, RetentionKeepsNewestServingAndSessionBases) {
 TEST_F(TrainingManagerTest, ManifestOnlyDirectoryFromOldAbortIsNotResurrected) {
   {
     std::unique_ptr<Server> server = Start();
-    for (const char* id : {"s1", "s2", "s3", "s4"}) ASSERT_TRUE(server->training().StartSession(kModel, 0, {}, id).ok());
+    for (const char* id : {"s1", "s2", "s3", "s4"})
+      ASSERT_TRUE(server->training().StartSession(kModel, 0, {}, id).ok());
   }
   for (const char* id : {"s2", "s3", "s4"}) fs::remove(fs::path(state_) / id / "samples.wal");
   std::unique_ptr<Server> server = Start();
