@@ -68,6 +68,9 @@ ABSL_FLAG(double, training_max_relative_sem, 0.1,
 ABSL_FLAG(int64_t, training_max_samples, 4096,
           "Default and largest number of samples a session keeps for its exact commit.");
 ABSL_FLAG(int, training_max_sessions, 16, "Most training sessions open at once.");
+ABSL_FLAG(int, training_keep_versions, 5,
+          "Published versions kept per model besides those serving or a session is based on; "
+          "older ones are pruned after each commit or rollback.");
 ABSL_FLAG(int64_t, training_commit_cache_mb, 512,
           "MiB of activations a commit keeps between its layer-wise waves (all samples, "
           "float32; peak up to twice this). 0: replay every wave from the input (slow).");
@@ -115,6 +118,7 @@ void TrainingFromFlags(bool plaintext, normserve::ServerOptions* o, std::vector<
   t.max_relative_sem = absl::GetFlag(FLAGS_training_max_relative_sem);
   t.max_samples = absl::GetFlag(FLAGS_training_max_samples);
   t.max_sessions = absl::GetFlag(FLAGS_training_max_sessions);
+  t.keep_versions = absl::GetFlag(FLAGS_training_keep_versions);
   const int64_t cache_mb = absl::GetFlag(FLAGS_training_commit_cache_mb);
   Check(cache_mb >= 0 && cache_mb <= (int64_t{1} << 30),
         absl::StrCat("--training_commit_cache_mb=", cache_mb, " is outside [0, 2^30]"), errors);
@@ -137,6 +141,9 @@ void TrainingFromFlags(bool plaintext, normserve::ServerOptions* o, std::vector<
         errors);
   Check(t.max_sessions >= 1,
         absl::StrCat("--training_max_sessions=", t.max_sessions, " must be >= 1"), errors);
+  Check(t.keep_versions >= 1 && t.keep_versions <= 1000000,
+        absl::StrCat("--training_keep_versions=", t.keep_versions, " is outside [1, 1000000]"),
+        errors);
   Check(live >= 0 && live <= 1, absl::StrCat("--live_drift_fraction=", live, " is outside [0, 1]"),
         errors);
   if (o->training_port < 0) return;

@@ -4,7 +4,10 @@
 
 #include <unistd.h>
 
+#include <cerrno>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <limits>
 #include <sstream>
@@ -48,6 +51,11 @@ std::string FormatDouble(double v) {
 }
 
 }  // namespace
+
+absl::Status FaultPoint(const FaultHook& hook, absl::string_view step) {
+  if (!hook) return absl::OkStatus();
+  return hook(step);
+}
 
 std::string SerializeManifest(const SessionConfig& c) {
   return absl::StrCat("id=", c.id, "\nmodel=", c.model, "\nbase_version=", c.base_version,
@@ -148,7 +156,12 @@ std::string GateFailures(const SessionSummary& summary) {
 }
 
 Session::Session(SessionConfig config, std::string dir, SessionEnv env)
-    : id_(config.id), model_(config.model), dir_(std::move(dir)), env_(env), config_(std::move(config)) {}
+    : id_(config.id),
+      model_(config.model),
+      dir_(std::move(dir)),
+      env_(std::move(env)),
+      config_(config),
+      base_version_(config.base_version) {}
 
 absl::StatusOr<std::shared_ptr<const Session::Base>> Session::MakeBase(
     std::shared_ptr<const Model> model, const SessionEnv& env, uint64_t generation) {
@@ -175,10 +188,12 @@ absl::StatusOr<std::shared_ptr<const Session::Base>> Session::MakeBase(
   return std::shared_ptr<const Base>(std::move(base));
 }
 
-absl::StatusOr<std::shared_ptr<Session>> Session::Create(SessionConfig config, std::string dir,
-                                                         std::shared_ptr<const Model> base,
-                                                         SessionEnv env) {
+absl::StatusOr<std::shared_ptr<Session>> Session::Create(
+    SessionConfig config, std::string dir, std::shared_ptr<const Model> base, SessionEnv env,
+    const std::function<absl::Status()>& materialize) {
+  // Compile before anything reaches the disk: a plan that fails leaves no directory.
   ASSIGN_OR_RETURN(std::shared_ptr<const Base> b, MakeBase(std::move(base), env, 1));
+  if (materialize) RETURN_IF_ERROR(materialize());
   std::shared_ptr<Session> s(new Session(std::move(config), std::move(dir), env));
   ASSIGN_OR_RETURN(std::unique_ptr<SampleLog> log, SampleLog::Open(s->dir_ + "/" + kLogFile));
   RETURN_IF_ERROR(FsyncDirectory(s->dir_));
@@ -214,7 +229,9 @@ absl::StatusOr<std::shared_ptr<Session>> Session::Recover(SessionConfig config, 
       rec.corrupt_reason = absl::StrCat("record \"", r.request_id, "\" has no usable input");
       break;
     }
-    s->request_ids_.insert(r.request_id);
+    // A record appended twice (durable, then the call failed before acknowledging and
+    // the client retried) counts once: exactly-once holds across restarts too.
+    if (!s->request_ids_.insert(r.request_id).second) continue;
     s->requests_accepted_ += r.inputs[0].shape[0];
     s->samples_.push_back(std::move(r.inputs[0]));
   }
@@ -223,7 +240,7 @@ absl::StatusOr<std::shared_ptr<Session>> Session::Recover(SessionConfig config, 
     Log(LogLevel::kError, absl::StrCat("training session ", s->id_, ": sample log is corrupt: ",
                                        s->corrupt_, "; the session refuses Accumulate and Commit"));
   }
-  RETURN_IF_ERROR(s->RebuildLiveLocked());
+  ASSIGN_OR_RETURN(s->live_, s->ReplayLocked(*s->base_));
   s->ExportMetricsLocked();
   return s;
 }
@@ -290,21 +307,27 @@ void Session::MergeLocked(const Moments& moments) {
   }
 }
 
-absl::Status Session::RebuildLiveLocked() {
-  live_.clear();
-  for (const BnLayerInfo& l : base_->model->bn_layers()) live_.emplace_back(l.channels);
+absl::StatusOr<std::vector<LayerAccumulator>> Session::ReplayLocked(const Base& base) {
+  std::vector<LayerAccumulator> live;
+  for (const BnLayerInfo& l : base.model->bn_layers()) live.emplace_back(l.channels);
   for (const Tensor& t : samples_) {
-    absl::StatusOr<Moments> m = ComputeMoments(*base_, absl::MakeConstSpan(&t, 1));
+    absl::StatusOr<Moments> m = ComputeMoments(base, absl::MakeConstSpan(&t, 1));
     if (!m.ok()) {
       return absl::DataLossError(absl::StrCat("session ", id_, ": a kept sample cannot be replayed: ",
                                               m.status().message()));
     }
-    MergeLocked(*m);
+    for (size_t i = 0; i < m->per_layer.size(); ++i) {
+      // Checked finite with the right channel count: Add cannot refuse here.
+      for (const ChannelMoments& cm : m->per_layer[i]) live[i].Add(cm).IgnoreError();
+    }
   }
-  return absl::OkStatus();
+  return live;
 }
 
 absl::Status Session::UsableLocked() const {
+  if (aborted_) {
+    return absl::NotFoundError(absl::StrCat("training session \"", id_, "\" was aborted"));
+  }
   if (!corrupt_.empty()) {
     return absl::DataLossError(absl::StrCat("session ", id_, ": sample log ", corrupt_,
                                             "; nothing after it is used; Abort the session"));
@@ -385,6 +408,8 @@ absl::StatusOr<AccumulateOutcome> Session::Accumulate(const std::string& request
       return absl::UnavailableError(absl::StrCat("sample not durable, not applied (retry with the same request_id): ",
                                                  s.message()));
     }
+    // Durable but unacknowledged here: recovery applies it, a retry is a duplicate.
+    RETURN_IF_ERROR(FaultPoint(env_.fault_hook, "accumulate.logged"));
     MergeLocked(*moments);
     request_ids_.insert(request_id);
     samples_.push_back(std::move(record.inputs[0]));
@@ -434,7 +459,7 @@ absl::StatusOr<SessionSummary> Session::ExactSummaryLocked() const {
 }
 
 void Session::ExportMetricsLocked() const {
-  if (env_.metrics == nullptr || config_.state != "open") return;
+  if (env_.metrics == nullptr || config_.state != "open" || aborted_) return;
   const SessionSummary s = LiveSummaryLocked();
   std::vector<LayerQuality> q;
   for (const LayerSummary& l : s.layers) {
@@ -446,6 +471,7 @@ void Session::ExportMetricsLocked() const {
 
 absl::StatusOr<SessionSummary> Session::Report(bool exact) {
   absl::MutexLock lock(&mu_);
+  if (aborted_) return UsableLocked();
   if (exact) {
     if (!corrupt_.empty()) return UsableLocked();
     return ExactSummaryLocked();
@@ -471,6 +497,11 @@ absl::StatusOr<SessionSummary> Session::Commit(
   config_ = next;
   summary.config = next;
   log_.reset();
+  // The version is published: a failure from here on is not the caller's (logged only).
+  if (absl::Status s = FaultPoint(env_.fault_hook, "commit.manifest_written"); !s.ok()) {
+    Log(LogLevel::kError, absl::StrCat("training session ", id_, ": ", s.message()));
+    return summary;
+  }
   std::error_code ec;
   fs::remove(fs::path(dir_) / kLogFile, ec);
   samples_.clear();
@@ -489,13 +520,48 @@ absl::Status Session::Rebase(int64_t version, std::shared_ptr<const Model> base)
         "session ", id_, ": version ", version, " has a different input or BN layers than version ",
         config_.base_version, "; start a new session"));
   }
+  // Everything that can fail runs before the manifest moves: the replay on the new base
+  // first, so a sample it cannot take leaves the session on its old base.
+  ASSIGN_OR_RETURN(std::vector<LayerAccumulator> live, ReplayLocked(*b));
+  RETURN_IF_ERROR(FaultPoint(env_.fault_hook, "rebase.replayed"));
   SessionConfig next = config_;
   next.base_version = version;
+  // The commit point: once renamed, a restart replays the log on `version`.
   RETURN_IF_ERROR(WriteFileAtomically(dir_ + "/" + kManifestFile, SerializeManifest(next)));
   config_ = next;
   base_ = std::move(b);
-  RETURN_IF_ERROR(RebuildLiveLocked());
+  live_ = std::move(live);
+  base_version_.store(version, std::memory_order_release);
   ExportMetricsLocked();
+  // Past the commit point a failure is logged, never answered: the rebase happened.
+  if (absl::Status s = FaultPoint(env_.fault_hook, "rebase.manifest_written"); !s.ok()) {
+    Log(LogLevel::kError, absl::StrCat("training session ", id_, ": ", s.message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Session::Abort(const std::string& tombstone) {
+  absl::MutexLock lock(&mu_);
+  if (aborted_) return UsableLocked();
+  RETURN_IF_ERROR(FaultPoint(env_.fault_hook, "abort.begin"));
+  // The commit point is the rename: after it the directory name is one recovery deletes,
+  // before it the session is intact. Nothing writes into the directory afterwards:
+  // every writer holds mu_ and checks aborted_ first.
+  if (::rename(dir_.c_str(), tombstone.c_str()) != 0) {
+    return absl::InternalError(absl::StrCat("session ", id_, ": cannot rename its state ", dir_,
+                                            " to ", tombstone, ": ", std::strerror(errno)));
+  }
+  aborted_ = true;
+  log_.reset();
+  samples_.clear();
+  samples_.shrink_to_fit();
+  // Past the commit point a failure is logged, never answered: the abort happened.
+  absl::Status s = FaultPoint(env_.fault_hook, "abort.renamed");
+  // Durable abort: without the fsync a power loss could bring the directory name back.
+  if (s.ok()) s = FsyncDirectory(fs::path(dir_).parent_path().string());
+  if (!s.ok()) {
+    Log(LogLevel::kError, absl::StrCat("training session ", id_, " aborted: ", s.message()));
+  }
   return absl::OkStatus();
 }
 

@@ -5,6 +5,7 @@
 #ifndef NORMSERVE_SERVICE_TRAINING_SESSION_H_
 #define NORMSERVE_SERVICE_TRAINING_SESSION_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -15,6 +16,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 #include "kernels/engine.h"
@@ -83,19 +85,33 @@ struct AccumulateOutcome {
   int64_t requests_accepted = 0;
 };
 
+// Test-only fault injection: called with the name of each durable step of a state
+// transition ("rebase.manifest_written", ...; docs/training.md lists them) right after
+// the step. A non-OK answer fails the transition there, as an I/O error would; a hook
+// that throws stops it dead, as a crash would (the test then recovers the state dir).
+using FaultHook = std::function<absl::Status(absl::string_view step)>;
+absl::Status FaultPoint(const FaultHook& hook, absl::string_view step);
+
 struct SessionEnv {
   int intra_op_threads = 1;
   int64_t max_batch = 64;
   int64_t commit_cache_bytes = int64_t{512} << 20;  // CalibrationOptions::max_cached_bytes
   TrainingMetrics* metrics = nullptr;  // may be null
+  FaultHook fault_hook;                // empty outside tests
 };
 
+// Life cycle, all transitions under the session's mutex: open -> committed (Commit),
+// open|committed -> aborted (Abort; terminal). Every call observes the state it runs in:
+// on an aborted session every call answers NOT_FOUND, on a committed one Accumulate,
+// Commit and Rebase answer FAILED_PRECONDITION. The directory is only ever written under
+// the mutex by a call that checked the state, so nothing writes into it once aborted.
 class Session {
  public:
-  // A new session on `base` (already compiled with all BN layers observed), whose durable
-  // state lives in `dir` (created by the caller, manifest written).
+  // A new session on `base`: compiles the observed plan first, then runs `materialize`
+  // (which makes `dir` exist whole; empty: the caller made it), then opens the log.
   static absl::StatusOr<std::shared_ptr<Session>> Create(
-      SessionConfig config, std::string dir, std::shared_ptr<const Model> base, SessionEnv env);
+      SessionConfig config, std::string dir, std::shared_ptr<const Model> base, SessionEnv env,
+      const std::function<absl::Status()>& materialize = {});
   // Rebuilds a session from `dir`: replays the sample log through `base`. A torn tail is
   // truncated and counted; a corrupt record marks the session corrupt (DATA_LOSS on use).
   static absl::StatusOr<std::shared_ptr<Session>> Recover(
@@ -121,9 +137,20 @@ class Session {
       const std::function<absl::StatusOr<int64_t>(const SessionConfig&, SessionSummary&)>& publish)
       ABSL_LOCKS_EXCLUDED(mu_);
 
-  // Moves the session onto `base` at `version`: recomputes the live statistics from the
-  // kept samples and rewrites the manifest.
+  // Moves the session onto `base` at `version`: replays the kept samples on it, then
+  // rewrites the manifest (temp + fsync + rename), then swaps the in-memory state; a
+  // failure before the rename leaves the session on its old base, on disk and in memory.
   absl::Status Rebase(int64_t version, std::shared_ptr<const Model> base) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Terminal: renames the directory to `tombstone` (one atomic step: a crash leaves the
+  // session whole or gone) and marks the session aborted. NOT_FOUND if already aborted.
+  // On a failed rename nothing changed and the session stays usable. The caller deletes
+  // the tombstone.
+  absl::Status Abort(const std::string& tombstone) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // The version the session is based on; lock-free (the retention policy reads it while
+  // a long Report may hold the session's lock). Changes only under the publish lock.
+  int64_t base_version() const { return base_version_.load(std::memory_order_acquire); }
 
   SessionConfig config() const ABSL_LOCKS_EXCLUDED(mu_);
   int64_t requests_accepted() const ABSL_LOCKS_EXCLUDED(mu_);
@@ -148,7 +175,9 @@ class Session {
   // Runs the observed plan on `inputs`; NOT finite moments are an error.
   absl::StatusOr<Moments> ComputeMoments(const Base& base, absl::Span<const Tensor> inputs);
   void MergeLocked(const Moments& moments) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status RebuildLiveLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The live accumulators of every kept sample replayed through `base`.
+  absl::StatusOr<std::vector<LayerAccumulator>> ReplayLocked(const Base& base)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   SessionSummary LiveSummaryLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<SessionSummary> ExactSummaryLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ExportMetricsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -172,6 +201,8 @@ class Session {
   int64_t requests_refused_ ABSL_GUARDED_BY(mu_) = 0;
   // Set by recovery on a checksum mismatch: "<file> at offset N: reason".
   std::string corrupt_ ABSL_GUARDED_BY(mu_);
+  bool aborted_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<int64_t> base_version_{0};  // mirrors config_.base_version
 
   // Execution contexts of the current base's observed plan, reused across calls.
   absl::Mutex pool_mu_;

@@ -1,22 +1,37 @@
-// Sessions table, recovery, commit/rollback publication.
+// Sessions table, recovery, commit/rollback publication, version retention.
 #include "service/training/training_manager.h"
 
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
 #include <sstream>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "kernels/status_macros.h"
 #include "service/log.h"
+#include "service/model_repository.h"
 
 namespace normserve {
 namespace fs = std::filesystem;
 namespace {
 
 constexpr char kManifestFile[] = "manifest";
+constexpr char kLogFile[] = "samples.wal";
+// Dot-names of the state directory (session ids cannot start with a dot): a session
+// being created, and one aborted whose tree is not deleted yet.
+constexpr char kStagingTag[] = ".creating.";
+constexpr char kTombstoneTag[] = ".aborted.";
+
+std::string RandomTag() {
+  std::random_device rd;
+  return absl::StrFormat("%08x%08x", rd(), rd());
+}
 
 bool ValidSessionId(const std::string& id) {
   if (id.empty() || id.size() > 64) return false;
@@ -54,7 +69,17 @@ SessionEnv TrainingManager::Env() const {
   env.max_batch = options_.max_batch;
   env.commit_cache_bytes = options_.commit_cache_bytes;
   env.metrics = metrics_;
+  env.fault_hook = options_.fault_hook;
   return env;
+}
+
+std::string TrainingManager::TombstonePath(const std::string& id) const {
+  return (fs::path(options_.state_dir) / absl::StrCat(".", id, kTombstoneTag, RandomTag()))
+      .string();
+}
+
+void TrainingManager::UpdateDiskMetric(const std::string& model) {
+  if (metrics_ != nullptr) metrics_->SetRepositoryDiskBytes(model, publisher_.DiskBytes(model));
 }
 
 absl::StatusOr<int64_t> TrainingManager::LatestServing(const std::string& model) {
@@ -102,11 +127,32 @@ absl::Status TrainingManager::Recover() {
       }
     }
   }
-  std::vector<fs::path> dirs;
+  for (const ModelStatusInfo& info : manager_->List()) {
+    if (const int n = publisher_.RemoveLeftovers(info.name); n > 0) {
+      Log(LogLevel::kWarning, absl::StrCat("model ", info.name, ": deleted ", n,
+                                           " leftovers of an interrupted publication or prune"));
+    }
+    UpdateDiskMetric(info.name);
+  }
+  std::vector<fs::path> dirs, leftovers;
   for (const auto& entry : fs::directory_iterator(options_.state_dir, ec)) {
-    if (entry.is_directory() && entry.path().filename().string()[0] != '.') dirs.push_back(entry.path());
+    const std::string name = entry.path().filename().string();
+    if (name[0] == '.') {
+      // Staging of an unfinished start, or tombstone of an abort past its rename.
+      if (absl::StrContains(name, kStagingTag) || absl::StrContains(name, kTombstoneTag)) {
+        leftovers.push_back(entry.path());
+      }
+      continue;
+    }
+    if (entry.is_directory()) dirs.push_back(entry.path());
+  }
+  for (const fs::path& p : leftovers) {
+    fs::remove_all(p, ec);
+    Log(LogLevel::kInfo,
+        absl::StrCat("training state: deleted ", p.string(), " (interrupted start or abort)"));
   }
   std::sort(dirs.begin(), dirs.end());
+  int restored_open = 0;
   for (const fs::path& dir : dirs) {
     const std::string manifest_path = (dir / kManifestFile).string();
     absl::StatusOr<std::string> text = ReadSmallFile(manifest_path);
@@ -117,9 +163,31 @@ absl::Status TrainingManager::Recover() {
                                          config.status().message(), " (left on disk)"));
       continue;
     }
+    if (config->id != dir.filename().string()) {
+      Log(LogLevel::kError,
+          absl::StrCat("training state ", dir.string(), ": manifest names session \"",
+                       config->id.substr(0, 64), "\" (left on disk)"));
+      continue;
+    }
     if (config->state != "open") {
+      // A commit interrupted between its manifest and deleting the log: finish it.
+      fs::remove(dir / kLogFile, ec);
       absl::MutexLock lock(&mu_);
       committed_[config->id] = SessionListing{config->id, config->model, config->base_version, 0, config->state};
+      continue;
+    }
+    if (!fs::exists(dir / kLogFile)) {
+      // Every open session has its log from its start (it is staged with it); an open
+      // manifest without one is what an abort racing a manifest rewrite left before
+      // aborts became a rename: the session was aborted, never bring it back.
+      const std::string tombstone = TombstonePath(config->id);
+      if (::rename(dir.c_str(), tombstone.c_str()) == 0) {
+        (void)FsyncDirectory(options_.state_dir);
+        fs::remove_all(tombstone, ec);
+        Log(LogLevel::kWarning, absl::StrCat("training session ", config->id,
+                                             ": open manifest without a sample log (an interrupted "
+                                             "abort); deleted"));
+      }
       continue;
     }
     absl::StatusOr<std::shared_ptr<const Model>> base = LoadBase(config->model, config->base_version);
@@ -138,7 +206,14 @@ absl::Status TrainingManager::Recover() {
       absl::MutexLock lock(&mu_);
       sessions_[config->id] = *session;
     }
+    ++restored_open;
     UpdateSessionGauge(config->model);
+  }
+  if (restored_open > options_.max_sessions) {
+    Log(LogLevel::kWarning,
+        absl::StrCat("training: recovered ", restored_open, " open sessions, more than ",
+                     "--training_max_sessions=", options_.max_sessions,
+                     "; StartSession is refused until some are committed or aborted"));
   }
   return absl::OkStatus();
 }
@@ -185,38 +260,68 @@ absl::StatusOr<StartedSession> TrainingManager::StartSession(const std::string& 
   {
     absl::MutexLock lock(&mu_);
     if (sessions_.count(config.id) || committed_.count(config.id) || reserved_.count(config.id) ||
-        fs::exists(dir)) {
+        aborting_.count(config.id) || fs::exists(dir)) {
       return absl::AlreadyExistsError(absl::StrCat("training session \"", config.id, "\" exists"));
     }
-    int open = 0;
-    for (const auto& [id, s] : sessions_) open += s->open() ? 1 : 0;
-    if (open + static_cast<int>(reserved_.size()) >= options_.max_sessions) {
+    // sessions_ holds exactly the open sessions (a commit moves its session out), those
+    // restored at start-up included; an abort frees its slot once its rename is done.
+    if (static_cast<int>(sessions_.size() + reserved_.size() + aborting_.size()) >=
+        options_.max_sessions) {
       if (metrics_ != nullptr) metrics_->Refused(config.model, TrainingMetrics::Refusal::kLimit);
       return absl::ResourceExhaustedError(absl::StrCat(
           "at most --training_max_sessions=", options_.max_sessions,
           " training sessions may be open; commit or abort one first"));
     }
-    reserved_[config.id] = config.model;
+    reserved_[config.id] = {config.model, config.base_version};
   }
-  auto create = [&]() -> absl::StatusOr<std::shared_ptr<Session>> {
+  // The directory appears whole or not at all: built under a dot-name recovery deletes,
+  // then renamed to the id (the commit point of a start).
+  const std::string staging =
+      (fs::path(options_.state_dir) / absl::StrCat(".", config.id, kStagingTag, RandomTag()))
+          .string();
+  bool renamed = false;
+  auto materialize = [&]() -> absl::Status {
+    // Pinned by reserved_ from here on; a prune that ran before we pinned it may have
+    // retired it (it had stopped serving and was past --training_keep_versions).
+    if (!fs::exists(publisher_.ModelPath(config.model, config.base_version))) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("model ", config.model, " v", config.base_version,
+                       " was retired meanwhile; start on a newer version"));
+    }
     std::error_code ec;
-    fs::create_directories(dir, ec);
-    if (ec) return absl::InternalError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
-    RETURN_IF_ERROR(WriteFileAtomically(dir + "/" + kManifestFile, SerializeManifest(config)));
+    fs::create_directories(staging, ec);
+    if (ec) return absl::InternalError(absl::StrCat("cannot create ", staging, ": ", ec.message()));
+    RETURN_IF_ERROR(FaultPoint(options_.fault_hook, "start.staging_created"));
+    RETURN_IF_ERROR(WriteFileAtomically(staging + "/" + kManifestFile, SerializeManifest(config)));
+    ASSIGN_OR_RETURN(std::unique_ptr<SampleLog> log, SampleLog::Open(staging + "/" + kLogFile));
+    log.reset();
+    RETURN_IF_ERROR(FsyncDirectory(staging));
+    RETURN_IF_ERROR(FaultPoint(options_.fault_hook, "start.staged"));
+    if (::rename(staging.c_str(), dir.c_str()) != 0) {
+      return absl::InternalError(
+          absl::StrCat("cannot rename ", staging, " to ", dir, ": ", std::strerror(errno)));
+    }
+    renamed = true;
     RETURN_IF_ERROR(FsyncDirectory(options_.state_dir));
-    return Session::Create(config, dir, servable->compiled->model_ptr(), Env());
+    return FaultPoint(options_.fault_hook, "start.renamed");
   };
-  absl::StatusOr<std::shared_ptr<Session>> session = create();
+  absl::StatusOr<std::shared_ptr<Session>> session =
+      Session::Create(config, dir, servable->compiled->model_ptr(), Env(), materialize);
+  if (!session.ok()) {
+    std::error_code ec;
+    if (renamed) {
+      const std::string tombstone = TombstonePath(config.id);
+      if (::rename(dir.c_str(), tombstone.c_str()) == 0) fs::remove_all(tombstone, ec);
+    } else {
+      fs::remove_all(staging, ec);
+    }
+  }
   {
     absl::MutexLock lock(&mu_);
     reserved_.erase(config.id);
     if (session.ok()) sessions_[config.id] = *session;
   }
-  if (!session.ok()) {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-    return session.status();
-  }
+  if (!session.ok()) return session.status();
   UpdateSessionGauge(config.model);
   if (metrics_ != nullptr) {
     int undefined = 0;
@@ -290,6 +395,9 @@ absl::StatusOr<SessionSummary> TrainingManager::Commit(const std::string& sessio
     publish_mu_.AssertHeld();  // taken above; runs under Session::Commit's lock too
     ASSIGN_OR_RETURN(int64_t version, PublishLocked(model, onnx));
     result = TrainingMetrics::CommitResult::kPublished;
+    // Published but the session not yet marked: a restart finds it open on a stale base,
+    // so a second Commit is refused and the version is published once.
+    RETURN_IF_ERROR(FaultPoint(options_.fault_hook, "commit.published"));
     return version;
   };
   // Cheap stale check first, so a stale session does not pay for the replay.
@@ -305,13 +413,22 @@ absl::StatusOr<SessionSummary> TrainingManager::Commit(const std::string& sessio
   }
   absl::StatusOr<SessionSummary> summary = session->Commit(publish);
   if (metrics_ != nullptr) metrics_->Commit(model, result);
-  if (!summary.ok()) return summary.status();
+  if (!summary.ok()) {
+    if (result == TrainingMetrics::CommitResult::kPublished) PruneVersionsLocked(model);
+    return summary.status();
+  }
   {
     absl::MutexLock lock(&mu_);
-    sessions_.erase(session_id);
-    committed_[session_id] = SessionListing{session_id, model, summary->config.base_version,
-                                            summary->requests_accepted, "committed"};
+    // An Abort that ran after the commit took the session out of the table already:
+    // it is gone, not committed.
+    auto it = sessions_.find(session_id);
+    if (it != sessions_.end() && it->second == session) {
+      sessions_.erase(it);
+      committed_[session_id] = SessionListing{session_id, model, summary->config.base_version,
+                                              summary->requests_accepted, "committed"};
+    }
   }
+  PruneVersionsLocked(model);  // after the table update: the session no longer pins its base
   if (metrics_ != nullptr) metrics_->RemoveSession(model, session_id);
   UpdateSessionGauge(model);
   return summary;
@@ -319,23 +436,59 @@ absl::StatusOr<SessionSummary> TrainingManager::Commit(const std::string& sessio
 
 absl::Status TrainingManager::Abort(const std::string& session_id) {
   std::shared_ptr<Session> session;
+  SessionListing committed;
   {
     absl::MutexLock lock(&mu_);
     auto it = sessions_.find(session_id);
     if (it != sessions_.end()) {
       session = it->second;
       sessions_.erase(it);
-    } else if (committed_.erase(session_id) == 0) {
+    } else if (auto c = committed_.find(session_id); c != committed_.end()) {
+      committed = c->second;
+      committed_.erase(c);
+    } else {
       return absl::NotFoundError(absl::StrCat("no training session \"", session_id, "\""));
     }
+    // Until the directory is renamed away the id is neither listed nor startable.
+    aborting_.insert(session_id);
   }
+  const std::string dir = (fs::path(options_.state_dir) / session_id).string();
+  const std::string tombstone = TombstonePath(session_id);
+  absl::Status status;
+  if (session != nullptr) {
+    // Waits for a call in progress on the session (Rebase, Commit, Accumulate) and
+    // turns every later one into NOT_FOUND.
+    status = session->Abort(tombstone);
+  } else {
+    status = FaultPoint(options_.fault_hook, "abort.begin");
+    if (status.ok() && ::rename(dir.c_str(), tombstone.c_str()) != 0) {
+      status =
+          absl::InternalError(absl::StrCat("session ", session_id, ": cannot rename its state ",
+                                           dir, " to ", tombstone, ": ", std::strerror(errno)));
+    }
+    if (status.ok()) {
+      absl::Status s = FaultPoint(options_.fault_hook, "abort.renamed");
+      if (s.ok()) s = FsyncDirectory(options_.state_dir);
+      if (!s.ok()) {
+        Log(LogLevel::kError,
+            absl::StrCat("training session ", session_id, " aborted: ", s.message()));
+      }
+    }
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    aborting_.erase(session_id);
+    if (!status.ok()) {  // nothing changed: the session is back as it was
+      if (session != nullptr) {
+        sessions_[session_id] = session;
+      } else {
+        committed_[session_id] = committed;
+      }
+    }
+  }
+  if (!status.ok()) return status;
   std::error_code ec;
-  fs::remove_all(fs::path(options_.state_dir) / session_id, ec);
-  if (ec) {
-    return absl::InternalError(absl::StrCat("session ", session_id, ": cannot remove its state: ",
-                                            ec.message()));
-  }
-  (void)FsyncDirectory(options_.state_dir);
+  fs::remove_all(tombstone, ec);  // what is left is deleted by the next start-up
   if (session != nullptr) {
     if (metrics_ != nullptr) metrics_->RemoveSession(session->model(), session_id);
     UpdateSessionGauge(session->model());
@@ -378,7 +531,62 @@ absl::StatusOr<int64_t> TrainingManager::Rollback(const std::string& model, int6
   RETURN_IF_ERROR(Model::LoadBytes(onnx).status());
   ASSIGN_OR_RETURN(int64_t published, PublishLocked(model, onnx));
   if (metrics_ != nullptr) metrics_->Rollback(model);
+  PruneVersionsLocked(model);
   return published;
+}
+
+void TrainingManager::PruneVersionsLocked(const std::string& model) {
+  absl::StatusOr<std::vector<int64_t>> on_disk = publisher_.VersionsOnDisk(model);
+  // Versions the model's policy wants given the disk as it is: exactly what any load,
+  // ours (Reload under publish_mu_) or a concurrent poll or ReloadModel, may select.
+  // Removing versions outside it does not change it (latest N keeps the newest,
+  // specific keeps its list; under "all" it is everything, and nothing is pruned), so
+  // no load ever targets a version being retired.
+  absl::StatusOr<ModelOnDisk> disk = ModelRepository(publisher_.root()).ReadModel(model);
+  if (!on_disk.ok() || !disk.ok()) {
+    Log(LogLevel::kWarning,
+        absl::StrCat("training: not pruning ", model, ": ",
+                     (on_disk.ok() ? disk.status() : on_disk.status()).message()));
+    return;
+  }
+  std::set<int64_t> keep;
+  std::vector<int64_t> available;
+  for (const VersionOnDisk& v : disk->versions) available.push_back(v.version);
+  for (int64_t v : SelectVersions(disk->config.version_policy(), available)) keep.insert(v);
+  if (absl::StatusOr<std::vector<int64_t>> serving = manager_->Versions(model); serving.ok()) {
+    keep.insert(serving->begin(), serving->end());
+  }
+  const size_t newest = static_cast<size_t>(std::max(options_.keep_versions, 1));
+  for (size_t i = on_disk->size() > newest ? on_disk->size() - newest : 0; i < on_disk->size();
+       ++i) {
+    keep.insert((*on_disk)[i]);
+  }
+  {
+    // Every session's base (also those being started) must stay loadable for recovery.
+    absl::MutexLock lock(&mu_);
+    for (const auto& [id, s] : sessions_) {
+      if (s->model() == model) keep.insert(s->base_version());
+    }
+    for (const auto& [id, r] : reserved_) {
+      if (r.first == model) keep.insert(r.second);
+    }
+  }
+  int pruned = 0;
+  for (int64_t v : *on_disk) {
+    if (keep.count(v)) continue;
+    if (absl::Status s = publisher_.Retire(model, v); !s.ok()) {
+      Log(LogLevel::kWarning,
+          absl::StrCat("training: cannot prune ", model, " v", v, ": ", s.message()));
+      continue;
+    }
+    ++pruned;
+    if (absl::Status s = FaultPoint(options_.fault_hook, "prune.retired"); !s.ok()) break;
+  }
+  if (pruned > 0) {
+    Log(LogLevel::kInfo, absl::StrCat("training: pruned ", pruned, " old versions of ", model));
+    if (metrics_ != nullptr) metrics_->VersionsPruned(model, pruned);
+  }
+  UpdateDiskMetric(model);
 }
 
 absl::StatusOr<std::pair<int64_t, std::string>> TrainingManager::Export(const std::string& model,

@@ -7,7 +7,9 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -35,6 +37,11 @@ struct TrainingOptions {
   int intra_op_threads = 1;
   int64_t max_batch = 64;
   int64_t commit_cache_bytes = int64_t{512} << 20;  // CalibrationOptions::max_cached_bytes
+  // Retention: after each publication (commit, rollback) version directories are pruned
+  // except the versions serving or wanted by the model's version policy, the newest
+  // `keep_versions` on disk, and every session's base version.
+  int keep_versions = 5;
+  FaultHook fault_hook;  // test-only (session.h); empty in the server
 };
 
 // Per-session options as a client sends them (0: the server default).
@@ -66,9 +73,12 @@ class TrainingManager {
   TrainingManager(TrainingOptions options, std::string repository_root, ServableManager* manager,
                   TrainingMetrics* metrics);
 
-  // Creates the state directory and recovers every session in it. A session that cannot
-  // be recovered at all (bad manifest, base version gone) is logged and skipped, never
-  // deleted.
+  // Creates the state directory and recovers every session in it. Leftovers of
+  // interrupted transitions are deleted: tombstones of aborts, staging directories of
+  // starts, and open sessions without a sample log (an abort interrupted by an older
+  // server). A session that cannot be recovered otherwise (bad manifest, base version
+  // gone) is logged and skipped, never deleted. Every session restored counts against
+  // max_sessions (more than that on disk: all restored, StartSession refused until fewer).
   absl::Status Recover();
 
   absl::StatusOr<StartedSession> StartSession(const std::string& model, int64_t version,
@@ -96,6 +106,12 @@ class TrainingManager {
   // Publishes `onnx` and switches serving to it. Caller holds publish_mu_.
   absl::StatusOr<int64_t> PublishLocked(const std::string& model, const std::string& onnx)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(publish_mu_);
+  // The retention policy (see TrainingOptions::keep_versions). Under publish_mu_, which
+  // every change of serving or of a session's base holds, and never under a session lock.
+  void PruneVersionsLocked(const std::string& model) ABSL_EXCLUSIVE_LOCKS_REQUIRED(publish_mu_);
+  void UpdateDiskMetric(const std::string& model);
+  // Renames a session directory to a fresh tombstone name; returns the tombstone.
+  std::string TombstonePath(const std::string& id) const;
   void UpdateSessionGauge(const std::string& model) ABSL_LOCKS_EXCLUDED(mu_);
   SessionEnv Env() const;
 
@@ -112,8 +128,11 @@ class TrainingManager {
   std::map<std::string, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
   // Sessions committed (open ones are in sessions_ too until committed).
   std::map<std::string, SessionListing> committed_ ABSL_GUARDED_BY(mu_);
-  // Ids being created (counted against the limit while their plan compiles).
-  std::map<std::string, std::string> reserved_ ABSL_GUARDED_BY(mu_);
+  // Ids being created (counted against the limit while their plan compiles), with the
+  // model and base version they pin against pruning.
+  std::map<std::string, std::pair<std::string, int64_t>> reserved_ ABSL_GUARDED_BY(mu_);
+  // Ids whose directory is being renamed away by Abort: neither listed nor startable.
+  std::set<std::string> aborting_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace normserve

@@ -79,6 +79,11 @@ TrainingMetrics::TrainingMetrics(std::shared_ptr<prometheus::Registry> registry)
                              "Latest serving version of the model.")),
       last_commit_(Gauge(*registry_, "normserve_training_last_commit_timestamp_seconds",
                          "Unix time of the last published commit or rollback.")),
+      repository_disk_bytes_(Gauge(*registry_, "normserve_repository_disk_bytes",
+                                   "Bytes of files under the model's repository directory, "
+                                   "measured after each publication and prune.")),
+      versions_pruned_(Counter(*registry_, "normserve_training_versions_pruned_total",
+                               "Version directories removed by the retention policy.")),
       torn_tails_(Counter(*registry_, "normserve_training_wal_torn_tails_total",
                           "Session logs whose incomplete last record was truncated at recovery.")
                       .Add({})),
@@ -168,6 +173,14 @@ void TrainingMetrics::SetServingVersion(const std::string& model, int64_t versio
 
 void TrainingMetrics::SetLastCommitNow(const std::string& model) {
   last_commit_.Add({{"model", model}}).Set(absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch()));
+}
+
+void TrainingMetrics::SetRepositoryDiskBytes(const std::string& model, int64_t bytes) {
+  repository_disk_bytes_.Add({{"model", model}}).Set(static_cast<double>(bytes));
+}
+
+void TrainingMetrics::VersionsPruned(const std::string& model, int n) {
+  versions_pruned_.Add({{"model", model}}).Increment(n);
 }
 
 void TrainingMetrics::WalTornTail() { torn_tails_.Increment(); }

@@ -59,6 +59,9 @@ class TrainingMetrics {
   void Rollback(const std::string& model);
   void SetServingVersion(const std::string& model, int64_t version);
   void SetLastCommitNow(const std::string& model);
+  // Bytes of regular files under <repository>/<model>/ (every version, config, leftovers).
+  void SetRepositoryDiskBytes(const std::string& model, int64_t bytes);
+  void VersionsPruned(const std::string& model, int n);
   void WalTornTail();
   void WalFsyncFailure();
 
@@ -88,6 +91,8 @@ class TrainingMetrics {
   prometheus::Family<prometheus::Counter>& rollbacks_;
   prometheus::Family<prometheus::Gauge>& serving_version_;
   prometheus::Family<prometheus::Gauge>& last_commit_;
+  prometheus::Family<prometheus::Gauge>& repository_disk_bytes_;
+  prometheus::Family<prometheus::Counter>& versions_pruned_;
   prometheus::Counter& torn_tails_;
   prometheus::Counter& fsync_failures_;
   prometheus::Family<prometheus::Gauge>& live_mean_;

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -11,6 +12,7 @@
 #include <random>
 #include <sstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
@@ -44,6 +46,10 @@ absl::Status WriteAndFsync(const std::string& path, absl::string_view contents) 
   if (::close(fd) != 0) return Errno("cannot close", path);
   return absl::OkStatus();
 }
+
+// Dot-names: ModelRepository only takes positive-integer directory names.
+constexpr char kPublishPrefix[] = ".publish.";
+constexpr char kRetiredPrefix[] = ".retired.";
 
 std::string RandomSuffix() {
   std::random_device rd;
@@ -82,20 +88,66 @@ std::string VersionPublisher::ModelPath(const std::string& model, int64_t versio
   return (fs::path(root_) / model / std::to_string(version) / "model.onnx").string();
 }
 
-absl::StatusOr<int64_t> VersionPublisher::LatestOnDisk(const std::string& model) const {
+absl::StatusOr<std::vector<int64_t>> VersionPublisher::VersionsOnDisk(
+    const std::string& model) const {
   std::error_code ec;
-  int64_t latest = 0;
+  std::vector<int64_t> versions;
   for (const auto& entry : fs::directory_iterator(fs::path(root_) / model, ec)) {
     int64_t v = 0;
     if (!absl::SimpleAtoi(entry.path().filename().string(), &v) || v <= 0) continue;
-    if (fs::exists(entry.path() / "model.onnx")) latest = std::max(latest, v);
+    if (fs::exists(entry.path() / "model.onnx")) versions.push_back(v);
   }
   if (ec) {
     return absl::NotFoundError(absl::StrCat("model \"", model, "\": cannot list ",
                                             (fs::path(root_) / model).string(), ": ",
                                             ec.message()));
   }
-  return latest;
+  std::sort(versions.begin(), versions.end());
+  return versions;
+}
+
+absl::StatusOr<int64_t> VersionPublisher::LatestOnDisk(const std::string& model) const {
+  absl::StatusOr<std::vector<int64_t>> versions = VersionsOnDisk(model);
+  if (!versions.ok()) return versions.status();
+  return versions->empty() ? 0 : versions->back();
+}
+
+absl::Status VersionPublisher::Retire(const std::string& model, int64_t version) const {
+  const fs::path model_dir = fs::path(root_) / model;
+  const fs::path dir = model_dir / std::to_string(version);
+  const fs::path tombstone = model_dir / absl::StrCat(kRetiredPrefix, version, ".", RandomSuffix());
+  if (::rename(dir.c_str(), tombstone.c_str()) != 0) return Errno("cannot retire", dir.string());
+  if (absl::Status s = FsyncDirectory(model_dir.string()); !s.ok()) return s;
+  std::error_code ec;
+  fs::remove_all(tombstone, ec);  // a leftover is deleted by RemoveLeftovers at start-up
+  return absl::OkStatus();
+}
+
+int VersionPublisher::RemoveLeftovers(const std::string& model) const {
+  std::error_code ec;
+  std::vector<fs::path> leftovers;
+  for (const auto& entry : fs::directory_iterator(fs::path(root_) / model, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (absl::StartsWith(name, kRetiredPrefix) || absl::StartsWith(name, kPublishPrefix)) {
+      leftovers.push_back(entry.path());
+    }
+  }
+  for (const fs::path& p : leftovers) fs::remove_all(p, ec);
+  return static_cast<int>(leftovers.size());
+}
+
+int64_t VersionPublisher::DiskBytes(const std::string& model) const {
+  std::error_code ec;
+  int64_t bytes = 0;
+  fs::recursive_directory_iterator it(fs::path(root_) / model, ec), end;
+  for (; !ec && it != end; it.increment(ec)) {
+    std::error_code size_ec;
+    if (it->is_regular_file(size_ec) && !it->is_symlink(size_ec)) {
+      const uintmax_t n = it->file_size(size_ec);
+      if (!size_ec) bytes += static_cast<int64_t>(n);
+    }
+  }
+  return bytes;
 }
 
 absl::StatusOr<std::string> VersionPublisher::ReadVersion(const std::string& model,
@@ -121,8 +173,7 @@ absl::StatusOr<int64_t> VersionPublisher::Publish(const std::string& model,
   }
   const int64_t next = latest + 1;
   const fs::path model_dir = fs::path(root_) / model;
-  // A leading dot: ModelRepository only takes positive-integer directory names.
-  const fs::path tmp_dir = model_dir / absl::StrCat(".publish.", next, ".", RandomSuffix());
+  const fs::path tmp_dir = model_dir / absl::StrCat(kPublishPrefix, next, ".", RandomSuffix());
   std::error_code ec;
   fs::create_directories(tmp_dir, ec);
   if (ec) return absl::InternalError(absl::StrCat("cannot create ", tmp_dir.string(), ": ", ec.message()));

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -23,6 +24,8 @@ class VersionPublisher {
  public:
   explicit VersionPublisher(std::string repository_root) : root_(std::move(repository_root)) {}
 
+  const std::string& root() const { return root_; }
+
   // Highest numbered version directory of `model` holding a model.onnx (0 if none).
   absl::StatusOr<int64_t> LatestOnDisk(const std::string& model) const;
   // <repo>/<model>/<version>/model.onnx
@@ -33,6 +36,19 @@ class VersionPublisher {
   // Publishes `onnx` as version LatestOnDisk + 1 and returns its number. Callers
   // serialise publications of one model (TrainingManager holds its publish lock).
   absl::StatusOr<int64_t> Publish(const std::string& model, absl::string_view onnx) const;
+
+  // Numbered version directories of `model` holding a model.onnx, ascending.
+  absl::StatusOr<std::vector<int64_t>> VersionsOnDisk(const std::string& model) const;
+  // Retires a version in one atomic step: renames <model>/<version> to a dot-name the
+  // repository scanner ignores (so no load can start on it afterwards), fsyncs the
+  // model directory, then deletes the renamed tree. A crash leaves the version whole
+  // or a leftover that RemoveLeftovers deletes.
+  absl::Status Retire(const std::string& model, int64_t version) const;
+  // Deletes what an interrupted Publish or Retire left in <model>/ (dot-directories
+  // named by this class); returns how many.
+  int RemoveLeftovers(const std::string& model) const;
+  // Bytes of the regular files under <repo>/<model>/ (symlinks not followed).
+  int64_t DiskBytes(const std::string& model) const;
 
  private:
   std::string root_;
