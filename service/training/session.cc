@@ -170,7 +170,12 @@ absl::StatusOr<std::shared_ptr<const Session::Base>> Session::MakeBase(
                                                  model->inputs().size(), " inputs"));
   }
   if (model->bn_layers().empty()) {
-    return absl::FailedPreconditionError("the model has no BatchNormalization layer to train");
+    // The usual cause: torch.onnx.export's default training=TrainingMode.EVAL folds every
+    // BatchNorm into the preceding convolution, leaving no statistics to recalibrate.
+    return absl::FailedPreconditionError(
+        "the model has no BatchNormalization layer to train; a PyTorch export with "
+        "training=torch.onnx.TrainingMode.EVAL (the default) folds them into the convolutions: "
+        "export with training=torch.onnx.TrainingMode.PRESERVE and the model in eval mode");
   }
   auto base = std::make_shared<Base>();
   base->model = model;

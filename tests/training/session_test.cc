@@ -211,6 +211,23 @@ TEST_F(SessionTest, ConcurrentAccumulationMatchesOneThreadAndTwoPassReference) {
   }
 }
 
+// Issue 8 item 6: a torch.onnx.export with the default training=EVAL folds every BN into
+// its convolution; the refusal says how to export instead. (gn_small has no BN either.)
+TEST_F(SessionTest, AModelWithoutBatchNormIsRefusedWithHowToExport) {
+  auto gn = Model::LoadFile(std::string(NORMSERVE_SOURCE_DIR) + "/models/repository/gn_small/1/model.onnx");
+  ASSERT_TRUE(gn.ok()) << gn.status();
+  ASSERT_TRUE((*gn)->bn_layers().empty());
+  const std::string d = dir_.path() + "/nobn";
+  fs::create_directories(d);
+  SessionEnv env;
+  env.metrics = metrics_.get();
+  auto s = Session::Create(Config("nobn"), d, *gn, env);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(s.status().message()),
+              ::testing::HasSubstr("export with training=torch.onnx.TrainingMode.PRESERVE"));
+}
+
 TEST_F(SessionTest, RetriedRequestIdIsCountedOnce) {
   auto s = NewSession("dup");
   const std::vector<Tensor> samples = Samples(2, 1, 1);
