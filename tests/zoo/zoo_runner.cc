@@ -92,6 +92,10 @@ int Main(int argc, char** argv) {
   if (!model.ok()) return refuse_all("load_refused", MillisSince(start), model.status().ToString());
   CompileOptions options;
   options.intra_op_threads = 2;
+  // Direct convolutions: kAuto times both algorithms per layer at compile, which makes the
+  // result depend on the machine's load and costs seconds a model; Winograd's parity is
+  // parity_test's job, the zoo's is operator coverage.
+  options.conv_algorithm = ConvAlgorithm::kDirect;
   auto compiled = CompiledModel::Compile(*model, options);
   const double compile_ms = MillisSince(start);
   if (!compiled.ok()) return refuse_all("compile_refused", compile_ms, compiled.status().ToString());
