@@ -4,7 +4,6 @@
 #include "kernels/specialize.h"
 
 #include <algorithm>
-#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -107,11 +106,8 @@ class Specializer {
       return absl::OkStatus();
     }
     if (AllConst(n)) {
-      ASSIGN_OR_RETURN(std::optional<ConstTensor> folded, FoldConstantNode(n, ctx));
-      if (folded.has_value()) {
-        out_->consts[n.outputs[0]] = std::move(*folded);
-        return absl::OkStatus();
-      }
+      ASSIGN_OR_RETURN(out_->consts[n.outputs[0]], FoldConstantNode(n, ctx));
+      return absl::OkStatus();
     }
     const OpFunctions* op = FindOp(n.op);
     if (op == nullptr || op->infer == nullptr) return NodeError(n, "operator is not supported on runtime tensors");
