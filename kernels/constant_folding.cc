@@ -30,22 +30,28 @@ bool IsInt(const ConstTensor& t) { return t.type == ElementType::kInt64; }
 
 // An empty tensor of `shape` with `like`'s element type, after the shape passed the limit.
 absl::StatusOr<ConstTensor> Empty(const Node& n, ElementType type, Shape shape) {
-  RETURN_IF_ERROR(CheckTensorShape(absl::StrCat("node \"", n.name, "\" (", n.op, ") output"), shape));
+  RETURN_IF_ERROR(
+      CheckTensorShape(absl::StrCat("node \"", n.name, "\" (", n.op, ") output"), shape));
   ConstTensor r;
   r.type = type;
   r.shape = std::move(shape);
-  if (r.type == ElementType::kInt64) r.ints.reserve(Numel(r.shape));
-  else r.floats.reserve(Numel(r.shape));
+  if (r.type == ElementType::kInt64)
+    r.ints.reserve(Numel(r.shape));
+  else
+    r.floats.reserve(Numel(r.shape));
   return r;
 }
 
 void Push(ConstTensor& r, const ConstTensor& src, int64_t i) {
-  if (IsInt(r)) r.ints.push_back(src.AsInt(i));
-  else r.floats.push_back(static_cast<float>(src.AsDouble(i)));
+  if (IsInt(r))
+    r.ints.push_back(src.AsInt(i));
+  else
+    r.floats.push_back(static_cast<float>(src.AsDouble(i)));
 }
 
 // Flat index into `in` of output element `flat` under numpy broadcasting to `out`.
-int64_t BroadcastIndex(const Shape& out, const std::vector<int64_t>& out_strides, const Shape& in, int64_t flat) {
+int64_t BroadcastIndex(const Shape& out, const std::vector<int64_t>& out_strides, const Shape& in,
+                       int64_t flat) {
   const size_t off = out.size() - in.size();
   int64_t idx = 0, stride = 1;
   for (int k = static_cast<int>(in.size()) - 1; k >= 0; --k) {
@@ -85,11 +91,15 @@ absl::StatusOr<ConstTensor> FoldCast(const Node& n, const ShapeContext& ctx) {
   ASSIGN_OR_RETURN(const ConstTensor* a, In(n, ctx, 0));
   const int64_t to = n.IntAttr("to", 1);
   const bool to_float = to == 1 || to == 10 || to == 11 || to == 16;
-  ASSIGN_OR_RETURN(ConstTensor r, Empty(n, to_float ? ElementType::kFloat32 : ElementType::kInt64, a->shape));
+  ASSIGN_OR_RETURN(ConstTensor r,
+                   Empty(n, to_float ? ElementType::kFloat32 : ElementType::kInt64, a->shape));
   for (int64_t i = 0; i < a->size(); ++i) {
-    if (to_float) r.floats.push_back(static_cast<float>(a->AsDouble(i)));
-    else if (to == 9) r.ints.push_back(a->AsDouble(i) != 0 ? 1 : 0);  // bool
-    else r.ints.push_back(a->AsInt(i));
+    if (to_float)
+      r.floats.push_back(static_cast<float>(a->AsDouble(i)));
+    else if (to == 9)
+      r.ints.push_back(a->AsDouble(i) != 0 ? 1 : 0);  // bool
+    else
+      r.ints.push_back(a->AsInt(i));
   }
   return r;
 }
@@ -102,10 +112,11 @@ absl::StatusOr<ConstTensor> FoldElementwise(const Node& n, const ShapeContext& c
     in.push_back(t);
   }
   const std::string& op = n.op;
-  const size_t arity = op == "Where" ? 3 : (op == "Sqrt" || op == "Reciprocal" || op == "Neg" || op == "Exp" ||
-                                            op == "Abs" || op == "Relu" || op == "Sigmoid")
-                                               ? 1
-                                               : 2;
+  const size_t arity = op == "Where" ? 3
+                       : (op == "Sqrt" || op == "Reciprocal" || op == "Neg" || op == "Exp" ||
+                          op == "Abs" || op == "Relu" || op == "Sigmoid")
+                           ? 1
+                           : 2;
   if (in.size() != arity) return NodeError(n, absl::StrCat("expected ", arity, " inputs"));
   Shape out = in[0]->shape;
   for (size_t i = 1; i < in.size(); ++i) {
@@ -113,11 +124,14 @@ absl::StatusOr<ConstTensor> FoldElementwise(const Node& n, const ShapeContext& c
     if (!s.ok()) return NodeError(n, std::string(s.status().message()));
     out = *s;
   }
-  const bool ints = op == "Where" ? IsInt(*in[1]) && IsInt(*in[2])
-                    : op == "Equal" ? true
-                                    : std::all_of(in.begin(), in.end(), [](const ConstTensor* t) { return IsInt(*t); }) &&
-                                          op != "Sqrt" && op != "Reciprocal" && op != "Exp" && op != "Sigmoid";
-  ASSIGN_OR_RETURN(ConstTensor r, Empty(n, ints ? ElementType::kInt64 : ElementType::kFloat32, out));
+  const bool ints =
+      op == "Where" ? IsInt(*in[1]) && IsInt(*in[2])
+      : op == "Equal"
+          ? true
+          : std::all_of(in.begin(), in.end(), [](const ConstTensor* t) { return IsInt(*t); }) &&
+                op != "Sqrt" && op != "Reciprocal" && op != "Exp" && op != "Sigmoid";
+  ASSIGN_OR_RETURN(ConstTensor r,
+                   Empty(n, ints ? ElementType::kInt64 : ElementType::kFloat32, out));
   const auto so = Strides(out);
   const int64_t total = Numel(out);
   for (int64_t i = 0; i < total; ++i) {
@@ -125,13 +139,20 @@ absl::StatusOr<ConstTensor> FoldElementwise(const Node& n, const ShapeContext& c
     if (ints && op != "Equal" && op != "Where") {
       const int64_t x = in[0]->AsInt(at(0)), y = arity > 1 ? in[1]->AsInt(at(1)) : 0;
       int64_t v = 0;
-      if (op == "Add") v = x + y;
-      else if (op == "Sub") v = x - y;
-      else if (op == "Mul") v = x * y;
-      else if (op == "Neg") v = -x;
-      else if (op == "Abs") v = x < 0 ? -x : x;
-      else if (op == "Relu") v = std::max<int64_t>(x, 0);
-      else if (op == "Pow") v = static_cast<int64_t>(std::pow(static_cast<double>(x), static_cast<double>(y)));
+      if (op == "Add")
+        v = x + y;
+      else if (op == "Sub")
+        v = x - y;
+      else if (op == "Mul")
+        v = x * y;
+      else if (op == "Neg")
+        v = -x;
+      else if (op == "Abs")
+        v = x < 0 ? -x : x;
+      else if (op == "Relu")
+        v = std::max<int64_t>(x, 0);
+      else if (op == "Pow")
+        v = static_cast<int64_t>(std::pow(static_cast<double>(x), static_cast<double>(y)));
       else {  // Div
         if (y == 0) return NodeError(n, "integer division by zero in constant folding");
         v = x / y;
@@ -149,18 +170,30 @@ absl::StatusOr<ConstTensor> FoldElementwise(const Node& n, const ShapeContext& c
       continue;
     }
     double v = 0;
-    if (op == "Add") v = x + y;
-    else if (op == "Sub") v = x - y;
-    else if (op == "Mul") v = x * y;
-    else if (op == "Div") v = x / y;
-    else if (op == "Pow") v = std::pow(x, y);
-    else if (op == "Sqrt") v = std::sqrt(x);
-    else if (op == "Reciprocal") v = 1.0 / x;
-    else if (op == "Neg") v = -x;
-    else if (op == "Exp") v = std::exp(x);
-    else if (op == "Abs") v = std::fabs(x);
-    else if (op == "Relu") v = std::max(x, 0.0);
-    else v = 1.0 / (1.0 + std::exp(-x));  // Sigmoid
+    if (op == "Add")
+      v = x + y;
+    else if (op == "Sub")
+      v = x - y;
+    else if (op == "Mul")
+      v = x * y;
+    else if (op == "Div")
+      v = x / y;
+    else if (op == "Pow")
+      v = std::pow(x, y);
+    else if (op == "Sqrt")
+      v = std::sqrt(x);
+    else if (op == "Reciprocal")
+      v = 1.0 / x;
+    else if (op == "Neg")
+      v = -x;
+    else if (op == "Exp")
+      v = std::exp(x);
+    else if (op == "Abs")
+      v = std::fabs(x);
+    else if (op == "Relu")
+      v = std::max(x, 0.0);
+    else
+      v = 1.0 / (1.0 + std::exp(-x));  // Sigmoid
     r.floats.push_back(static_cast<float>(v));
   }
   return r;
@@ -202,13 +235,16 @@ absl::StatusOr<ConstTensor> FoldConcat(const Node& n, const ShapeContext& ctx) {
     const Shape s = t->shape.empty() ? Shape{1} : t->shape;
     if (static_cast<int64_t>(s.size()) != rank) return NodeError(n, "inputs have different ranks");
     for (int64_t d = 0; d < rank; ++d) {
-      if (d != axis && s[d] != out[d]) return NodeError(n, absl::StrCat("input ", i, " shape ", ShapeToString(s), " does not match"));
+      if (d != axis && s[d] != out[d])
+        return NodeError(n,
+                         absl::StrCat("input ", i, " shape ", ShapeToString(s), " does not match"));
     }
     out[axis] += s[axis];
     all_int &= IsInt(*t);
     in.push_back(t);
   }
-  ASSIGN_OR_RETURN(ConstTensor r, Empty(n, all_int ? ElementType::kInt64 : ElementType::kFloat32, out));
+  ASSIGN_OR_RETURN(ConstTensor r,
+                   Empty(n, all_int ? ElementType::kInt64 : ElementType::kFloat32, out));
   int64_t outer = 1;
   for (int64_t d = 0; d < axis; ++d) outer *= out[d];
   for (int64_t o = 0; o < outer; ++o) {
@@ -237,7 +273,8 @@ absl::StatusOr<ConstTensor> FoldGather(const Node& n, const ShapeContext& ctx) {
     for (int64_t j = 0; j < idx->size(); ++j) {
       int64_t k = idx->AsInt(j);
       if (k < 0) k += dim;
-      if (k < 0 || k >= dim) return NodeError(n, absl::StrCat("index ", idx->AsInt(j), " out of range for dim ", dim));
+      if (k < 0 || k >= dim)
+        return NodeError(n, absl::StrCat("index ", idx->AsInt(j), " out of range for dim ", dim));
       for (int64_t i = 0; i < inner; ++i) Push(r, *a, (o * dim + k) * inner + i);
     }
   }
@@ -264,7 +301,8 @@ absl::StatusOr<ConstTensor> FoldSlice(const Node& n, const ShapeContext& ctx) {
     for (size_t i = 0; i < starts.size(); ++i) axes.push_back(i);
   }
   if (steps.empty()) steps.assign(starts.size(), 1);
-  if (ends.size() != starts.size() || axes.size() != starts.size() || steps.size() != starts.size()) {
+  if (ends.size() != starts.size() || axes.size() != starts.size() ||
+      steps.size() != starts.size()) {
     return NodeError(n, "starts, ends, axes and steps differ in length");
   }
   std::vector<int64_t> first(x.size(), 0), step(x.size(), 1);
@@ -293,7 +331,8 @@ absl::StatusOr<ConstTensor> FoldSlice(const Node& n, const ShapeContext& ctx) {
   const auto si = Strides(x), so = Strides(out);
   for (int64_t i = 0; i < Numel(out); ++i) {
     int64_t src = 0;
-    for (size_t k = 0; k < out.size(); ++k) src += (first[k] + ((i / so[k]) % out[k]) * step[k]) * si[k];
+    for (size_t k = 0; k < out.size(); ++k)
+      src += (first[k] + ((i / so[k]) % out[k]) * step[k]) * si[k];
     Push(r, *a, src);
   }
   return r;
@@ -314,10 +353,14 @@ absl::StatusOr<ConstTensor> FoldConstantOfShape(const Node& n, const ShapeContex
   ASSIGN_OR_RETURN(const ConstTensor* a, In(n, ctx, 0));
   auto it = n.attrs.find("value");
   const bool ints = it != n.attrs.end() && it->second.t.type == ElementType::kInt64;
-  ASSIGN_OR_RETURN(ConstTensor r, Empty(n, ints ? ElementType::kInt64 : ElementType::kFloat32, Ints(*a)));
+  ASSIGN_OR_RETURN(ConstTensor r,
+                   Empty(n, ints ? ElementType::kInt64 : ElementType::kFloat32, Ints(*a)));
   const int64_t count = Numel(r.shape);
-  if (ints) r.ints.assign(count, it->second.t.ints.empty() ? 0 : it->second.t.ints[0]);
-  else r.floats.assign(count, it == n.attrs.end() || it->second.t.floats.empty() ? 0.f : it->second.t.floats[0]);
+  if (ints)
+    r.ints.assign(count, it->second.t.ints.empty() ? 0 : it->second.t.ints[0]);
+  else
+    r.floats.assign(
+        count, it == n.attrs.end() || it->second.t.floats.empty() ? 0.f : it->second.t.floats[0]);
   return r;
 }
 
@@ -325,7 +368,8 @@ absl::StatusOr<ConstTensor> FoldRange(const Node& n, const ShapeContext& ctx) {
   ASSIGN_OR_RETURN(const ConstTensor* start, In(n, ctx, 0));
   ASSIGN_OR_RETURN(const ConstTensor* limit, In(n, ctx, 1));
   ASSIGN_OR_RETURN(const ConstTensor* delta, In(n, ctx, 2));
-  if (start->size() != 1 || limit->size() != 1 || delta->size() != 1) return NodeError(n, "inputs must be scalars");
+  if (start->size() != 1 || limit->size() != 1 || delta->size() != 1)
+    return NodeError(n, "inputs must be scalars");
   const double s = start->AsDouble(0), l = limit->AsDouble(0), d = delta->AsDouble(0);
   if (d == 0) return NodeError(n, "delta 0");
   const double count = std::max(std::ceil((l - s) / d), 0.0);
@@ -334,28 +378,43 @@ absl::StatusOr<ConstTensor> FoldRange(const Node& n, const ShapeContext& ctx) {
   }
   ASSIGN_OR_RETURN(ConstTensor r, Empty(n, start->type, {static_cast<int64_t>(count)}));
   for (int64_t i = 0; i < r.shape[0]; ++i) {
-    if (IsInt(r)) r.ints.push_back(start->AsInt(0) + i * delta->AsInt(0));
-    else r.floats.push_back(static_cast<float>(s + i * d));
+    if (IsInt(r))
+      r.ints.push_back(start->AsInt(0) + i * delta->AsInt(0));
+    else
+      r.floats.push_back(static_cast<float>(s + i * d));
   }
   return r;
 }
 
 const absl::flat_hash_map<std::string, FoldFunction>& FoldTable() {
   static const auto* table = new absl::flat_hash_map<std::string, FoldFunction>{
-      {"Abs", FoldElementwise},       {"Add", FoldElementwise},
-      {"Cast", FoldCast},             {"Concat", FoldConcat},
+      {"Abs", FoldElementwise},
+      {"Add", FoldElementwise},
+      {"Cast", FoldCast},
+      {"Concat", FoldConcat},
       {"ConstantOfShape", FoldConstantOfShape},
-      {"Div", FoldElementwise},       {"Dropout", FoldIdentity},
-      {"Equal", FoldElementwise},     {"Exp", FoldElementwise},
-      {"Expand", FoldExpand},         {"Flatten", FoldView},
-      {"Gather", FoldGather},         {"Identity", FoldIdentity},
-      {"Mul", FoldElementwise},       {"Neg", FoldElementwise},
-      {"Pow", FoldElementwise},       {"Range", FoldRange},
-      {"Reciprocal", FoldElementwise}, {"Relu", FoldElementwise},
-      {"Reshape", FoldView},          {"Sigmoid", FoldElementwise},
-      {"Slice", FoldSlice},           {"Sqrt", FoldElementwise},
-      {"Squeeze", FoldView},          {"Sub", FoldElementwise},
-      {"Transpose", FoldTranspose},   {"Unsqueeze", FoldView},
+      {"Div", FoldElementwise},
+      {"Dropout", FoldIdentity},
+      {"Equal", FoldElementwise},
+      {"Exp", FoldElementwise},
+      {"Expand", FoldExpand},
+      {"Flatten", FoldView},
+      {"Gather", FoldGather},
+      {"Identity", FoldIdentity},
+      {"Mul", FoldElementwise},
+      {"Neg", FoldElementwise},
+      {"Pow", FoldElementwise},
+      {"Range", FoldRange},
+      {"Reciprocal", FoldElementwise},
+      {"Relu", FoldElementwise},
+      {"Reshape", FoldView},
+      {"Sigmoid", FoldElementwise},
+      {"Slice", FoldSlice},
+      {"Sqrt", FoldElementwise},
+      {"Squeeze", FoldView},
+      {"Sub", FoldElementwise},
+      {"Transpose", FoldTranspose},
+      {"Unsqueeze", FoldView},
       {"Where", FoldElementwise},
   };
   return *table;
@@ -366,7 +425,8 @@ const absl::flat_hash_map<std::string, FoldFunction>& FoldTable() {
 absl::StatusOr<ConstTensor> FoldConstantNode(const Node& n, const ShapeContext& ctx) {
   auto it = FoldTable().find(n.op);
   if (it == FoldTable().end()) {
-    return NodeError(n, "all inputs are constants, and constant folding has no implementation of this operator");
+    return NodeError(
+        n, "all inputs are constants, and constant folding has no implementation of this operator");
   }
   return it->second(n, ctx);
 }

@@ -47,8 +47,8 @@ Attribute IntAttr(int64_t v) {
 
 // Specializes a graph with one unused runtime input and the given constant chain, and
 // returns the folded value `result`.
-absl::StatusOr<ConstTensor> Fold(absl::flat_hash_map<std::string, ConstTensor> consts, std::vector<Node> nodes,
-                                 const std::string& result) {
+absl::StatusOr<ConstTensor> Fold(absl::flat_hash_map<std::string, ConstTensor> consts,
+                                 std::vector<Node> nodes, const std::string& result) {
   Graph g;
   g.inputs.push_back(ValueSpec{"x", ElementType::kFloat32, {1}});
   g.initializers = std::move(consts);
@@ -65,7 +65,8 @@ TEST(ConstantFolding, TransposeAnyPermutation) {
   for (int i = 0; i < 2; ++i)
     for (int j = 0; j < 3; ++j)
       for (int k = 0; k < 2; ++k) w.push_back(100 * i + 10 * j + k);
-  auto r = Fold({{"w", Floats({2, 3, 2}, w)}}, {Node{"t", "Transpose", {"w"}, {"y"}, {{"perm", IntsAttr({2, 0, 1})}}}}, "y");
+  auto r = Fold({{"w", Floats({2, 3, 2}, w)}},
+                {Node{"t", "Transpose", {"w"}, {"y"}, {{"perm", IntsAttr({2, 0, 1})}}}}, "y");
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->shape, (std::vector<int64_t>{2, 2, 3}));
   EXPECT_THAT(r->floats, ElementsAre(0, 10, 20, 100, 110, 120, 1, 11, 21, 101, 111, 121));
@@ -75,8 +76,11 @@ TEST(ConstantFolding, SliceWithAxesAndNegativeSteps) {
   // w [3, 4] = 0..11; rows 2..0 step -2 (rows 2, 0), cols 1..3 step 2 (col 1, 3).
   std::vector<float> w(12);
   for (int i = 0; i < 12; ++i) w[i] = i;
-  auto r = Fold({{"w", Floats({3, 4}, w)}, {"s", Ints({2}, {1, -1})}, {"e", Ints({2}, {4, -100})},
-                 {"a", Ints({2}, {1, 0})}, {"p", Ints({2}, {2, -2})}},
+  auto r = Fold({{"w", Floats({3, 4}, w)},
+                 {"s", Ints({2}, {1, -1})},
+                 {"e", Ints({2}, {4, -100})},
+                 {"a", Ints({2}, {1, 0})},
+                 {"p", Ints({2}, {2, -2})}},
                 {Node{"sl", "Slice", {"w", "s", "e", "a", "p"}, {"y"}, {}}}, "y");
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->shape, (std::vector<int64_t>{2, 2}));
@@ -95,16 +99,20 @@ TEST(ConstantFolding, GatherAndConcatOnAnyAxis) {
 }
 
 TEST(ConstantFolding, ArithmeticWhereEqualExpandRange) {
-  auto r = Fold({{"w", Floats({3}, {4, 0.25f, 9})}, {"two", Floats({}, {2})}, {"shape", Ints({2}, {2, 3})},
-                 {"lo", Ints({}, {0})}, {"hi", Ints({}, {3})}, {"one", Ints({}, {1})}},
-                {Node{"sq", "Sqrt", {"w"}, {"sq"}, {}},              // 2, 0.5, 3
-                 Node{"rc", "Reciprocal", {"sq"}, {"rc"}, {}},       // 0.5, 2, 1/3
-                 Node{"ng", "Neg", {"rc"}, {"ng"}, {}},              // -0.5, -2, -1/3
-                 Node{"eq", "Equal", {"sq", "two"}, {"eq"}, {}},     // 1, 0, 0
-                 Node{"wh", "Where", {"eq", "ng", "sq"}, {"wh"}, {}},  // -0.5, 0.5, 3
+  auto r = Fold({{"w", Floats({3}, {4, 0.25f, 9})},
+                 {"two", Floats({}, {2})},
+                 {"shape", Ints({2}, {2, 3})},
+                 {"lo", Ints({}, {0})},
+                 {"hi", Ints({}, {3})},
+                 {"one", Ints({}, {1})}},
+                {Node{"sq", "Sqrt", {"w"}, {"sq"}, {}},                 // 2, 0.5, 3
+                 Node{"rc", "Reciprocal", {"sq"}, {"rc"}, {}},          // 0.5, 2, 1/3
+                 Node{"ng", "Neg", {"rc"}, {"ng"}, {}},                 // -0.5, -2, -1/3
+                 Node{"eq", "Equal", {"sq", "two"}, {"eq"}, {}},        // 1, 0, 0
+                 Node{"wh", "Where", {"eq", "ng", "sq"}, {"wh"}, {}},   // -0.5, 0.5, 3
                  Node{"rg", "Range", {"lo", "hi", "one"}, {"rg"}, {}},  // 0, 1, 2
                  Node{"cf", "Cast", {"rg"}, {"cf"}, {{"to", IntAttr(1)}}},
-                 Node{"ad", "Add", {"wh", "cf"}, {"ad"}, {}},         // -0.5, 1.5, 5
+                 Node{"ad", "Add", {"wh", "cf"}, {"ad"}, {}},  // -0.5, 1.5, 5
                  Node{"ex", "Expand", {"ad", "shape"}, {"y"}, {}}},
                 "y");
   ASSERT_TRUE(r.ok()) << r.status();
