@@ -23,12 +23,18 @@ constexpr size_t kAlign = 64;
 
 tag PlainTag(size_t rank) {
   switch (rank) {
-    case 1: return tag::a;
-    case 2: return tag::ab;
-    case 3: return tag::abc;
-    case 4: return tag::abcd;
-    case 5: return tag::abcde;
-    default: return tag::abcdef;
+    case 1:
+      return tag::a;
+    case 2:
+      return tag::ab;
+    case 3:
+      return tag::abc;
+    case 4:
+      return tag::abcd;
+    case 5:
+      return tag::abcde;
+    default:
+      return tag::abcdef;
   }
 }
 
@@ -36,17 +42,23 @@ tag PlainTag(size_t rank) {
 
 tag ChannelsLastTag(size_t rank) {
   switch (rank) {
-    case 3: return tag::acb;
-    case 4: return tag::acdb;
-    default: return tag::acdeb;
+    case 3:
+      return tag::acb;
+    case 4:
+      return tag::acdb;
+    default:
+      return tag::acdeb;
   }
 }
 
 tag BlockedTag(size_t rank) {
   switch (rank) {
-    case 3: return tag::aBc16b;
-    case 4: return tag::aBcd16b;
-    default: return tag::aBcde16b;
+    case 3:
+      return tag::aBc16b;
+    case 4:
+      return tag::aBcd16b;
+    default:
+      return tag::aBcde16b;
   }
 }
 
@@ -68,15 +80,21 @@ dims PadRank(const dims& d, size_t rank) {
 std::string PostOpsText(const FusedNode& f) {
   if (f.post_ops.empty()) return "";
   std::vector<std::string> parts;
-  for (const auto& p : f.post_ops) parts.push_back(p.sum ? "sum" : dnnl_alg_kind2str(static_cast<dnnl_alg_kind_t>(p.act.alg)));
+  for (const auto& p : f.post_ops)
+    parts.push_back(p.sum ? "sum" : dnnl_alg_kind2str(static_cast<dnnl_alg_kind_t>(p.act.alg)));
   return absl::StrCat(" +", absl::StrJoin(parts, "+"));
 }
 
 bool FusedRelu(const FusedNode& f) { return f.post_ops.size() == 1 && !f.post_ops[0].sum; }
 
-LoweringContext::LoweringContext(const SpecializedGraph& graph, const CompileOptions& options, int64_t opset,
-                                 Plan* plan, const absl::flat_hash_set<std::string>* winograd_convs)
-    : g_(graph), options_(options), opset_(opset), plan_(plan), winograd_convs_(winograd_convs),
+LoweringContext::LoweringContext(const SpecializedGraph& graph, const CompileOptions& options,
+                                 int64_t opset, Plan* plan,
+                                 const absl::flat_hash_set<std::string>* winograd_convs)
+    : g_(graph),
+      options_(options),
+      opset_(opset),
+      plan_(plan),
+      winograd_convs_(winograd_convs),
       stream_(CpuEngine()) {}
 
 void LoweringContext::Begin(const std::vector<FusedNode>& nodes) {
@@ -113,7 +131,8 @@ void LoweringContext::Define(const std::string& name, const Val& v) {
 absl::StatusOr<Val> LoweringContext::Get(const std::string& name) {
   if (pending_inputs_.contains(name)) return InLayout(name, Plain(DimsOf(name)));
   auto it = vals_.find(name);
-  if (it == vals_.end()) return absl::InvalidArgumentError(absl::StrCat("value \"", name, "\" is not a runtime tensor"));
+  if (it == vals_.end())
+    return absl::InvalidArgumentError(absl::StrCat("value \"", name, "\" is not a runtime tensor"));
   return it->second;
 }
 
@@ -130,7 +149,8 @@ bool LoweringContext::DiesHere(const std::string& name, const Val& v) {
 int LoweringContext::Const(const std::vector<float>& data, const dims& d, const md& want) {
   const md plain = Plain(d);
   dnnl::memory src(plain, CpuEngine());
-  std::memcpy(src.get_data_handle(), data.data(), std::min(plain.get_size(), data.size() * sizeof(float)));
+  std::memcpy(src.get_data_handle(), data.data(),
+              std::min(plain.get_size(), data.size() * sizeof(float)));
   dnnl::memory stored = src;
   if (want != plain) {
     stored = dnnl::memory(want, CpuEngine());
@@ -147,34 +167,41 @@ dnnl::primitive_attr LoweringContext::Attr(const std::vector<PostOp>& post) {
   if (!post.empty()) {
     dnnl::post_ops po;
     for (const auto& p : post) {
-      if (p.sum) po.append_sum(1.f);
-      else po.append_eltwise(1.f, p.act.alg, p.act.alpha, p.act.beta);
+      if (p.sum)
+        po.append_sum(1.f);
+      else
+        po.append_eltwise(1.f, p.act.alg, p.act.alpha, p.act.beta);
     }
     attr.set_post_ops(po);
   }
   return attr;
 }
 
-void LoweringContext::AddStep(const std::string& what, const dnnl::primitive_desc_base& pd, dnnl::primitive prim,
-                              std::vector<std::pair<int, int>> args) {
+void LoweringContext::AddStep(const std::string& what, const dnnl::primitive_desc_base& pd,
+                              dnnl::primitive prim, std::vector<std::pair<int, int>> args) {
   const size_t scratch = pd.scratchpad_desc().get_size();
   if (scratch > 0) {
     plan_->scratchpad_bytes = std::max(plan_->scratchpad_bytes, scratch);
     args.push_back({DNNL_ARG_SCRATCHPAD, scratch_ref_});
   }
-  plan_->steps.push_back({absl::StrCat(what, " [", pd.impl_info_str(), "]"), std::move(prim), nullptr, std::move(args)});
+  plan_->steps.push_back({absl::StrCat(what, " [", pd.impl_info_str(), "]"), std::move(prim),
+                          nullptr, std::move(args)});
 }
 
 absl::Status LoweringContext::AddReorder(int src_ref, const Val& dst, const std::string& what) {
   const md& src_md = plan_->memrefs[src_ref].md;
   dnnl::reorder::primitive_desc pd(CpuEngine(), src_md, CpuEngine(), dst.desc, Attr());
-  AddStep(absl::StrCat("reorder ", what), pd, dnnl::reorder(pd), {{DNNL_ARG_FROM, src_ref}, {DNNL_ARG_TO, Ref(dst)}});
+  AddStep(absl::StrCat("reorder ", what), pd, dnnl::reorder(pd),
+          {{DNNL_ARG_FROM, src_ref}, {DNNL_ARG_TO, Ref(dst)}});
   return absl::OkStatus();
 }
 
-absl::StatusOr<Val> LoweringContext::OutputTo(int dst_ref, const Val& src, const std::string& what) {
-  dnnl::reorder::primitive_desc pd(CpuEngine(), src.desc, CpuEngine(), plan_->memrefs[dst_ref].md, Attr());
-  AddStep(absl::StrCat("reorder ", what), pd, dnnl::reorder(pd), {{DNNL_ARG_FROM, Ref(src)}, {DNNL_ARG_TO, dst_ref}});
+absl::StatusOr<Val> LoweringContext::OutputTo(int dst_ref, const Val& src,
+                                              const std::string& what) {
+  dnnl::reorder::primitive_desc pd(CpuEngine(), src.desc, CpuEngine(), plan_->memrefs[dst_ref].md,
+                                   Attr());
+  AddStep(absl::StrCat("reorder ", what), pd, dnnl::reorder(pd),
+          {{DNNL_ARG_FROM, Ref(src)}, {DNNL_ARG_TO, dst_ref}});
   return src;
 }
 
@@ -199,13 +226,16 @@ absl::StatusOr<Val> LoweringContext::InLayout(const std::string& name, const md&
   return dst;
 }
 
-absl::StatusOr<Val> LoweringContext::Eltwise(const std::string& name, const Val& src, const Activation& a) {
+absl::StatusOr<Val> LoweringContext::Eltwise(const std::string& name, const Val& src,
+                                             const Activation& a) {
   using EW = dnnl::eltwise_forward;
-  EW::primitive_desc pd(EW::desc(dnnl::prop_kind::forward_inference, a.alg, src.desc, a.alpha, a.beta), Attr(),
-                        CpuEngine());
+  EW::primitive_desc pd(
+      EW::desc(dnnl::prop_kind::forward_inference, a.alg, src.desc, a.alpha, a.beta), Attr(),
+      CpuEngine());
   Val dst = NewVal(pd.dst_desc());
-  AddStep(absl::StrCat("eltwise ", name, " ", dnnl_alg_kind2str(static_cast<dnnl_alg_kind_t>(a.alg))), pd, EW(pd),
-          {{DNNL_ARG_SRC, Ref(src)}, {DNNL_ARG_DST, Ref(dst)}});
+  AddStep(
+      absl::StrCat("eltwise ", name, " ", dnnl_alg_kind2str(static_cast<dnnl_alg_kind_t>(a.alg))),
+      pd, EW(pd), {{DNNL_ARG_SRC, Ref(src)}, {DNNL_ARG_DST, Ref(dst)}});
   return dst;
 }
 
@@ -216,10 +246,12 @@ absl::Status LoweringContext::Finish(bool with_outputs) {
     for (size_t i = 0; i < g_.outputs.size(); ++i) {
       ASSIGN_OR_RETURN(Val v, Get(g_.outputs[i].name));
       const int ref = AddRef({Kind::kOutput, static_cast<int>(i), Plain(g_.outputs[i].shape)});
-      RETURN_IF_ERROR(OutputTo(ref, v, absl::StrCat("output \"", g_.outputs[i].name, "\"")).status());
+      RETURN_IF_ERROR(
+          OutputTo(ref, v, absl::StrCat("output \"", g_.outputs[i].name, "\"")).status());
     }
   }
-  plan_->memrefs[scratch_ref_].md = md({static_cast<int64_t>(std::max<size_t>(plan_->scratchpad_bytes, 1))}, dt::u8, tag::a);
+  plan_->memrefs[scratch_ref_].md =
+      md({static_cast<int64_t>(std::max<size_t>(plan_->scratchpad_bytes, 1))}, dt::u8, tag::a);
   AssignOffsets();
   plan_->const_bytes = 0;
   for (const dnnl::memory& m : plan_->consts) plan_->const_bytes += m.get_desc().get_size();

@@ -42,8 +42,8 @@ struct Val {
 
 class LoweringContext {
  public:
-  LoweringContext(const SpecializedGraph& graph, const CompileOptions& options, int64_t opset, Plan* plan,
-                  const absl::flat_hash_set<std::string>* winograd_convs);
+  LoweringContext(const SpecializedGraph& graph, const CompileOptions& options, int64_t opset,
+                  Plan* plan, const absl::flat_hash_set<std::string>* winograd_convs);
 
   // --- Driven by BuildPlan ---
   // Records last uses and registers the graph inputs (materialized on first use).
@@ -73,7 +73,9 @@ class LoweringContext {
   absl::StatusOr<Val> Get(const std::string& name);
   // The value in layout `want`: reordered once at its first such use, then reused.
   absl::StatusOr<Val> InLayout(const std::string& name, const dnnl::memory::desc& want);
-  absl::StatusOr<Val> PlainVal(const std::string& name) { return InLayout(name, Plain(DimsOf(name))); }
+  absl::StatusOr<Val> PlainVal(const std::string& name) {
+    return InLayout(name, Plain(DimsOf(name)));
+  }
   // True when the value is a graph input not yet materialized or was produced plain.
   bool IsPlainOrPending(const std::string& name) const;
   // True when `v` (the value `name`) is read for the last time by the current node, is its
@@ -86,8 +88,11 @@ class LoweringContext {
   int Ref(const Val& v) { return AddRef({MemRef::Kind::kArena, v.buffer, v.desc}); }
   int AddRef(MemRef r);
   // A constant in layout `want` (reordered once, here at compile time) / plain.
-  int Const(const std::vector<float>& data, const dnnl::memory::dims& d, const dnnl::memory::desc& want);
-  int ConstPlain(const std::vector<float>& data, const dnnl::memory::dims& d) { return Const(data, d, Plain(d)); }
+  int Const(const std::vector<float>& data, const dnnl::memory::dims& d,
+            const dnnl::memory::desc& want);
+  int ConstPlain(const std::vector<float>& data, const dnnl::memory::dims& d) {
+    return Const(data, d, Plain(d));
+  }
 
   // Attributes every primitive gets (user scratchpad) plus `post` as oneDNN post-ops.
   dnnl::primitive_attr Attr(const std::vector<PostOp>& post = {});

@@ -28,7 +28,8 @@ absl::Status Guard(const Node& n, F&& f) {
   try {
     absl::Status s = f();
     if (!s.ok() && !absl::StrContains(s.message(), n.name)) {
-      return absl::Status(s.code(), absl::StrCat("node \"", n.name, "\" (", n.op, "): ", s.message()));
+      return absl::Status(s.code(),
+                          absl::StrCat("node \"", n.name, "\" (", n.op, "): ", s.message()));
     }
     return s;
   } catch (const dnnl::error& e) {
@@ -37,8 +38,9 @@ absl::Status Guard(const Node& n, F&& f) {
   }
 }
 
-absl::Status Lower(const std::vector<FusedNode>& nodes, const absl::flat_hash_set<std::string>& observed,
-                   const CompileOptions& options, LoweringContext& ctx) {
+absl::Status Lower(const std::vector<FusedNode>& nodes,
+                   const absl::flat_hash_set<std::string>& observed, const CompileOptions& options,
+                   LoweringContext& ctx) {
   ctx.Begin(nodes);
   size_t observed_left = observed.size();
   for (size_t i = 0; i < nodes.size(); ++i) {
@@ -51,21 +53,26 @@ absl::Status Lower(const std::vector<FusedNode>& nodes, const absl::flat_hash_se
     const OpFunctions* op = FindOp(f.node.op);
     const OpLowering lower = op != nullptr ? op->lower : nullptr;
     RETURN_IF_ERROR(Guard(f.node, [&] {
-      return lower != nullptr ? lower(f, ctx) : absl::InvalidArgumentError("operator is not supported by the planner");
+      return lower != nullptr
+                 ? lower(f, ctx)
+                 : absl::InvalidArgumentError("operator is not supported by the planner");
     }));
   }
   return ctx.Finish(true);
 }
 
 absl::StatusOr<std::shared_ptr<const Plan>> BuildPlanOrThrow(
-    const Model& model, const std::vector<std::vector<int64_t>>& input_shapes, const CompileOptions& options,
-    const absl::flat_hash_set<std::string>* winograd_convs) {
+    const Model& model, const std::vector<std::vector<int64_t>>& input_shapes,
+    const CompileOptions& options, const absl::flat_hash_set<std::string>* winograd_convs) {
   ASSIGN_OR_RETURN(SpecializedGraph g, Specialize(model.graph(), input_shapes));
-  absl::flat_hash_set<std::string> observed(options.observed_bn_layers.begin(), options.observed_bn_layers.end());
+  absl::flat_hash_set<std::string> observed(options.observed_bn_layers.begin(),
+                                            options.observed_bn_layers.end());
   for (const auto& name : observed) {
     bool found = false;
     for (const auto& l : model.bn_layers()) found |= l.name == name;
-    if (!found) return absl::NotFoundError(absl::StrCat("observed BN layer \"", name, "\" not found in the model"));
+    if (!found)
+      return absl::NotFoundError(
+          absl::StrCat("observed BN layer \"", name, "\" not found in the model"));
   }
   if (options.fold_batch_norm) RETURN_IF_ERROR(FoldBatchNorms(&g, observed));
   FuseGroupNorms(&g);
@@ -79,10 +86,9 @@ absl::StatusOr<std::shared_ptr<const Plan>> BuildPlanOrThrow(
 
 }  // namespace
 
-absl::StatusOr<std::shared_ptr<const Plan>> BuildPlan(const Model& model,
-                                                      const std::vector<std::vector<int64_t>>& input_shapes,
-                                                      const CompileOptions& options,
-                                                      const absl::flat_hash_set<std::string>* winograd_convs) {
+absl::StatusOr<std::shared_ptr<const Plan>> BuildPlan(
+    const Model& model, const std::vector<std::vector<int64_t>>& input_shapes,
+    const CompileOptions& options, const absl::flat_hash_set<std::string>* winograd_convs) {
   // The one boundary for compile-time oneDNN exceptions: per-node ones are named by Guard;
   // this catches the rest (input and output reorders, constant reorders outside a node).
   try {

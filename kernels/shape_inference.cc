@@ -36,7 +36,8 @@ absl::StatusOr<Shape> ReshapeTarget(const Node& n, const Shape& in, const ConstT
                                        kMaxTensorElements, "]"));
     }
     if (d != 0 && known > kMaxTensorElements / d) {
-      return NodeError(n, absl::StrCat("target shape has more than ", kMaxTensorElements, " elements"));
+      return NodeError(
+          n, absl::StrCat("target shape has more than ", kMaxTensorElements, " elements"));
     }
     known *= d;
     out.push_back(d);
@@ -44,7 +45,8 @@ absl::StatusOr<Shape> ReshapeTarget(const Node& n, const Shape& in, const ConstT
   const int64_t total = Numel(in);
   if (infer >= 0) {
     if (known == 0 || total % known != 0) {
-      return NodeError(n, absl::StrCat("cannot reshape ", ShapeToString(in), " to ", ShapeToString(out)));
+      return NodeError(
+          n, absl::StrCat("cannot reshape ", ShapeToString(in), " to ", ShapeToString(out)));
     }
     out[infer] = total / known;
   }
@@ -56,7 +58,8 @@ absl::StatusOr<Shape> ReshapeTarget(const Node& n, const Shape& in, const ConstT
 }
 
 // Pool / conv output size along one spatial dim (ONNX semantics, incl. ceil_mode).
-int64_t OutDim(int64_t in, int64_t k, int64_t s, int64_t d, int64_t pb, int64_t pe, bool ceil_mode) {
+int64_t OutDim(int64_t in, int64_t k, int64_t s, int64_t d, int64_t pb, int64_t pe,
+               bool ceil_mode) {
   const int64_t eff = (k - 1) * d + 1;
   const int64_t span = in + pb + pe - eff;
   int64_t out = (ceil_mode ? (span + s - 1) / s : span / s) + 1;
@@ -95,7 +98,8 @@ absl::StatusOr<int64_t> NormAxis(const Node& n, int64_t axis, int64_t rank) {
   return axis < 0 ? axis + rank : axis;
 }
 
-absl::StatusOr<std::vector<int64_t>> AxesOf(const Node& n, const ShapeContext& ctx, int input_index) {
+absl::StatusOr<std::vector<int64_t>> AxesOf(const Node& n, const ShapeContext& ctx,
+                                            int input_index) {
   if (n.HasAttr("axes")) return n.IntsAttr("axes");
   if (static_cast<int>(n.inputs.size()) > input_index && !n.inputs[input_index].empty()) {
     const ConstTensor* c = ctx.Const(n, input_index);
@@ -150,7 +154,8 @@ absl::StatusOr<Shape> ViewShape(const Node& n, const ShapeContext& ctx, const Sh
 }
 
 // Output spatial dims for Conv / pooling (pads, strides, dilations, auto_pad, ceil_mode).
-absl::StatusOr<std::array<int64_t, 2>> WindowOutputDims(const Node& n, const Shape& x, const std::vector<int64_t>& k) {
+absl::StatusOr<std::array<int64_t, 2>> WindowOutputDims(const Node& n, const Shape& x,
+                                                        const std::vector<int64_t>& k) {
   auto strides = n.IntsAttr("strides", {1, 1});
   auto dil = n.IntsAttr("dilations", {1, 1});
   auto pads = n.IntsAttr("pads", {0, 0, 0, 0});
@@ -159,13 +164,15 @@ absl::StatusOr<std::array<int64_t, 2>> WindowOutputDims(const Node& n, const Sha
     return NodeError(n, "strides/dilations/pads must have 2/2/4 values");
   }
   if (auto_pad != "NOTSET" && auto_pad != "VALID") {
-    return NodeError(n, absl::StrCat("auto_pad=", auto_pad, " is not supported; export with explicit pads"));
+    return NodeError(
+        n, absl::StrCat("auto_pad=", auto_pad, " is not supported; export with explicit pads"));
   }
   const bool ceil_mode = n.IntAttr("ceil_mode", 0) != 0;
   auto bounded = [&](const char* what, const std::vector<int64_t>& v, int64_t lo) -> absl::Status {
     for (int64_t x : v) {
       if (x < lo || x > kMaxWindowGeometry) {
-        return NodeError(n, absl::StrCat(what, " ", x, " is outside [", lo, ", ", kMaxWindowGeometry, "]"));
+        return NodeError(
+            n, absl::StrCat(what, " ", x, " is outside [", lo, ", ", kMaxWindowGeometry, "]"));
       }
     }
     return absl::OkStatus();
@@ -177,12 +184,16 @@ absl::StatusOr<std::array<int64_t, 2>> WindowOutputDims(const Node& n, const Sha
   std::array<int64_t, 2> out;
   for (int i = 0; i < 2; ++i) {
     out[i] = OutDim(x[2 + i], k[i], strides[i], dil[i], pads[i], pads[i + 2], ceil_mode);
-    if (out[i] <= 0) return NodeError(n, absl::StrCat("output spatial dim ", i, " is empty for input ", ShapeToString(x)));
+    if (out[i] <= 0)
+      return NodeError(
+          n, absl::StrCat("output spatial dim ", i, " is empty for input ", ShapeToString(x)));
   }
   return out;
 }
 
-absl::StatusOr<Shape> SameShapeAsInput(const Node& n, const ShapeContext& ctx) { return ctx.InputShape(n, 0); }
+absl::StatusOr<Shape> SameShapeAsInput(const Node& n, const ShapeContext& ctx) {
+  return ctx.InputShape(n, 0);
+}
 
 absl::StatusOr<Shape> BroadcastInputShapes(const Node& n, const ShapeContext& ctx) {
   ASSIGN_OR_RETURN(Shape x, ctx.InputShape(n, 0));

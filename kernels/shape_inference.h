@@ -41,7 +41,8 @@ absl::Status NodeError(const Node& n, const std::string& why);
 // `axis` in [-rank, rank) made non-negative.
 absl::StatusOr<int64_t> NormAxis(const Node& n, int64_t axis, int64_t rank);
 // The "axes" attribute, or (opset 13+) the constant input `input_index`; empty if neither.
-absl::StatusOr<std::vector<int64_t>> AxesOf(const Node& n, const ShapeContext& ctx, int input_index);
+absl::StatusOr<std::vector<int64_t>> AxesOf(const Node& n, const ShapeContext& ctx,
+                                            int input_index);
 // Output shape of Flatten/Reshape/Squeeze/Unsqueeze applied to `in` (runtime or constant).
 absl::StatusOr<Shape> ViewShape(const Node& n, const ShapeContext& ctx, const Shape& in);
 // Output spatial dims of a 2-D Conv / pooling window `kernel` over x [N, C, H, W], with

@@ -4,7 +4,6 @@
 #include "kernels/specialize.h"
 
 #include <algorithm>
-#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -31,8 +30,9 @@ class Specializer {
 
   absl::Status Run(const std::vector<std::vector<int64_t>>& input_shapes) {
     if (input_shapes.size() != g_.inputs.size()) {
-      return absl::InvalidArgumentError(absl::StrCat("the model has ", g_.inputs.size(), " inputs; got ",
-                                                     input_shapes.size(), " input shapes"));
+      return absl::InvalidArgumentError(absl::StrCat("the model has ", g_.inputs.size(),
+                                                     " inputs; got ", input_shapes.size(),
+                                                     " input shapes"));
     }
     for (const auto& [name, t] : g_.initializers) {
       RETURN_IF_ERROR(CheckTensorShape(absl::StrCat("initializer \"", name, "\""), t.shape));
@@ -42,18 +42,21 @@ class Specializer {
       const ValueSpec& in = g_.inputs[k];
       const Shape& given = input_shapes[k];
       if (given.size() != in.shape.size()) {
-        return absl::InvalidArgumentError(absl::StrCat("model input \"", in.name, "\" has rank ", in.shape.size(),
-                                                       " (", ShapeToString(in.shape), "); got shape ",
-                                                       ShapeToString(given), " of rank ", given.size()));
+        return absl::InvalidArgumentError(
+            absl::StrCat("model input \"", in.name, "\" has rank ", in.shape.size(), " (",
+                         ShapeToString(in.shape), "); got shape ", ShapeToString(given),
+                         " of rank ", given.size()));
       }
       for (size_t i = 0; i < given.size(); ++i) {
         if (given[i] < 1) {
-          return absl::InvalidArgumentError(absl::StrCat("model input \"", in.name, "\" dim ", i, ": given ",
-                                                         given[i], "; dims must be >= 1"));
+          return absl::InvalidArgumentError(absl::StrCat("model input \"", in.name, "\" dim ", i,
+                                                         ": given ", given[i],
+                                                         "; dims must be >= 1"));
         }
         if (in.shape[i] >= 0 && in.shape[i] != given[i]) {
           return absl::InvalidArgumentError(absl::StrCat("model input \"", in.name, "\" dim ", i,
-                                                         ": declared fixed at ", in.shape[i], ", given ", given[i]));
+                                                         ": declared fixed at ", in.shape[i],
+                                                         ", given ", given[i]));
         }
       }
       RETURN_IF_ERROR(CheckTensorShape(absl::StrCat("model input \"", in.name, "\""), given));
@@ -71,13 +74,15 @@ class Specializer {
         auto c = out_->consts.find(o);
         if (s == nullptr && c != out_->consts.end()) s = &c->second.shape;
         if (s == nullptr) continue;
-        RETURN_IF_ERROR(CheckTensorShape(absl::StrCat("node \"", n.name, "\" (", n.op, ") output \"", o, "\""), *s));
+        RETURN_IF_ERROR(CheckTensorShape(
+            absl::StrCat("node \"", n.name, "\" (", n.op, ") output \"", o, "\""), *s));
       }
     }
     for (const auto& o : g_.outputs) {
       auto it = out_->shapes.find(o.name);
       if (it == out_->shapes.end()) {
-        return absl::InvalidArgumentError(absl::StrCat("graph output \"", o.name, "\" is a constant; not supported"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("graph output \"", o.name, "\" is a constant; not supported"));
       }
       ValueSpec s = o;
       s.shape = it->second;
@@ -103,18 +108,17 @@ class Specializer {
       if (end < 0) end += r;
       start = std::clamp<int64_t>(start, 0, r);
       end = std::clamp<int64_t>(end, start, r);
-      out_->consts[n.outputs[0]] = MakeInts({end - start}, Shape(s.begin() + start, s.begin() + end));
+      out_->consts[n.outputs[0]] =
+          MakeInts({end - start}, Shape(s.begin() + start, s.begin() + end));
       return absl::OkStatus();
     }
     if (AllConst(n)) {
-      ASSIGN_OR_RETURN(std::optional<ConstTensor> folded, FoldConstantNode(n, ctx));
-      if (folded.has_value()) {
-        out_->consts[n.outputs[0]] = std::move(*folded);
-        return absl::OkStatus();
-      }
+      ASSIGN_OR_RETURN(out_->consts[n.outputs[0]], FoldConstantNode(n, ctx));
+      return absl::OkStatus();
     }
     const OpFunctions* op = FindOp(n.op);
-    if (op == nullptr || op->infer == nullptr) return NodeError(n, "operator is not supported on runtime tensors");
+    if (op == nullptr || op->infer == nullptr)
+      return NodeError(n, "operator is not supported on runtime tensors");
     ASSIGN_OR_RETURN(Shape s, op->infer(n, ctx));
     out_->shapes[n.outputs[0]] = std::move(s);
     out_->nodes.push_back(n);
@@ -137,8 +141,8 @@ absl::Status CheckTensorShape(const std::string& what, const std::vector<int64_t
     }
     if (d != 0 && volume > kMaxTensorElements / d) {
       return absl::InvalidArgumentError(absl::StrCat(what, ": shape ", ShapeToString(shape),
-                                                     " has more than the limit of ", kMaxTensorElements,
-                                                     " elements"));
+                                                     " has more than the limit of ",
+                                                     kMaxTensorElements, " elements"));
     }
     if (d != 0) volume *= d;
   }

@@ -22,10 +22,10 @@ absl::Status LowerBinary(const FusedNode& f, LoweringContext& ctx) {
   const Node& n = f.node;
   std::string a = n.inputs[0], b = n.inputs[1];
   const dims y = ctx.DimsOf(n.outputs[0]);
-  dnnl::algorithm alg = n.op == "Add" ? dnnl::algorithm::binary_add
-                      : n.op == "Sub" ? dnnl::algorithm::binary_sub
-                      : n.op == "Mul" ? dnnl::algorithm::binary_mul
-                                      : dnnl::algorithm::binary_div;
+  dnnl::algorithm alg = n.op == "Add"   ? dnnl::algorithm::binary_add
+                        : n.op == "Sub" ? dnnl::algorithm::binary_sub
+                        : n.op == "Mul" ? dnnl::algorithm::binary_mul
+                                        : dnnl::algorithm::binary_div;
   std::vector<PostOp> post = f.post_ops;
   if (ctx.IsConst(a) || ctx.DimsOf(a) != y) {
     // oneDNN broadcasts src1 only: put the full-size operand first.
@@ -37,7 +37,8 @@ absl::Status LowerBinary(const FusedNode& f, LoweringContext& ctx) {
     }
   }
   if (ctx.IsConst(a) || ctx.DimsOf(a) != y) {
-    return absl::InvalidArgumentError(absl::StrCat("neither operand has the output shape ", ShapeToString(y)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("neither operand has the output shape ", ShapeToString(y)));
   }
   ASSIGN_OR_RETURN(Val av, ctx.Get(a));
   const dims bd = PadRank(ctx.DimsOf(b), y.size());
@@ -66,8 +67,9 @@ absl::Status LowerBinary(const FusedNode& f, LoweringContext& ctx) {
     bref = ctx.Ref(Val{bv.buffer, bmd});
   }
   Val dst = ctx.NewVal(pd.dst_desc());
-  ctx.AddStep(absl::StrCat("binary ", n.name, PostOpsText(f)), pd, dnnl::binary(pd),
-          {{DNNL_ARG_SRC_0, ctx.Ref(av)}, {DNNL_ARG_SRC_1, bref}, {DNNL_ARG_DST, ctx.Ref(dst)}});
+  ctx.AddStep(
+      absl::StrCat("binary ", n.name, PostOpsText(f)), pd, dnnl::binary(pd),
+      {{DNNL_ARG_SRC_0, ctx.Ref(av)}, {DNNL_ARG_SRC_1, bref}, {DNNL_ARG_DST, ctx.Ref(dst)}});
   ctx.Define(f.output, dst);
   return absl::OkStatus();
 }

@@ -48,8 +48,8 @@ absl::StatusOr<Shape> InferConcatShape(const Node& n, const ShapeContext& ctx) {
     if (y.size() != x.size()) return NodeError(n, "inputs have different ranks");
     for (size_t d = 0; d < x.size(); ++d) {
       if (static_cast<int64_t>(d) != axis && y[d] != x[d]) {
-        return NodeError(n, absl::StrCat("input ", i, " shape ", ShapeToString(y), " does not match ",
-                                         ShapeToString(x)));
+        return NodeError(n, absl::StrCat("input ", i, " shape ", ShapeToString(y),
+                                         " does not match ", ShapeToString(x)));
       }
     }
     // Each addend is at most kMaxTensorElements: no overflow; the sum is checked after.

@@ -1,7 +1,6 @@
 // Conv lowering: oneDNN convolution with fused post-ops (activations, residual sum)
 // and the Winograd-or-direct choice.
 #include <optional>
-
 #include <string>
 #include <utility>
 #include <vector>
@@ -38,7 +37,8 @@ bool WantWinograd(const std::string& conv, const LoweringContext& ctx) {
 
 absl::Status LowerConv(const FusedNode& f, LoweringContext& ctx) {
   const Node& n = f.node;
-  const dims x = ctx.DimsOf(n.inputs[0]), w = ctx.DimsOf(n.inputs[1]), y = ctx.DimsOf(f.node.outputs[0]);
+  const dims x = ctx.DimsOf(n.inputs[0]), w = ctx.DimsOf(n.inputs[1]),
+             y = ctx.DimsOf(f.node.outputs[0]);
   const int64_t group = n.IntAttr("group", 1);
   auto strides = n.IntsAttr("strides", {1, 1});
   auto dil = n.IntsAttr("dilations", {1, 1});
@@ -51,23 +51,28 @@ absl::Status LowerConv(const FusedNode& f, LoweringContext& ctx) {
   const dims dilates = {dil[0] - 1, dil[1] - 1};
   using CF = dnnl::convolution_forward;
   auto conv_desc = [&](dnnl::algorithm algorithm) {
-    return has_bias ? CF::desc(dnnl::prop_kind::forward_inference, algorithm, Any(x), Any(wdims), bias_md,
-                               Any(dst_dims), strides, dilates, pad_l, pad_r)
-                    : CF::desc(dnnl::prop_kind::forward_inference, algorithm, Any(x), Any(wdims), Any(dst_dims),
-                               strides, dilates, pad_l, pad_r);
+    return has_bias ? CF::desc(dnnl::prop_kind::forward_inference, algorithm, Any(x), Any(wdims),
+                               bias_md, Any(dst_dims), strides, dilates, pad_l, pad_r)
+                    : CF::desc(dnnl::prop_kind::forward_inference, algorithm, Any(x), Any(wdims),
+                               Any(dst_dims), strides, dilates, pad_l, pad_r);
   };
-  CF::primitive_desc pd(conv_desc(dnnl::algorithm::convolution_direct), ctx.Attr(f.post_ops), CpuEngine());
+  CF::primitive_desc pd(conv_desc(dnnl::algorithm::convolution_direct), ctx.Attr(f.post_ops),
+                        CpuEngine());
   if (WinogradApplies(w, strides, dilates, group) && WantWinograd(n.name, ctx)) {
     std::optional<CF::primitive_desc> wpd;
     try {
-      wpd.emplace(conv_desc(dnnl::algorithm::convolution_winograd), ctx.Attr(f.post_ops), CpuEngine());
+      wpd.emplace(conv_desc(dnnl::algorithm::convolution_winograd), ctx.Attr(f.post_ops),
+                  CpuEngine());
     } catch (const dnnl::error&) {
       // No Winograd kernel for this shape, ISA or post-op chain: direct it is.
     }
-    if (wpd && (ctx.winograd_convs() != nullptr || ctx.options().conv_algorithm == ConvAlgorithm::kWinograd ||
-                WinogradIsFaster(absl::StrCat("x=", absl::StrJoin(x, "x"), " w=", absl::StrJoin(w, "x"), " pads=",
-                                              absl::StrJoin(pads, ","), " bias=", has_bias, PostOpsText(f)),
-                                 pd, *wpd))) {
+    if (wpd &&
+        (ctx.winograd_convs() != nullptr ||
+         ctx.options().conv_algorithm == ConvAlgorithm::kWinograd ||
+         WinogradIsFaster(
+             absl::StrCat("x=", absl::StrJoin(x, "x"), " w=", absl::StrJoin(w, "x"),
+                          " pads=", absl::StrJoin(pads, ","), " bias=", has_bias, PostOpsText(f)),
+             pd, *wpd))) {
       pd = *wpd;
       ctx.plan().winograd_convs.insert(n.name);
     }
@@ -77,19 +82,24 @@ absl::Status LowerConv(const FusedNode& f, LoweringContext& ctx) {
   Val dst;
   if (!f.sum_operand.empty()) {
     ASSIGN_OR_RETURN(Val res, ctx.Get(f.sum_operand));
-    const bool alias = res.desc == pd.dst_desc() && res.buffer != src.buffer && ctx.DiesHere(f.sum_operand, res);
+    const bool alias =
+        res.desc == pd.dst_desc() && res.buffer != src.buffer && ctx.DiesHere(f.sum_operand, res);
     if (alias) {
       dst = Val{res.buffer, pd.dst_desc()};
     } else {
       dst = ctx.NewVal(pd.dst_desc());
-      RETURN_IF_ERROR(ctx.AddReorder(ctx.Ref(res), dst, absl::StrCat(f.sum_operand, " (residual)")));
+      RETURN_IF_ERROR(
+          ctx.AddReorder(ctx.Ref(res), dst, absl::StrCat(f.sum_operand, " (residual)")));
     }
   } else {
     dst = ctx.NewVal(pd.dst_desc());
   }
-  std::vector<std::pair<int, int>> args = {{DNNL_ARG_SRC, ctx.Ref(src)}, {DNNL_ARG_WEIGHTS, wref}, {DNNL_ARG_DST, ctx.Ref(dst)}};
-  if (has_bias) args.push_back({DNNL_ARG_BIAS, ctx.ConstPlain(Floats(ctx.ConstOf(n.inputs[2])), {w[0]})});
-  ctx.plan().flops += 2.0 * dst_dims[0] * dst_dims[1] * dst_dims[2] * dst_dims[3] * w[1] * w[2] * w[3];
+  std::vector<std::pair<int, int>> args = {
+      {DNNL_ARG_SRC, ctx.Ref(src)}, {DNNL_ARG_WEIGHTS, wref}, {DNNL_ARG_DST, ctx.Ref(dst)}};
+  if (has_bias)
+    args.push_back({DNNL_ARG_BIAS, ctx.ConstPlain(Floats(ctx.ConstOf(n.inputs[2])), {w[0]})});
+  ctx.plan().flops +=
+      2.0 * dst_dims[0] * dst_dims[1] * dst_dims[2] * dst_dims[3] * w[1] * w[2] * w[3];
   ctx.AddStep(absl::StrCat("conv ", n.name, PostOpsText(f)), pd, CF(pd), std::move(args));
   ctx.Define(f.output, dst);
   // An aliased residual is dead now: its buffer holds only this output.
@@ -100,12 +110,13 @@ absl::Status LowerConv(const FusedNode& f, LoweringContext& ctx) {
 absl::StatusOr<Shape> InferConvShape(const Node& n, const ShapeContext& ctx) {
   ASSIGN_OR_RETURN(Shape x, ctx.InputShape(n, 0));
   ASSIGN_OR_RETURN(Shape w, ctx.InputShape(n, 1));
-  if (x.size() != 4 || w.size() != 4) return NodeError(n, "only 2-D convolutions (4-D tensors) are supported");
+  if (x.size() != 4 || w.size() != 4)
+    return NodeError(n, "only 2-D convolutions (4-D tensors) are supported");
   if (!ctx.Const(n, 1)) return NodeError(n, "weights must be a constant initializer");
   const int64_t group = n.IntAttr("group", 1);
   if (group <= 0 || x[1] != w[1] * group || w[0] % group != 0) {
-    return NodeError(n, absl::StrCat("input channels ", x[1], " do not match weights ", ShapeToString(w),
-                                     " with group ", group));
+    return NodeError(n, absl::StrCat("input channels ", x[1], " do not match weights ",
+                                     ShapeToString(w), " with group ", group));
   }
   ASSIGN_OR_RETURN(auto p, WindowOutputDims(n, x, {w[2], w[3]}));
   return Shape{x[0], w[0], p[0], p[1]};

@@ -23,13 +23,15 @@ using dims = dnnl::memory::dims;
 namespace {
 
 bool IsInnerProduct(const Node& n, const LoweringContext& ctx) {
-  return ctx.IsConst(n.inputs[1]) && ctx.DimsOf(n.inputs[0]).size() == 2 && ctx.DimsOf(n.inputs[1]).size() == 2;
+  return ctx.IsConst(n.inputs[1]) && ctx.DimsOf(n.inputs[0]).size() == 2 &&
+         ctx.DimsOf(n.inputs[1]).size() == 2;
 }
 
 absl::Status LowerBatchedMatMul(const FusedNode& f, LoweringContext& ctx) {
   const Node& n = f.node;
   const dims y = ctx.DimsOf(f.node.outputs[0]);
-  const dims a = PadRank(ctx.DimsOf(n.inputs[0]), y.size()), b = PadRank(ctx.DimsOf(n.inputs[1]), y.size());
+  const dims a = PadRank(ctx.DimsOf(n.inputs[0]), y.size()),
+             b = PadRank(ctx.DimsOf(n.inputs[1]), y.size());
   dnnl::matmul::desc desc(Plain(a), Plain(b), Plain(y));
   dnnl::matmul::primitive_desc pd(desc, ctx.Attr(f.post_ops), CpuEngine());
   ASSIGN_OR_RETURN(Val av, ctx.PlainVal(n.inputs[0]));
@@ -45,7 +47,9 @@ absl::Status LowerBatchedMatMul(const FusedNode& f, LoweringContext& ctx) {
   for (size_t i = 0; i + 2 < y.size(); ++i) batch *= y[i];
   ctx.plan().flops += 2.0 * batch * y[y.size() - 2] * y.back() * a.back();
   ctx.AddStep(absl::StrCat("matmul ", n.name, PostOpsText(f)), pd, dnnl::matmul(pd),
-          {{DNNL_ARG_SRC, ctx.Ref(Val{av.buffer, Plain(a)})}, {DNNL_ARG_WEIGHTS, bref}, {DNNL_ARG_DST, ctx.Ref(dst)}});
+              {{DNNL_ARG_SRC, ctx.Ref(Val{av.buffer, Plain(a)})},
+               {DNNL_ARG_WEIGHTS, bref},
+               {DNNL_ARG_DST, ctx.Ref(dst)}});
   ctx.Define(f.output, dst);
   return absl::OkStatus();
 }
@@ -68,23 +72,30 @@ absl::Status LowerInnerProduct(const FusedNode& f, LoweringContext& ctx) {
     }
     w.swap(t);
   }
-  const float alpha = gemm ? n.FloatAttr("alpha", 1.f) : 1.f, beta = gemm ? n.FloatAttr("beta", 1.f) : 1.f;
-  if (alpha != 1.f) for (float& v : w) v *= alpha;
+  const float alpha = gemm ? n.FloatAttr("alpha", 1.f) : 1.f,
+              beta = gemm ? n.FloatAttr("beta", 1.f) : 1.f;
+  if (alpha != 1.f)
+    for (float& v : w) v *= alpha;
   std::vector<float> bias;
   if (gemm && n.inputs.size() > 2 && !n.inputs[2].empty()) {
     if (!ctx.IsConst(n.inputs[2])) return absl::InvalidArgumentError("C must be constant");
     const ConstTensor& c = ctx.ConstOf(n.inputs[2]);
-    if (c.size() != out && c.size() != 1) return absl::InvalidArgumentError("C must have one value per output");
-    for (int64_t o = 0; o < out; ++o) bias.push_back(beta * static_cast<float>(c.AsDouble(c.size() == 1 ? 0 : o)));
+    if (c.size() != out && c.size() != 1)
+      return absl::InvalidArgumentError("C must have one value per output");
+    for (int64_t o = 0; o < out; ++o)
+      bias.push_back(beta * static_cast<float>(c.AsDouble(c.size() == 1 ? 0 : o)));
   }
   using IP = dnnl::inner_product_forward;
   const dims wd = {out, k}, yd = {x[0], out};
-  auto desc = bias.empty() ? IP::desc(dnnl::prop_kind::forward_inference, Plain(x), Any(wd), Any(yd))
-                           : IP::desc(dnnl::prop_kind::forward_inference, Plain(x), Any(wd), md({out}, dt::f32, tag::a), Any(yd));
+  auto desc = bias.empty()
+                  ? IP::desc(dnnl::prop_kind::forward_inference, Plain(x), Any(wd), Any(yd))
+                  : IP::desc(dnnl::prop_kind::forward_inference, Plain(x), Any(wd),
+                             md({out}, dt::f32, tag::a), Any(yd));
   IP::primitive_desc pd(desc, ctx.Attr(f.post_ops), CpuEngine());
   ASSIGN_OR_RETURN(Val src, ctx.InLayout(n.inputs[0], pd.src_desc()));
   Val dst = ctx.NewVal(pd.dst_desc());
-  std::vector<std::pair<int, int>> args = {{DNNL_ARG_SRC, ctx.Ref(src)}, {DNNL_ARG_WEIGHTS, ctx.Const(w, wd, pd.weights_desc())},
+  std::vector<std::pair<int, int>> args = {{DNNL_ARG_SRC, ctx.Ref(src)},
+                                           {DNNL_ARG_WEIGHTS, ctx.Const(w, wd, pd.weights_desc())},
                                            {DNNL_ARG_DST, ctx.Ref(dst)}};
   if (!bias.empty()) args.push_back({DNNL_ARG_BIAS, ctx.ConstPlain(bias, {out})});
   ctx.plan().flops += 2.0 * x[0] * out * k;
@@ -108,7 +119,8 @@ absl::StatusOr<Shape> InferGemmShape(const Node& n, const ShapeContext& ctx) {
   const bool tb = n.IntAttr("transB", 0) != 0;
   const int64_t k = tb ? b[1] : b[0], m = tb ? b[0] : b[1];
   if (k != x[1]) {
-    return NodeError(n, absl::StrCat("A ", ShapeToString(x), " and B ", ShapeToString(b), " do not multiply"));
+    return NodeError(
+        n, absl::StrCat("A ", ShapeToString(x), " and B ", ShapeToString(b), " do not multiply"));
   }
   return Shape{x[0], m};
 }
@@ -117,7 +129,8 @@ absl::StatusOr<Shape> InferMatMulShape(const Node& n, const ShapeContext& ctx) {
   ASSIGN_OR_RETURN(Shape x, ctx.InputShape(n, 0));
   ASSIGN_OR_RETURN(Shape b, ctx.InputShape(n, 1));
   if (x.size() < 2 || b.size() < 2 || x.back() != b[b.size() - 2]) {
-    return NodeError(n, absl::StrCat("A ", ShapeToString(x), " and B ", ShapeToString(b), " do not multiply"));
+    return NodeError(
+        n, absl::StrCat("A ", ShapeToString(x), " and B ", ShapeToString(b), " do not multiply"));
   }
   Shape xa(x.begin(), x.end() - 2), ba(b.begin(), b.end() - 2);
   auto batch = BroadcastShapes(xa, ba);

@@ -1,7 +1,6 @@
 // Normalization lowerings: BatchNormalization (oneDNN, inference statistics) and its
 // statistics hook, GroupNorm/InstanceNormalization (custom kernel), LayerNormalization.
 #include <memory>
-
 #include <string>
 #include <utility>
 #include <vector>
@@ -42,16 +41,17 @@ absl::Status LowerBatchNorm(const FusedNode& f, LoweringContext& ctx) {
                dnnl::normalization_flags::use_shift;
   if (FusedRelu(f)) flags |= dnnl::normalization_flags::fuse_norm_relu;
   using BN = dnnl::batch_normalization_forward;
-  BN::primitive_desc pd(BN::desc(dnnl::prop_kind::forward_inference, src.desc, n.FloatAttr("epsilon", 1e-5f), flags),
-                        ctx.Attr(), CpuEngine());
+  BN::primitive_desc pd(
+      BN::desc(dnnl::prop_kind::forward_inference, src.desc, n.FloatAttr("epsilon", 1e-5f), flags),
+      ctx.Attr(), CpuEngine());
   Val dst = ctx.NewVal(pd.dst_desc());
   ctx.AddStep(absl::StrCat("batch_norm ", n.name, FusedRelu(f) ? " +relu" : ""), pd, BN(pd),
-          {{DNNL_ARG_SRC, ctx.Ref(src)},
-           {DNNL_ARG_SCALE, ctx.ConstPlain(Floats(ctx.ConstOf(n.inputs[1])), {c})},
-           {DNNL_ARG_SHIFT, ctx.ConstPlain(Floats(ctx.ConstOf(n.inputs[2])), {c})},
-           {DNNL_ARG_MEAN, ctx.ConstPlain(Floats(ctx.ConstOf(n.inputs[3])), {c})},
-           {DNNL_ARG_VARIANCE, ctx.ConstPlain(Floats(ctx.ConstOf(n.inputs[4])), {c})},
-           {DNNL_ARG_DST, ctx.Ref(dst)}});
+              {{DNNL_ARG_SRC, ctx.Ref(src)},
+               {DNNL_ARG_SCALE, ctx.ConstPlain(Floats(ctx.ConstOf(n.inputs[1])), {c})},
+               {DNNL_ARG_SHIFT, ctx.ConstPlain(Floats(ctx.ConstOf(n.inputs[2])), {c})},
+               {DNNL_ARG_MEAN, ctx.ConstPlain(Floats(ctx.ConstOf(n.inputs[3])), {c})},
+               {DNNL_ARG_VARIANCE, ctx.ConstPlain(Floats(ctx.ConstOf(n.inputs[4])), {c})},
+               {DNNL_ARG_DST, ctx.Ref(dst)}});
   ctx.Define(f.output, dst);
   return absl::OkStatus();
 }
@@ -68,7 +68,8 @@ absl::Status LowerBatchNormMoments(const Node& n, LoweringContext& ctx) {
   PlanStep step;
   step.what = absl::StrCat("moments ", layer);
   step.args = {{DNNL_ARG_SRC, ref}};
-  step.custom = [ref, batch, channels, spatial, layer](const std::vector<dnnl::memory>& mems, BnObservations* obs) {
+  step.custom = [ref, batch, channels, spatial, layer](const std::vector<dnnl::memory>& mems,
+                                                       BnObservations* obs) {
     if (obs == nullptr) return;
     const float* data = static_cast<const float*>(mems[ref].get_data_handle());
     obs->per_layer[layer] = ChannelMomentsOf(data, batch, channels, spatial);
@@ -83,20 +84,22 @@ absl::Status LowerBatchNormMoments(const Node& n, LoweringContext& ctx) {
 absl::Status LowerGroupNorm(const FusedNode& f, LoweringContext& ctx) {
   const Node& n = f.node;
   const dims x = ctx.DimsOf(n.inputs[0]);
-  if (x.size() < 3) return absl::InvalidArgumentError("group normalization needs an input of rank >= 3");
+  if (x.size() < 3)
+    return absl::InvalidArgumentError("group normalization needs an input of rank >= 3");
   GroupNormShape shape;
   shape.batch = x[0];
   shape.channels = x[1];
   shape.groups = n.op == "GroupNorm" ? n.IntAttr("num_groups", 1) : x[1];
   if (shape.groups < 1 || shape.channels % shape.groups != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("num_groups ", shape.groups, " does not divide the ", shape.channels, " channels"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "num_groups ", shape.groups, " does not divide the ", shape.channels, " channels"));
   }
   for (size_t i = 2; i < x.size(); ++i) shape.spatial *= x[i];
   ASSIGN_OR_RETURN(Val produced, ctx.Get(n.inputs[0]));
   const md channels_last(x, dt::f32, ChannelsLastTag(x.size()));
   shape.channels_last = produced.desc == channels_last;
-  ASSIGN_OR_RETURN(Val src, ctx.InLayout(n.inputs[0], shape.channels_last ? channels_last : Plain(x)));
+  ASSIGN_OR_RETURN(Val src,
+                   ctx.InLayout(n.inputs[0], shape.channels_last ? channels_last : Plain(x)));
   Val dst = ctx.NewVal(src.desc);
   const int src_ref = ctx.Ref(src), dst_ref = ctx.Ref(dst);
   auto gamma = std::make_shared<const std::vector<float>>(Floats(ctx.ConstOf(n.inputs[1])));
@@ -108,8 +111,9 @@ absl::Status LowerGroupNorm(const FusedNode& f, LoweringContext& ctx) {
                            shape.channels_last ? " [custom:channels_last]" : " [custom:plain]");
   step.args = {{DNNL_ARG_SRC, src_ref}, {DNNL_ARG_DST, dst_ref}};
   step.custom = [=](const std::vector<dnnl::memory>& mems, BnObservations*) {
-    GroupNormForward(shape, static_cast<const float*>(mems[src_ref].get_data_handle()), gamma->data(),
-                     beta->data(), epsilon, relu, static_cast<float*>(mems[dst_ref].get_data_handle()));
+    GroupNormForward(shape, static_cast<const float*>(mems[src_ref].get_data_handle()),
+                     gamma->data(), beta->data(), epsilon, relu,
+                     static_cast<float*>(mems[dst_ref].get_data_handle()));
   };
   ctx.AddCustomStep(std::move(step));
   ctx.Define(f.output, dst);
@@ -129,13 +133,16 @@ absl::Status LowerLayerNorm(const FusedNode& f, LoweringContext& ctx) {
   auto flags = dnnl::normalization_flags::use_scale;
   if (has_bias) flags |= dnnl::normalization_flags::use_shift;
   using LN = dnnl::layer_normalization_forward;
-  LN::primitive_desc pd(LN::desc(dnnl::prop_kind::forward_inference, rows, n.FloatAttr("epsilon", 1e-5f), flags),
-                        ctx.Attr(), CpuEngine());
+  LN::primitive_desc pd(
+      LN::desc(dnnl::prop_kind::forward_inference, rows, n.FloatAttr("epsilon", 1e-5f), flags),
+      ctx.Attr(), CpuEngine());
   Val dst = ctx.NewVal(rows);
-  std::vector<std::pair<int, int>> args = {{DNNL_ARG_SRC, ctx.Ref(Val{src.buffer, rows})},
-                                           {DNNL_ARG_SCALE, ctx.ConstPlain(Floats(ctx.ConstOf(n.inputs[1])), {inner})},
-                                           {DNNL_ARG_DST, ctx.Ref(dst)}};
-  if (has_bias) args.push_back({DNNL_ARG_SHIFT, ctx.ConstPlain(Floats(ctx.ConstOf(n.inputs[2])), {inner})});
+  std::vector<std::pair<int, int>> args = {
+      {DNNL_ARG_SRC, ctx.Ref(Val{src.buffer, rows})},
+      {DNNL_ARG_SCALE, ctx.ConstPlain(Floats(ctx.ConstOf(n.inputs[1])), {inner})},
+      {DNNL_ARG_DST, ctx.Ref(dst)}};
+  if (has_bias)
+    args.push_back({DNNL_ARG_SHIFT, ctx.ConstPlain(Floats(ctx.ConstOf(n.inputs[2])), {inner})});
   ctx.AddStep(absl::StrCat("layer_norm ", n.name), pd, LN(pd), std::move(args));
   Val out{dst.buffer, Plain(x)};
   for (const auto& p : f.post_ops) {
@@ -156,13 +163,16 @@ absl::StatusOr<Shape> InferChannelNormShape(const Node& n, const ShapeContext& c
     const ConstTensor* c = ctx.Const(n, i);
     if (!c) return NodeError(n, absl::StrCat("parameter input ", i, " must be constant"));
     if (c->size() != x[1]) {
-      return NodeError(n, absl::StrCat("parameter input ", i, " has ", c->size(), " values for ", x[1], " channels"));
+      return NodeError(n, absl::StrCat("parameter input ", i, " has ", c->size(), " values for ",
+                                       x[1], " channels"));
     }
   }
   if (bn) {
-    if (n.IntAttr("training_mode", 0) != 0) return NodeError(n, "training_mode=1 is not supported for inference");
+    if (n.IntAttr("training_mode", 0) != 0)
+      return NodeError(n, "training_mode=1 is not supported for inference");
     for (size_t i = 1; i < n.outputs.size(); ++i) {
-      if (!n.outputs[i].empty()) return NodeError(n, "training outputs (running mean/var) are not supported");
+      if (!n.outputs[i].empty())
+        return NodeError(n, "training outputs (running mean/var) are not supported");
     }
   }
   return x;
@@ -177,7 +187,8 @@ absl::StatusOr<Shape> InferLayerNormShape(const Node& n, const ShapeContext& ctx
     const ConstTensor* c = ctx.Const(n, i);
     if (i == 1 && !c) return NodeError(n, "scale must be constant");
     if (c && c->size() != inner) {
-      return NodeError(n, absl::StrCat("parameter input ", i, " has ", c->size(), " values; expected ", inner));
+      return NodeError(
+          n, absl::StrCat("parameter input ", i, " has ", c->size(), " values; expected ", inner));
     }
   }
   for (size_t i = 1; i < n.outputs.size(); ++i) {

@@ -1,7 +1,6 @@
 // MaxPool/AveragePool (ONNX ceil_mode via extended right padding) and their global
 // forms: oneDNN pooling.
 #include <algorithm>
-
 #include <string>
 #include <utility>
 #include <vector>
@@ -39,18 +38,22 @@ absl::Status LowerPool(const FusedNode& f, LoweringContext& ctx) {
     for (int i = 0; i < 2; ++i) {
       // ceil_mode: extend the right padding so oneDNN's floor formula yields ONNX's size.
       const int64_t eff = (kernel[i] - 1) * d[i] + 1;
-      pr[i] = std::max<int64_t>(pads[i + 2], (y[2 + i] - 1) * strides[i] + eff - x[2 + i] - pads[i]);
+      pr[i] =
+          std::max<int64_t>(pads[i + 2], (y[2 + i] - 1) * strides[i] + eff - x[2 + i] - pads[i]);
     }
   }
   dnnl::algorithm alg = max ? dnnl::algorithm::pooling_max
-                      : n.IntAttr("count_include_pad", 0) ? dnnl::algorithm::pooling_avg_include_padding
-                                                          : dnnl::algorithm::pooling_avg_exclude_padding;
+                        : n.IntAttr("count_include_pad", 0)
+                            ? dnnl::algorithm::pooling_avg_include_padding
+                            : dnnl::algorithm::pooling_avg_exclude_padding;
   ASSIGN_OR_RETURN(Val src, ctx.Get(n.inputs[0]));
   using P = dnnl::pooling_v2_forward;
-  P::primitive_desc pd(P::desc(dnnl::prop_kind::forward_inference, alg, src.desc, Any(y), strides, kernel, dil, pl, pr),
+  P::primitive_desc pd(P::desc(dnnl::prop_kind::forward_inference, alg, src.desc, Any(y), strides,
+                               kernel, dil, pl, pr),
                        ctx.Attr(), CpuEngine());
   Val dst = ctx.NewVal(pd.dst_desc());
-  ctx.AddStep(absl::StrCat("pool ", n.name), pd, P(pd), {{DNNL_ARG_SRC, ctx.Ref(src)}, {DNNL_ARG_DST, ctx.Ref(dst)}});
+  ctx.AddStep(absl::StrCat("pool ", n.name), pd, P(pd),
+              {{DNNL_ARG_SRC, ctx.Ref(src)}, {DNNL_ARG_DST, ctx.Ref(dst)}});
   ctx.Define(f.output, dst);
   return absl::OkStatus();
 }
@@ -63,7 +66,8 @@ absl::StatusOr<Shape> InferPoolShape(const Node& n, const ShapeContext& ctx) {
     return x;
   }
   if (x.size() != 4) return NodeError(n, "only 2-D pooling (4-D tensors) is supported");
-  if (n.outputs.size() > 1 && !n.outputs[1].empty()) return NodeError(n, "MaxPool indices output is not supported");
+  if (n.outputs.size() > 1 && !n.outputs[1].empty())
+    return NodeError(n, "MaxPool indices output is not supported");
   auto k = n.IntsAttr("kernel_shape");
   if (k.size() != 2) return NodeError(n, "kernel_shape must have 2 values");
   ASSIGN_OR_RETURN(auto p, WindowOutputDims(n, x, k));

@@ -34,9 +34,11 @@ absl::Status LowerReduceMean(const FusedNode& f, LoweringContext& ctx) {
   for (int64_t a : axes) kept[a < 0 ? a + x.size() : a] = 1;
   ASSIGN_OR_RETURN(Val src, ctx.PlainVal(n.inputs[0]));
   dnnl::reduction::primitive_desc pd(
-      dnnl::reduction::desc(dnnl::algorithm::reduction_mean, src.desc, Plain(kept), 0.f, 0.f), ctx.Attr(), CpuEngine());
+      dnnl::reduction::desc(dnnl::algorithm::reduction_mean, src.desc, Plain(kept), 0.f, 0.f),
+      ctx.Attr(), CpuEngine());
   Val dst = ctx.NewVal(Plain(kept));
-  ctx.AddStep(absl::StrCat("reduce_mean ", n.name), pd, dnnl::reduction(pd), {{DNNL_ARG_SRC, ctx.Ref(src)}, {DNNL_ARG_DST, ctx.Ref(dst)}});
+  ctx.AddStep(absl::StrCat("reduce_mean ", n.name), pd, dnnl::reduction(pd),
+              {{DNNL_ARG_SRC, ctx.Ref(src)}, {DNNL_ARG_DST, ctx.Ref(dst)}});
   ctx.Define(f.output, Val{dst.buffer, Plain(y)});
   return absl::OkStatus();
 }
@@ -52,8 +54,10 @@ absl::StatusOr<Shape> InferReduceShape(const Node& n, const ShapeContext& ctx) {
   }
   Shape s;
   for (size_t i = 0; i < x.size(); ++i) {
-    if (!red[i]) s.push_back(x[i]);
-    else if (keep) s.push_back(1);
+    if (!red[i])
+      s.push_back(x[i]);
+    else if (keep)
+      s.push_back(1);
   }
   return s;
 }

@@ -33,9 +33,11 @@ absl::Status LowerSoftmax(const FusedNode& f, LoweringContext& ctx) {
     soft_axis = 1;
   }
   using SM = dnnl::softmax_forward;
-  SM::primitive_desc pd(SM::desc(dnnl::prop_kind::forward_inference, view, soft_axis), ctx.Attr(), CpuEngine());
+  SM::primitive_desc pd(SM::desc(dnnl::prop_kind::forward_inference, view, soft_axis), ctx.Attr(),
+                        CpuEngine());
   Val dst = ctx.NewVal(view);
-  ctx.AddStep(absl::StrCat("softmax ", n.name), pd, SM(pd), {{DNNL_ARG_SRC, ctx.Ref(Val{src.buffer, view})}, {DNNL_ARG_DST, ctx.Ref(dst)}});
+  ctx.AddStep(absl::StrCat("softmax ", n.name), pd, SM(pd),
+              {{DNNL_ARG_SRC, ctx.Ref(Val{src.buffer, view})}, {DNNL_ARG_DST, ctx.Ref(dst)}});
   ctx.Define(f.output, Val{dst.buffer, Plain(x)});
   return absl::OkStatus();
 }

@@ -27,7 +27,8 @@ absl::Status LowerTranspose(const FusedNode& f, LoweringContext& ctx) {
   }
   // permute_axes wants, for each input axis, its position in the output.
   std::vector<int> where(x.size());
-  for (size_t j = 0; j < perm.size(); ++j) where[perm[j] < 0 ? perm[j] + x.size() : perm[j]] = static_cast<int>(j);
+  for (size_t j = 0; j < perm.size(); ++j)
+    where[perm[j] < 0 ? perm[j] + x.size() : perm[j]] = static_cast<int>(j);
   ASSIGN_OR_RETURN(Val src, ctx.PlainVal(n.inputs[0]));
   const md permuted = src.desc.permute_axes(where);
   Val dst = ctx.NewVal(Plain(y));

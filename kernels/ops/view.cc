@@ -39,7 +39,8 @@ absl::StatusOr<Shape> InferViewShape(const Node& n, const ShapeContext& ctx) {
 }
 
 absl::StatusOr<Shape> InferDropoutShape(const Node& n, const ShapeContext& ctx) {
-  if (n.outputs.size() > 1 && !n.outputs[1].empty()) return NodeError(n, "mask output is not supported");
+  if (n.outputs.size() > 1 && !n.outputs[1].empty())
+    return NodeError(n, "mask output is not supported");
   return ctx.InputShape(n, 0);
 }
 

@@ -50,7 +50,8 @@ TEST(ArenaLayout, RandomLifetimesNeverOverlapAndAreAligned) {
         if (!LifetimesOverlap(buffers[i], buffers[j])) continue;
         const bool apart = l.offsets[i] + buffers[i].bytes <= l.offsets[j] ||
                            l.offsets[j] + buffers[j].bytes <= l.offsets[i];
-        EXPECT_TRUE(apart) << "trial " << trial << ": buffers " << i << " and " << j << " share bytes";
+        EXPECT_TRUE(apart) << "trial " << trial << ": buffers " << i << " and " << j
+                           << " share bytes";
       }
     }
     EXPECT_LE(l.total_bytes, sum);

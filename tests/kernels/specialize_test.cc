@@ -47,8 +47,10 @@ TEST(Specialize, DynamicHeightAndWidthTakeAnyPositiveValue) {
 TEST(Specialize, InputShapesForFillsDynamicDims) {
   auto m = Model::LoadBytes(DynamicImageConv());
   ASSERT_TRUE(m.ok()) << m.status();
-  EXPECT_EQ(InputShapesFor((*m)->graph(), 5), (std::vector<std::vector<int64_t>>{{5, 3, 224, 224}}));
-  EXPECT_EQ(InputShapesFor((*m)->graph(), 1, 31), (std::vector<std::vector<int64_t>>{{1, 3, 31, 31}}));
+  EXPECT_EQ(InputShapesFor((*m)->graph(), 5),
+            (std::vector<std::vector<int64_t>>{{5, 3, 224, 224}}));
+  EXPECT_EQ(InputShapesFor((*m)->graph(), 1, 31),
+            (std::vector<std::vector<int64_t>>{{1, 3, 31, 31}}));
   Graph fixed;
   fixed.inputs.push_back(ValueSpec{"x", ElementType::kFloat32, {1, 3, -1}});
   EXPECT_EQ(InputShapesFor(fixed, 8), (std::vector<std::vector<int64_t>>{{1, 3, 224}}));
@@ -65,10 +67,12 @@ TEST(Specialize, RefusalsNameTheInputDimAndValues) {
   EXPECT_THAT(std::string(rank.status().message()), AllOf(HasSubstr("\"x\""), HasSubstr("rank 4")));
   auto fixed = Specialize(graph, {{1, 5, 8, 8}});
   EXPECT_EQ(fixed.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(fixed.status().message()),
-              AllOf(HasSubstr("\"x\""), HasSubstr("dim 1"), HasSubstr("fixed at 3"), HasSubstr("given 5")));
+  EXPECT_THAT(
+      std::string(fixed.status().message()),
+      AllOf(HasSubstr("\"x\""), HasSubstr("dim 1"), HasSubstr("fixed at 3"), HasSubstr("given 5")));
   auto zero = Specialize(graph, {{1, 3, 0, 8}});
-  EXPECT_THAT(std::string(zero.status().message()), AllOf(HasSubstr("dim 2"), HasSubstr("given 0")));
+  EXPECT_THAT(std::string(zero.status().message()),
+              AllOf(HasSubstr("dim 2"), HasSubstr("given 0")));
 }
 
 std::string ReluModel(std::vector<int64_t> shape) {
@@ -82,12 +86,14 @@ std::string ReluModel(std::vector<int64_t> shape) {
 // Used to kill the server with SIGFPE inside oneDNN's reorder creation.
 TEST(Specialize, HugeInputIsRefusedNamingTheLimit) {
   constexpr int64_t k62 = int64_t{1} << 62, k31 = int64_t{1} << 31;
-  for (const auto& shape : {std::vector<int64_t>{1, k62, k62, 4}, std::vector<int64_t>{1, 3, k31, k31}}) {
+  for (const auto& shape :
+       {std::vector<int64_t>{1, k62, k62, 4}, std::vector<int64_t>{1, 3, k31, k31}}) {
     auto m = Model::LoadBytes(ReluModel(shape));
     ASSERT_FALSE(m.ok());
     EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_THAT(std::string(m.status().message()),
-                AllOf(HasSubstr("\"x\""), HasSubstr("4294967296"), HasSubstr(ShapeToString(shape))));
+    EXPECT_THAT(
+        std::string(m.status().message()),
+        AllOf(HasSubstr("\"x\""), HasSubstr("4294967296"), HasSubstr(ShapeToString(shape))));
   }
 }
 
@@ -120,7 +126,8 @@ TEST(Specialize, WindowGeometryIsBoundedBeforeArithmetic) {
     auto m = Model::LoadBytes(b.Bytes());
     ASSERT_FALSE(m.ok()) << attr;
     EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_THAT(std::string(m.status().message()), AllOf(HasSubstr("pool"), HasSubstr("1048576"))) << attr;
+    EXPECT_THAT(std::string(m.status().message()), AllOf(HasSubstr("pool"), HasSubstr("1048576")))
+        << attr;
   }
 }
 
