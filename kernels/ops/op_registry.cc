@@ -17,6 +17,7 @@ absl::Status LowerLayerNorm(const FusedNode& f, LoweringContext& ctx);      // n
 absl::Status LowerMatMul(const FusedNode& f, LoweringContext& ctx);         // inner_product.cc
 absl::Status LowerPool(const FusedNode& f, LoweringContext& ctx);           // pool.cc
 absl::Status LowerReduceMean(const FusedNode& f, LoweringContext& ctx);     // reduce.cc
+absl::Status LowerResize(const FusedNode& f, LoweringContext& ctx);         // resize.cc
 absl::Status LowerSoftmax(const FusedNode& f, LoweringContext& ctx);        // softmax.cc
 absl::Status LowerTranspose(const FusedNode& f, LoweringContext& ctx);      // transpose.cc
 absl::Status LowerView(const FusedNode& f, LoweringContext& ctx);           // view.cc
@@ -31,6 +32,7 @@ absl::StatusOr<Shape> InferLayerNormShape(const Node& n, const ShapeContext& ctx
 absl::StatusOr<Shape> InferMatMulShape(const Node& n, const ShapeContext& ctx);       // inner_product.cc
 absl::StatusOr<Shape> InferPoolShape(const Node& n, const ShapeContext& ctx);         // pool.cc
 absl::StatusOr<Shape> InferReduceShape(const Node& n, const ShapeContext& ctx);       // reduce.cc
+absl::StatusOr<Shape> InferResizeShape(const Node& n, const ShapeContext& ctx);       // resize.cc
 absl::StatusOr<Shape> InferTransposeShape(const Node& n, const ShapeContext& ctx);    // transpose.cc
 absl::StatusOr<Shape> InferViewShape(const Node& n, const ShapeContext& ctx);         // view.cc
 
@@ -64,6 +66,7 @@ const OpFunctions* FindOp(const std::string& op) {
       {"ReduceMean", {InferReduceShape, LowerReduceMean}},
       {"Relu", {InferActivationShape, LowerActivation}},
       {"Reshape", {InferViewShape, LowerView}},
+      {"Resize", {InferResizeShape, LowerResize}},
       {"Sigmoid", {InferActivationShape, LowerActivation}},
       {"Softmax", {SameShapeAsInput, LowerSoftmax}},
       {"Sqrt", {InferActivationShape, LowerActivation}},
@@ -72,6 +75,7 @@ const OpFunctions* FindOp(const std::string& op) {
       {"Tanh", {InferActivationShape, LowerActivation}},
       {"Transpose", {InferTransposeShape, LowerTranspose}},
       {"Unsqueeze", {InferViewShape, LowerView}},
+      {"Upsample", {InferResizeShape, LowerResize}},
   };
   auto it = table->find(op);
   return it == table->end() ? nullptr : &it->second;
