@@ -6,9 +6,11 @@ Usage (Debian's python, which has torch 1.13, torchvision, onnx and numpy):
 
 For every model it writes DIR/<name>/model.onnx and input_b1.npy, output_b1.npy,
 input_b3.npy, output_b3.npy (float32, C order): inputs are seeded N(0, 1), outputs come
-from the PyTorch module in eval mode, in float32, on the same inputs. DIR/manifest.json
-lists {name, opset, input_shape (batch 1), output_shape (batch 1), output_std,
-output_std_across_batch, op_types};
+from the PyTorch module in eval mode, in float32, on the same inputs. Models listed with a
+second input shape are exported with dynamic H and W and also get input_hw2_b{1,3}.npy /
+output_hw2_b{1,3}.npy at that shape. DIR/manifest.json lists {name, opset, input_shape
+(batch 1), output_shape (batch 1), output_std, output_std_across_batch, op_types
+[, second_input_shape]};
 with --only, the entries of the other models already in the manifest are kept.
 
 Everything is seeded from the model's name (CRC-32), so a model's files do not depend on
