@@ -42,12 +42,14 @@ bool OneOf(const std::string& v, std::initializer_list<const char*> allowed) {
 
 // Input i as a non-empty constant; nullptr when absent or empty (Resize-11 passes an empty
 // `scales` next to `sizes`); an error when it is a runtime tensor.
-absl::StatusOr<const ConstTensor*> OptionalConst(const Node& n, const ShapeContext& ctx, int i, const char* what) {
+absl::StatusOr<const ConstTensor*> OptionalConst(const Node& n, const ShapeContext& ctx, int i,
+                                                 const char* what) {
   if (i >= static_cast<int>(n.inputs.size()) || n.inputs[i].empty()) return nullptr;
   const ConstTensor* c = ctx.Const(n, i);
   if (c == nullptr) {
-    return NodeError(n, absl::StrCat(what, " must be a constant once input shapes are known (input \"",
-                                     n.inputs[i].substr(0, 64), "\" is computed at run time)"));
+    return NodeError(n,
+                     absl::StrCat(what, " must be a constant once input shapes are known (input \"",
+                                  n.inputs[i].substr(0, 64), "\" is computed at run time)"));
   }
   return c->size() == 0 ? nullptr : c;
 }
@@ -62,19 +64,24 @@ absl::StatusOr<ResizeSpec> SpecOf(const Node& n, const ShapeContext& ctx, const 
   ResizeSpec s;
   const std::string mode = n.StringAttr("mode", "nearest");
   if (!OneOf(mode, {"nearest", "linear", "bilinear"}) || (mode == "bilinear" && !legacy)) {
-    return NodeError(n, absl::StrCat("mode \"", mode.substr(0, 32), "\" is not supported (nearest, linear)"));
+    return NodeError(
+        n, absl::StrCat("mode \"", mode.substr(0, 32), "\" is not supported (nearest, linear)"));
   }
   s.linear = mode != "nearest";
   s.coord = legacy ? "asymmetric" : n.StringAttr("coordinate_transformation_mode", "half_pixel");
   if (!OneOf(s.coord, {"half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric"})) {
-    return NodeError(n, absl::StrCat("coordinate_transformation_mode \"", s.coord.substr(0, 32),
-                                     "\" is not supported (half_pixel, pytorch_half_pixel, align_corners, "
-                                     "asymmetric)"));
+    return NodeError(
+        n, absl::StrCat("coordinate_transformation_mode \"", s.coord.substr(0, 32),
+                        "\" is not supported (half_pixel, pytorch_half_pixel, align_corners, "
+                        "asymmetric)"));
   }
   s.nearest_mode = legacy ? "floor" : n.StringAttr("nearest_mode", "round_prefer_floor");
-  if (!s.linear && !OneOf(s.nearest_mode, {"floor", "ceil", "round_prefer_floor", "round_prefer_ceil"})) {
-    return NodeError(n, absl::StrCat("nearest_mode \"", s.nearest_mode.substr(0, 32),
-                                     "\" is not supported (floor, ceil, round_prefer_floor, round_prefer_ceil)"));
+  if (!s.linear &&
+      !OneOf(s.nearest_mode, {"floor", "ceil", "round_prefer_floor", "round_prefer_ceil"})) {
+    return NodeError(
+        n,
+        absl::StrCat("nearest_mode \"", s.nearest_mode.substr(0, 32),
+                     "\" is not supported (floor, ceil, round_prefer_floor, round_prefer_ceil)"));
   }
   if (n.HasAttr("axes")) return NodeError(n, "attribute axes is not supported (opset 18)");
 
@@ -88,13 +95,15 @@ absl::StatusOr<ResizeSpec> SpecOf(const Node& n, const ShapeContext& ctx, const 
     if (!legacy) {
       ASSIGN_OR_RETURN(sizes, OptionalConst(n, ctx, 3, "sizes"));
     }
-    if (sc != nullptr && sizes != nullptr) return NodeError(n, "only one of scales and sizes may be given");
+    if (sc != nullptr && sizes != nullptr)
+      return NodeError(n, "only one of scales and sizes may be given");
     if (sc != nullptr) {
       for (int64_t i = 0; i < sc->size(); ++i) scales.push_back(sc->AsDouble(i));
     }
   }
   if (sizes != nullptr) {
-    if (sizes->size() != 4) return NodeError(n, absl::StrCat("sizes has ", sizes->size(), " values; expected 4"));
+    if (sizes->size() != 4)
+      return NodeError(n, absl::StrCat("sizes has ", sizes->size(), " values; expected 4"));
     if (sizes->AsInt(0) != x[0] || sizes->AsInt(1) != x[1]) {
       return NodeError(n, "only H and W may be resized (sizes must keep N and C)");
     }
@@ -102,7 +111,8 @@ absl::StatusOr<ResizeSpec> SpecOf(const Node& n, const ShapeContext& ctx, const 
     for (int i = 0; i < 2; ++i) {
       const int64_t o = sizes->AsInt(2 + i);
       if (o < 1 || o > kMaxTensorElements) {
-        return NodeError(n, absl::StrCat("sizes[", 2 + i, "] = ", o, " is outside [1, ", kMaxTensorElements, "]"));
+        return NodeError(n, absl::StrCat("sizes[", 2 + i, "] = ", o, " is outside [1, ",
+                                         kMaxTensorElements, "]"));
       }
       s.out[i] = o;
       s.scale[i] = static_cast<double>(o) / static_cast<double>(x[2 + i]);
@@ -110,19 +120,22 @@ absl::StatusOr<ResizeSpec> SpecOf(const Node& n, const ShapeContext& ctx, const 
     return s;
   }
   if (scales.empty()) return NodeError(n, "neither scales nor sizes is given");
-  if (scales.size() != 4) return NodeError(n, absl::StrCat("scales has ", scales.size(), " values; expected 4"));
-  if (scales[0] != 1 || scales[1] != 1) return NodeError(n, "only H and W may be resized (scales[0:2] must be 1)");
+  if (scales.size() != 4)
+    return NodeError(n, absl::StrCat("scales has ", scales.size(), " values; expected 4"));
+  if (scales[0] != 1 || scales[1] != 1)
+    return NodeError(n, "only H and W may be resized (scales[0:2] must be 1)");
   for (int i = 0; i < 2; ++i) {
     const double sc = scales[2 + i];
     // Bounded before the product so floor(in * scale) cannot overflow.
     if (!(sc > 0) || sc > static_cast<double>(kMaxTensorElements)) {
-      return NodeError(n, absl::StrCat("scales[", 2 + i, "] = ", sc, " is outside (0, ", kMaxTensorElements, "]"));
+      return NodeError(n, absl::StrCat("scales[", 2 + i, "] = ", sc, " is outside (0, ",
+                                       kMaxTensorElements, "]"));
     }
     const double o = std::floor(static_cast<double>(x[2 + i]) * sc);
     if (o < 1 || o > static_cast<double>(kMaxTensorElements)) {
-      return NodeError(n, absl::StrCat("scales[", 2 + i, "] = ", sc, " makes output dim ", 2 + i, " ", o,
-                                       " for input dim ", x[2 + i], "; it must be in [1, ", kMaxTensorElements,
-                                       "]"));
+      return NodeError(n, absl::StrCat("scales[", 2 + i, "] = ", sc, " makes output dim ", 2 + i,
+                                       " ", o, " for input dim ", x[2 + i], "; it must be in [1, ",
+                                       kMaxTensorElements, "]"));
     }
     s.scale[i] = sc;
     s.out[i] = static_cast<int64_t>(o);
@@ -173,10 +186,14 @@ AxisTable TableFor(const ResizeSpec& s, int axis, int64_t in) {
     }
     float r;
     const float fl = std::floor(src);
-    if (s.nearest_mode == "floor") r = fl;
-    else if (s.nearest_mode == "ceil") r = std::ceil(src);
-    else if (src - fl == 0.5f) r = s.nearest_mode == "round_prefer_floor" ? fl : fl + 1;
-    else r = std::round(src);
+    if (s.nearest_mode == "floor")
+      r = fl;
+    else if (s.nearest_mode == "ceil")
+      r = std::ceil(src);
+    else if (src - fl == 0.5f)
+      r = s.nearest_mode == "round_prefer_floor" ? fl : fl + 1;
+    else
+      r = std::round(src);
     const int64_t i = std::clamp<int64_t>(static_cast<int64_t>(r), 0, in - 1);
     t.lo[o] = t.hi[o] = i;
   }
@@ -191,7 +208,8 @@ bool OneDnnMatches(const ResizeSpec& s, const dims& x) {
   for (int i = 0; i < 2; ++i) {
     const int64_t in = x[2 + i], out = s.out[i];
     // With scales, the node's ratio is 1/scale; oneDNN's is in/out: they must agree.
-    if (!s.from_sizes && static_cast<double>(in) * s.scale[i] != static_cast<double>(out)) return false;
+    if (!s.from_sizes && static_cast<double>(in) * s.scale[i] != static_cast<double>(out))
+      return false;
     if (s.linear) {
       if (!(s.coord == "half_pixel" || (s.coord == "pytorch_half_pixel" && out > 1))) return false;
     } else {
@@ -201,8 +219,8 @@ bool OneDnnMatches(const ResizeSpec& s, const dims& x) {
   return true;
 }
 
-void ResizePlanes(const float* src, float* dst, int64_t planes, int64_t ih, int64_t iw, const AxisTable& th,
-                  const AxisTable& tw, bool linear) {
+void ResizePlanes(const float* src, float* dst, int64_t planes, int64_t ih, int64_t iw,
+                  const AxisTable& th, const AxisTable& tw, bool linear) {
   const int64_t oh = th.lo.size(), ow = tw.lo.size();
 #pragma omp parallel for schedule(static)
   for (int64_t p = 0; p < planes; ++p) {
@@ -233,13 +251,16 @@ absl::Status LowerResize(const FusedNode& f, LoweringContext& ctx) {
   const Node& n = f.node;
   const dims x = ctx.DimsOf(n.inputs[0]), y = ctx.DimsOf(n.outputs[0]);
   ASSIGN_OR_RETURN(ResizeSpec s, SpecOf(n, ShapeContext(ctx.graph()), x));
-  const std::string what = absl::StrCat("resize ", n.name, s.linear ? " linear " : " nearest ", s.coord);
+  const std::string what =
+      absl::StrCat("resize ", n.name, s.linear ? " linear " : " nearest ", s.coord);
   Val out;
   if (OneDnnMatches(s, x)) {
     ASSIGN_OR_RETURN(Val src, ctx.Get(n.inputs[0]));
     using R = dnnl::resampling_forward;
-    const auto alg = s.linear ? dnnl::algorithm::resampling_linear : dnnl::algorithm::resampling_nearest;
-    R::primitive_desc pd(R::desc(dnnl::prop_kind::forward_inference, alg, src.desc, Any(y)), ctx.Attr(), CpuEngine());
+    const auto alg =
+        s.linear ? dnnl::algorithm::resampling_linear : dnnl::algorithm::resampling_nearest;
+    R::primitive_desc pd(R::desc(dnnl::prop_kind::forward_inference, alg, src.desc, Any(y)),
+                         ctx.Attr(), CpuEngine());
     out = ctx.NewVal(pd.dst_desc());
     ctx.AddStep(what, pd, R(pd), {{DNNL_ARG_SRC, ctx.Ref(src)}, {DNNL_ARG_DST, ctx.Ref(out)}});
   } else {
@@ -255,7 +276,8 @@ absl::Status LowerResize(const FusedNode& f, LoweringContext& ctx) {
     step.args = {{DNNL_ARG_SRC, src_ref}, {DNNL_ARG_DST, dst_ref}};
     step.custom = [=](const std::vector<dnnl::memory>& mems, BnObservations*) {
       ResizePlanes(static_cast<const float*>(mems[src_ref].get_data_handle()),
-                   static_cast<float*>(mems[dst_ref].get_data_handle()), planes, ih, iw, *th, *tw, linear);
+                   static_cast<float*>(mems[dst_ref].get_data_handle()), planes, ih, iw, *th, *tw,
+                   linear);
     };
     ctx.AddCustomStep(std::move(step));
   }

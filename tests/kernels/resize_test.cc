@@ -25,7 +25,7 @@ struct Case {
   std::string op = "Resize";
   int opset = 13;
   std::map<std::string, std::string> attrs;
-  std::vector<float> scales;    // empty: sizes form
+  std::vector<float> scales;  // empty: sizes form
   std::vector<int64_t> sizes;
   std::vector<int64_t> in = {1, 2, 5, 6};
 };
@@ -65,15 +65,19 @@ struct Tap {
   int64_t lo, hi;
   double w;
 };
-std::vector<Tap> ReferenceAxis(int64_t in, int64_t out, double scale, const std::string& coord, bool linear,
-                               const std::string& nearest_mode) {
+std::vector<Tap> ReferenceAxis(int64_t in, int64_t out, double scale, const std::string& coord,
+                               bool linear, const std::string& nearest_mode) {
   std::vector<Tap> taps;
   for (int64_t o = 0; o < out; ++o) {
     double x;
-    if (coord == "half_pixel") x = (o + 0.5) / scale - 0.5;
-    else if (coord == "pytorch_half_pixel") x = out > 1 ? (o + 0.5) / scale - 0.5 : 0;
-    else if (coord == "align_corners") x = out == 1 ? 0 : o * double(in - 1) / double(out - 1);
-    else x = o / scale;
+    if (coord == "half_pixel")
+      x = (o + 0.5) / scale - 0.5;
+    else if (coord == "pytorch_half_pixel")
+      x = out > 1 ? (o + 0.5) / scale - 0.5 : 0;
+    else if (coord == "align_corners")
+      x = out == 1 ? 0 : o * double(in - 1) / double(out - 1);
+    else
+      x = o / scale;
     if (linear) {
       x = std::clamp(x, 0.0, double(in - 1));
       const int64_t lo = static_cast<int64_t>(std::floor(x));
@@ -81,10 +85,14 @@ std::vector<Tap> ReferenceAxis(int64_t in, int64_t out, double scale, const std:
       continue;
     }
     double r;
-    if (nearest_mode == "floor") r = std::floor(x);
-    else if (nearest_mode == "ceil") r = std::ceil(x);
-    else if (x - std::floor(x) == 0.5) r = nearest_mode == "round_prefer_floor" ? std::floor(x) : std::ceil(x);
-    else r = std::round(x);
+    if (nearest_mode == "floor")
+      r = std::floor(x);
+    else if (nearest_mode == "ceil")
+      r = std::ceil(x);
+    else if (x - std::floor(x) == 0.5)
+      r = nearest_mode == "round_prefer_floor" ? std::floor(x) : std::ceil(x);
+    else
+      r = std::round(x);
     const int64_t i = std::clamp<int64_t>(static_cast<int64_t>(r), 0, in - 1);
     taps.push_back({i, i, 0});
   }
@@ -104,7 +112,8 @@ Result RunAgainstReference(const Case& c) {
     return it == c.attrs.end() ? std::string(d) : it->second;
   };
   const bool linear = get("mode", "nearest") != "nearest";
-  const std::string coord = legacy ? "asymmetric" : get("coordinate_transformation_mode", "half_pixel");
+  const std::string coord =
+      legacy ? "asymmetric" : get("coordinate_transformation_mode", "half_pixel");
   const std::string nearest = legacy ? "floor" : get("nearest_mode", "round_prefer_floor");
   std::vector<int64_t> out = c.in;
   double scale[2];
@@ -165,7 +174,8 @@ TEST(Resize, ModesPyTorchDoesNotEmitMatchTheOnnxFormulas) {
   nearest_ceil.attrs = {{"mode", "nearest"}, {"nearest_mode", "round_prefer_ceil"}};
   nearest_ceil.sizes = {1, 2, 7, 4};
   Case nearest_ceil_mode;
-  nearest_ceil_mode.attrs = {{"mode", "nearest"}, {"coordinate_transformation_mode", "asymmetric"},
+  nearest_ceil_mode.attrs = {{"mode", "nearest"},
+                             {"coordinate_transformation_mode", "asymmetric"},
                              {"nearest_mode", "ceil"}};
   nearest_ceil_mode.sizes = {1, 2, 9, 4};
   Case single_row;  // pytorch_half_pixel maps a length-1 output to coordinate 0
@@ -174,7 +184,8 @@ TEST(Resize, ModesPyTorchDoesNotEmitMatchTheOnnxFormulas) {
   Case half_pixel_down;  // half_pixel on a length-1 output: the centre of the input
   half_pixel_down.attrs = {{"mode", "linear"}};
   half_pixel_down.scales = {1, 1, 0.2f, 0.5f};
-  for (const Case& c : {upsample_linear, nearest_ceil, nearest_ceil_mode, single_row, half_pixel_down}) {
+  for (const Case& c :
+       {upsample_linear, nearest_ceil, nearest_ceil_mode, single_row, half_pixel_down}) {
     const Result r = RunAgainstReference(c);
     EXPECT_LT(r.max_err, 1e-5) << r.plan;
   }
@@ -185,7 +196,9 @@ TEST(Resize, OneDnnRunsWhereItsConventionIsTheNodes) {
   linear.attrs = {{"mode", "linear"}};
   linear.sizes = {1, 2, 10, 12};
   Case nearest;
-  nearest.attrs = {{"mode", "nearest"}, {"coordinate_transformation_mode", "asymmetric"}, {"nearest_mode", "floor"}};
+  nearest.attrs = {{"mode", "nearest"},
+                   {"coordinate_transformation_mode", "asymmetric"},
+                   {"nearest_mode", "floor"}};
   nearest.scales = {1, 1, 2, 3};
   for (const Case& c : {linear, nearest}) {
     const Result r = RunAgainstReference(c);
@@ -217,7 +230,8 @@ TEST(Resize, UnsupportedVariantsNameNodeAttributeAndValue) {
   cubic.attrs = {{"mode", "cubic"}};
   cubic.sizes = {1, 2, 10, 12};
   EXPECT_THAT(std::string(CompileStatus(Build(cubic, {1, 2, 10, 12})).message()),
-              AllOf(HasSubstr("node \"rs\" (Resize)"), HasSubstr("mode \"cubic\""), HasSubstr("nearest, linear")));
+              AllOf(HasSubstr("node \"rs\" (Resize)"), HasSubstr("mode \"cubic\""),
+                    HasSubstr("nearest, linear")));
   Case channels;
   channels.scales = {1, 2, 2, 2};
   EXPECT_THAT(std::string(CompileStatus(Build(channels, {1, 4, 10, 12})).message()),

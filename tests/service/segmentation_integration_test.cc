@@ -50,7 +50,8 @@ grpc::Status Infer(inference::GRPCInferenceService::Stub* stub, const std::vecto
   in->set_name("input");
   in->set_datatype("FP32");
   for (int64_t d : shape) in->add_shape(d);
-  req.add_raw_input_contents(std::string(reinterpret_cast<const char*>(data.data()), data.size() * sizeof(float)));
+  req.add_raw_input_contents(
+      std::string(reinterpret_cast<const char*>(data.data()), data.size() * sizeof(float)));
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
   return stub->ModelInfer(&ctx, req, resp);
@@ -81,7 +82,8 @@ TEST(SegmentationServing, TwoSizesMatchPyTorchAndTheSideLimitIsNamed) {
     inference::ModelInferResponse resp;
     const auto start = std::chrono::steady_clock::now();
     const grpc::Status s = Infer(stub.get(), input->shape, input->data, &resp);
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     ASSERT_TRUE(s.ok()) << s.error_message() << (*server)->Log();
     ASSERT_EQ(resp.outputs_size(), 1);
     ASSERT_EQ(resp.raw_output_contents_size(), 1);
@@ -93,7 +95,8 @@ TEST(SegmentationServing, TwoSizesMatchPyTorchAndTheSideLimitIsNamed) {
     std::memcpy(got.data(), raw.data(), raw.size());
     const double err = RelativeError(got, want->data);
     EXPECT_LT(err, 1e-4);
-    std::printf("seg_head %s: error %.3g of the output scale, first request %.3f s\n", suffix, err, seconds);
+    std::printf("seg_head %s: error %.3g of the output scale, first request %.3f s\n", suffix, err,
+                seconds);
   }
 
   inference::ModelInferResponse resp;
