@@ -35,7 +35,9 @@ std::string Build(const Case& c, const std::vector<int64_t>& out) {
   b.Input("x", c.in);
   b.Output("y", out);
   std::vector<std::string> inputs = {"x"};
-  if (c.op == "Upsample") {
+  if (c.op == "Upsample" && c.opset < 9) {
+    // Upsample-7: scales is an attribute.
+  } else if (c.op == "Upsample") {
     b.Initializer("scales", {4}, c.scales);
     inputs.push_back("scales");
   } else if (!c.scales.empty()) {
@@ -50,6 +52,12 @@ std::string Build(const Case& c, const std::vector<int64_t>& out) {
     inputs.insert(inputs.end(), {"", "", "sizes"});
   }
   auto* n = b.Node(c.op, "rs", inputs, {"y"});
+  if (c.op == "Upsample" && c.opset < 9) {
+    auto* a = n->add_attribute();
+    a->set_name("scales");
+    a->set_type(onnx::AttributeProto::FLOATS);
+    for (float v : c.scales) a->add_floats(v);
+  }
   for (const auto& [key, value] : c.attrs) {
     auto* a = n->add_attribute();
     a->set_name(key);
@@ -170,6 +178,10 @@ TEST(Resize, ModesPyTorchDoesNotEmitMatchTheOnnxFormulas) {
   upsample_linear.opset = 9;
   upsample_linear.attrs = {{"mode", "linear"}};
   upsample_linear.scales = {1, 1, 2, 1.5f};
+  Case upsample7 = upsample_linear;  // scales as an attribute, nearest rounding down
+  upsample7.opset = 7;
+  upsample7.attrs = {{"mode", "nearest"}};
+  upsample7.scales = {1, 1, 3, 2.5f};
   Case nearest_ceil;  // half-pixel centres, ties up, non-integer ratio in both directions
   nearest_ceil.attrs = {{"mode", "nearest"}, {"nearest_mode", "round_prefer_ceil"}};
   nearest_ceil.sizes = {1, 2, 7, 4};
