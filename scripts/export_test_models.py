@@ -6,9 +6,11 @@ Usage (Debian's python, which has torch 1.13, torchvision, onnx and numpy):
 
 For every model it writes DIR/<name>/model.onnx and input_b1.npy, output_b1.npy,
 input_b3.npy, output_b3.npy (float32, C order): inputs are seeded N(0, 1), outputs come
-from the PyTorch module in eval mode, in float32, on the same inputs. DIR/manifest.json
-lists {name, opset, input_shape (batch 1), output_shape (batch 1), output_std,
-output_std_across_batch, op_types};
+from the PyTorch module in eval mode, in float32, on the same inputs. Models listed with a
+second input shape are exported with dynamic H and W and also get input_hw2_b{1,3}.npy /
+output_hw2_b{1,3}.npy at that shape. DIR/manifest.json lists {name, opset, input_shape
+(batch 1), output_shape (batch 1), output_std, output_std_across_batch, op_types
+[, second_input_shape]};
 with --only, the entries of the other models already in the manifest are kept.
 
 Everything is seeded from the model's name (CRC-32), so a model's files do not depend on
@@ -140,7 +142,61 @@ class ConcatNet(nn.Module):
         return self.fc(x.view(x.shape[0], -1))
 
 
-# name -> (constructor, opset, input shape without the batch dimension)
+class Interpolate(nn.Module):
+    """A conv (so the resize reads an engine-chosen layout) then one F.interpolate.
+
+    size_from="input" resizes to the input's own H, W (a Shape->Gather->Concat chain in the
+    export, folded once the input shape is known), after a stride-2 conv.
+    """
+
+    def __init__(self, size_from=None, stride=1, **kwargs):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, stride, 1)
+        self.size_from = size_from
+        self.kwargs = kwargs
+
+    def forward(self, x):
+        kwargs = dict(self.kwargs)
+        if self.size_from == "input":
+            kwargs["size"] = x.shape[-2:]
+        return F.interpolate(self.conv(x), **kwargs)
+
+
+def aspp_conv(cin, cout, dilation):
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=dilation, dilation=dilation, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class SegHead(nn.Module):
+    """DeepLabV3's op mix at toy size: stride-8 backbone, ASPP with dilated 3x3 convs and a
+    global-pool branch resized (bilinear) to the feature size, 1x1 classifier, bilinear
+    upsampling to the input size. Both resizes take their size from runtime shapes."""
+
+    def __init__(self, num_classes=5):
+        super().__init__()
+        self.backbone = nn.Sequential(
+            aspp_conv(3, 16, 1), nn.MaxPool2d(2),
+            aspp_conv(16, 32, 1), nn.MaxPool2d(2),
+            aspp_conv(32, 32, 1), nn.MaxPool2d(2))
+        self.branches = nn.ModuleList([
+            nn.Sequential(nn.Conv2d(32, 16, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True)),
+            aspp_conv(32, 16, 2), aspp_conv(32, 16, 3)])
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(32, 16, 1, bias=False),
+                                  nn.BatchNorm2d(16), nn.ReLU(inplace=True))
+        self.project = aspp_conv(64, 16, 1)
+        self.classifier = nn.Conv2d(16, num_classes, 1)
+
+    def forward(self, x):
+        f = self.backbone(x)
+        parts = [b(f) for b in self.branches]
+        parts.append(F.interpolate(self.pool(f), size=f.shape[-2:], mode="bilinear", align_corners=False))
+        y = self.classifier(self.project(torch.cat(parts, dim=1)))
+        return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+# name -> (constructor, opset, input shape without the batch dimension[, second input
+# shape]). A model with a second shape is exported with dynamic H and W, and its inputs and
+# outputs at that shape are written as input_hw2_b{1,3}.npy / output_hw2_b{1,3}.npy.
 MODELS = {
     "resnet18": (lambda: torchvision.models.resnet18(weights=None, num_classes=1000),
                  13, (3, 224, 224)),
@@ -154,6 +210,22 @@ MODELS = {
     "layernorm_net_op13": (layernorm_net, 13, (3, 32, 32)),
     "bn1d_head": (bn1d_head, 14, (3, 32, 32)),
     "concat_net": (ConcatNet, 13, (3, 32, 32)),
+    # Resize/Upsample (two sizes each: one where oneDNN's resampling applies, one where the
+    # scale does not divide the size and the custom kernel runs, for the scale forms).
+    "resize_nearest_up": (lambda: Interpolate(scale_factor=2, mode="nearest"), 13, (3, 8, 10), (3, 7, 5)),
+    "resize_nearest_size": (lambda: Interpolate(size=(13, 6), mode="nearest"), 17, (3, 8, 10), (3, 9, 4)),
+    "resize_bilinear_up": (lambda: Interpolate(scale_factor=2, mode="bilinear", align_corners=False),
+                           17, (3, 8, 10), (3, 7, 5)),
+    "resize_bilinear_down": (lambda: Interpolate(scale_factor=0.5, mode="bilinear", align_corners=False),
+                             13, (3, 16, 20), (3, 15, 9)),
+    "resize_bilinear_corners": (lambda: Interpolate(size=(11, 17), mode="bilinear", align_corners=True),
+                                11, (3, 8, 10), (3, 20, 30)),
+    "resize_bilinear_to_input": (lambda: Interpolate(size_from="input", stride=2, mode="bilinear",
+                                                     align_corners=False), 13, (3, 16, 16), (3, 15, 22)),
+    "resize_bilinear_corners_up": (lambda: Interpolate(scale_factor=3, mode="bilinear", align_corners=True),
+                                   17, (3, 5, 6), (3, 4, 9)),
+    "upsample_nearest_op9": (lambda: Interpolate(scale_factor=2, mode="nearest"), 9, (3, 8, 10), (3, 5, 7)),
+    "seg_head": (SegHead, 17, (3, 64, 64), (3, 48, 80)),
 }
 
 
@@ -214,7 +286,7 @@ def normalize_weight_scales(model, calib):
 
 
 def build(name):
-    ctor, opset, chw = MODELS[name]
+    ctor, opset, chw = MODELS[name][:3]
     seed = model_seed(name.replace("_op13", ""))  # both LayerNorm exports share weights
     torch.manual_seed(seed)
     model = ctor()
@@ -223,6 +295,9 @@ def build(name):
     rng = np.random.default_rng(seed)
     normalize_weight_scales(model, torch.from_numpy(rng.standard_normal((2,) + chw, dtype=np.float32)))
     inputs = {b: rng.standard_normal((b,) + chw, dtype=np.float32) for b in (1, 3)}
+    if len(MODELS[name]) > 3:
+        chw2 = MODELS[name][3]
+        inputs.update({f"hw2_b{b}": rng.standard_normal((b,) + chw2, dtype=np.float32) for b in (1, 3)})
     return model, opset, chw, inputs
 
 
@@ -239,9 +314,13 @@ def export_one(name, out_dir):
             if not np.all(np.isfinite(y)):
                 raise RuntimeError(f"{name}: non-finite PyTorch output at batch {b}")
             outputs[b] = y
-            np.save(os.path.join(model_dir, f"input_b{b}.npy"), np.ascontiguousarray(x))
-            np.save(os.path.join(model_dir, f"output_b{b}.npy"), np.ascontiguousarray(y))
+            suffix = b if isinstance(b, str) else f"b{b}"
+            np.save(os.path.join(model_dir, f"input_{suffix}.npy"), np.ascontiguousarray(x))
+            np.save(os.path.join(model_dir, f"output_{suffix}.npy"), np.ascontiguousarray(y))
 
+    dynamic_hw = len(MODELS[name]) > 3
+    axes = {0: "batch", 2: "height", 3: "width"} if dynamic_hw else {0: "batch"}
+    out_axes = {0: "batch", 2: "out_height", 3: "out_width"} if dynamic_hw else {0: "batch"}
     path = os.path.join(model_dir, "model.onnx")
     with warnings.catch_warnings():
         # PRESERVE + constant folding warns about training-mode exports; the module is in
@@ -250,7 +329,7 @@ def export_one(name, out_dir):
         torch.onnx.export(
             model, torch.from_numpy(inputs[1]), path,
             input_names=["input"], output_names=["output"],
-            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+            dynamic_axes={"input": axes, "output": out_axes},
             do_constant_folding=True, opset_version=opset,
             training=torch.onnx.TrainingMode.PRESERVE)
 
@@ -270,6 +349,8 @@ def export_one(name, out_dir):
         "output_std_across_batch": float(outputs[3].std(axis=0).mean()),
         "op_types": op_types,
     }
+    if dynamic_hw:
+        entry["second_input_shape"] = [1] + list(MODELS[name][3])
     size_mb = os.path.getsize(path) / 1e6
     print(f"{name:20s} opset {opset:2d} in {entry['input_shape']} out {entry['output_shape']} "
           f"std {out_std:.4g} (across batch {entry['output_std_across_batch']:.3g}) |max| {float(np.abs(outputs[3]).max()):.4g} "

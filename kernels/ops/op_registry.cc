@@ -16,6 +16,7 @@ absl::Status LowerInnerProduct(const FusedNode& f, LoweringContext& ctx);  // in
 absl::Status LowerLayerNorm(const FusedNode& f, LoweringContext& ctx);     // normalization.cc
 absl::Status LowerMatMul(const FusedNode& f, LoweringContext& ctx);        // inner_product.cc
 absl::Status LowerPool(const FusedNode& f, LoweringContext& ctx);          // pool.cc
+absl::Status LowerResize(const FusedNode& f, LoweringContext& ctx);        // resize.cc
 absl::Status LowerReduceMean(const FusedNode& f, LoweringContext& ctx);    // reduce.cc
 absl::Status LowerSoftmax(const FusedNode& f, LoweringContext& ctx);       // softmax.cc
 absl::Status LowerTranspose(const FusedNode& f, LoweringContext& ctx);     // transpose.cc
@@ -33,6 +34,7 @@ absl::StatusOr<Shape> InferLayerNormShape(const Node& n,
 absl::StatusOr<Shape> InferMatMulShape(const Node& n, const ShapeContext& ctx);  // inner_product.cc
 absl::StatusOr<Shape> InferPoolShape(const Node& n, const ShapeContext& ctx);    // pool.cc
 absl::StatusOr<Shape> InferReduceShape(const Node& n, const ShapeContext& ctx);  // reduce.cc
+absl::StatusOr<Shape> InferResizeShape(const Node& n, const ShapeContext& ctx);      // resize.cc
 absl::StatusOr<Shape> InferTransposeShape(const Node& n, const ShapeContext& ctx);  // transpose.cc
 absl::StatusOr<Shape> InferViewShape(const Node& n, const ShapeContext& ctx);       // view.cc
 
@@ -66,6 +68,7 @@ const OpFunctions* FindOp(const std::string& op) {
       {"ReduceMean", {InferReduceShape, LowerReduceMean}},
       {"Relu", {InferActivationShape, LowerActivation}},
       {"Reshape", {InferViewShape, LowerView}},
+      {"Resize", {InferResizeShape, LowerResize}},
       {"Sigmoid", {InferActivationShape, LowerActivation}},
       {"Softmax", {SameShapeAsInput, LowerSoftmax}},
       {"Sqrt", {InferActivationShape, LowerActivation}},
@@ -74,6 +77,7 @@ const OpFunctions* FindOp(const std::string& op) {
       {"Tanh", {InferActivationShape, LowerActivation}},
       {"Transpose", {InferTransposeShape, LowerTranspose}},
       {"Unsqueeze", {InferViewShape, LowerView}},
+      {"Upsample", {InferResizeShape, LowerResize}},
   };
   auto it = table->find(op);
   return it == table->end() ? nullptr : &it->second;

@@ -1,8 +1,10 @@
 // Parity against PyTorch eval mode: every exported test model, batch 1 and batch 3, must
-// match PyTorch's outputs within 1e-4 relative to the output scale.
+// match PyTorch's outputs within 1e-4 relative to the output scale; models exported with
+// dynamic H/W also at their second input size (input_hw2_b*.npy), on the same compiled model.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <string>
 #include <tuple>
 
@@ -54,8 +56,10 @@ TEST_P(ParityTest, MatchesPyTorchAtBatch1And3) {
         << (*compiled)->DescribePlan();
   }
   auto ctx = (*compiled)->NewContext();
-  for (const char* batch : {"b1", "b3"}) {
+  for (const char* batch : {"b1", "b3", "hw2_b1", "hw2_b3"}) {
     SCOPED_TRACE(batch);
+    const bool second_size = absl::StartsWith(batch, "hw2");
+    if (second_size && !std::ifstream(dir + "/input_" + batch + ".npy").good()) continue;
     auto input = ReadNpyFile(dir + "/input_" + batch + ".npy");
     auto want = ReadNpyFile(dir + "/output_" + batch + ".npy");
     ASSERT_TRUE(input.ok()) << input.status();
@@ -75,7 +79,11 @@ TEST_P(ParityTest, MatchesPyTorchAtBatch1And3) {
 INSTANTIATE_TEST_SUITE_P(Models, ParityTest,
                          ::testing::Combine(::testing::Values("resnet18", "resnet50", "mobilenet_v2", "gn_resnet",
                                                               "instnorm_net", "layernorm_net", "layernorm_net_op13",
-                                                              "bn1d_head", "concat_net"),
+                                                              "bn1d_head", "concat_net", "resize_nearest_up",
+                                                              "resize_nearest_size", "resize_bilinear_up",
+                                                              "resize_bilinear_down", "resize_bilinear_corners",
+                                                              "resize_bilinear_to_input", "resize_bilinear_corners_up",
+                                                              "upsample_nearest_op9", "seg_head"),
                                             ::testing::Values(ConvAlgorithm::kDirect, ConvAlgorithm::kWinograd)));
 
 }  // namespace
