@@ -24,7 +24,8 @@ const absl::flat_hash_set<std::string>& SupportedOps() {
       "Pow", "Add", "Sub", "Mul", "Div", "MaxPool", "AveragePool", "GlobalAveragePool",
       "GlobalMaxPool", "ReduceMean", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Gemm",
       "MatMul", "Concat", "Softmax", "Identity", "Dropout", "Constant", "Shape", "Gather",
-      "Slice", "Cast", "ConstantOfShape", "Transpose"};
+      "Slice", "Cast", "ConstantOfShape", "Transpose",
+      "Erf", "Gelu", "Max", "Min", "Neg", "Reciprocal", "ReduceL2", "ReduceMax", "ReduceSum"};
   return *ops;
 }
 

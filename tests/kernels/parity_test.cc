@@ -75,7 +75,9 @@ TEST_P(ParityTest, MatchesPyTorchAtBatch1And3) {
 INSTANTIATE_TEST_SUITE_P(Models, ParityTest,
                          ::testing::Combine(::testing::Values("resnet18", "resnet50", "mobilenet_v2", "gn_resnet",
                                                               "instnorm_net", "layernorm_net", "layernorm_net_op13",
-                                                              "bn1d_head", "concat_net"),
+                                                              "bn1d_head", "concat_net",
+                                                              "gelu_mlp", "gelu_mlp_op13", "gelu_tanh_mlp", "convnext_block",
+                                                              "convnext_block_op13", "minmax_reduce_net"),
                                             ::testing::Values(ConvAlgorithm::kDirect, ConvAlgorithm::kWinograd)));
 
 }  // namespace
