@@ -35,7 +35,8 @@ class Matcher {
   // exporter writes float32 roundings of sqrt 2, sqrt(2/pi)...).
   bool IsScalar(const std::string& v, double want) const {
     auto it = g_.consts.find(v);
-    if (it == g_.consts.end() || it->second.size() != 1 || it->second.type != ElementType::kFloat32) return false;
+    if (it == g_.consts.end() || it->second.size() != 1 || it->second.type != ElementType::kFloat32)
+      return false;
     return std::fabs(it->second.AsDouble(0) - want) <= 1e-5 * std::fabs(want);
   }
   // For a two-input node with one input `v`: the other input (v itself for Mul(v, v)).
@@ -123,19 +124,25 @@ std::string ErfInput(const Matcher& m, int e, std::vector<int>* chain) {
 std::string TanhInput(const Matcher& m, int t, std::vector<int>* chain) {
   const std::string& u = m.node(t).inputs[0];
   const int scale = m.Producer(u);
-  if (scale < 0 || m.SoleReader(u) != t || m.node(scale).op != "Mul" || m.node(scale).inputs.size() != 2) return "";
+  if (scale < 0 || m.SoleReader(u) != t || m.node(scale).op != "Mul" ||
+      m.node(scale).inputs.size() != 2)
+    return "";
   const double k = std::sqrt(2.0 / M_PI);
   const Node& sn = m.node(scale);
   const std::string& inner = m.IsScalar(sn.inputs[0], k) ? sn.inputs[1] : sn.inputs[0];
   if (!m.IsScalarOp(scale, "Mul", inner, k)) return "";
   const int add = m.Producer(inner);
-  if (add < 0 || m.SoleReader(inner) != scale || m.node(add).op != "Add" || m.node(add).inputs.size() != 2) return "";
+  if (add < 0 || m.SoleReader(inner) != scale || m.node(add).op != "Add" ||
+      m.node(add).inputs.size() != 2)
+    return "";
   // Add(x, c * x^3): try each operand as x.
   for (int side = 0; side < 2; ++side) {
     const std::string& x = m.node(add).inputs[side];
     const std::string& cubic = m.node(add).inputs[1 - side];
     const int cm = m.Producer(cubic);
-    if (cm < 0 || m.SoleReader(cubic) != add || m.node(cm).op != "Mul" || m.node(cm).inputs.size() != 2) continue;
+    if (cm < 0 || m.SoleReader(cubic) != add || m.node(cm).op != "Mul" ||
+        m.node(cm).inputs.size() != 2)
+      continue;
     const Node& cmn = m.node(cm);
     const std::string& cube = m.IsScalar(cmn.inputs[0], 0.044715) ? cmn.inputs[1] : cmn.inputs[0];
     if (!m.IsScalarOp(cm, "Mul", cube, 0.044715)) continue;
@@ -143,7 +150,8 @@ std::string TanhInput(const Matcher& m, int t, std::vector<int>* chain) {
     if (c3 < 0 || m.SoleReader(cube) != cm) continue;
     std::vector<int> found = {scale, add, cm, c3};
     const Node& c3n = m.node(c3);
-    if (c3n.op == "Pow" && c3n.inputs.size() == 2 && c3n.inputs[0] == x && m.IsScalar(c3n.inputs[1], 3.0)) {
+    if (c3n.op == "Pow" && c3n.inputs.size() == 2 && c3n.inputs[0] == x &&
+        m.IsScalar(c3n.inputs[1], 3.0)) {
       chain->insert(chain->end(), found.begin(), found.end());
       return x;
     }
@@ -151,8 +159,8 @@ std::string TanhInput(const Matcher& m, int t, std::vector<int>* chain) {
     const std::string* sq = c3n.op == "Mul" ? Matcher::Other(c3n, x) : nullptr;
     if (sq == nullptr) continue;
     const int c2 = m.Producer(*sq);
-    if (c2 < 0 || m.SoleReader(*sq) != c3 || m.node(c2).op != "Mul" || m.node(c2).inputs.size() != 2 ||
-        m.node(c2).inputs[0] != x || m.node(c2).inputs[1] != x) {
+    if (c2 < 0 || m.SoleReader(*sq) != c3 || m.node(c2).op != "Mul" ||
+        m.node(c2).inputs.size() != 2 || m.node(c2).inputs[0] != x || m.node(c2).inputs[1] != x) {
       continue;
     }
     found.push_back(c2);

@@ -21,9 +21,10 @@ using dims = dnnl::memory::dims;
 // One binary step dst = alg(a, b) + post, where `av` has the output shape `y` and `b` is
 // a runtime or constant value broadcastable to it. `plain_a` gives `av` in the plain
 // layout, for when oneDNN cannot pair a's layout with a plain broadcast operand.
-absl::StatusOr<Val> BinaryStep(LoweringContext& ctx, const std::string& what, dnnl::algorithm alg, Val av,
-                               const std::function<absl::StatusOr<Val>()>& plain_a, const std::string& b,
-                               const dims& y, const std::vector<PostOp>& post) {
+absl::StatusOr<Val> BinaryStep(LoweringContext& ctx, const std::string& what, dnnl::algorithm alg,
+                               Val av, const std::function<absl::StatusOr<Val>()>& plain_a,
+                               const std::string& b, const dims& y,
+                               const std::vector<PostOp>& post) {
   const dims bd = PadRank(ctx.DimsOf(b), y.size());
   auto make = [&](const md& src0, const md& src1) {
     dnnl::binary::desc desc(alg, src0, src1, src0);
@@ -50,7 +51,9 @@ absl::StatusOr<Val> BinaryStep(LoweringContext& ctx, const std::string& what, dn
     bref = ctx.Ref(Val{bv.buffer, bmd});
   }
   Val dst = ctx.NewVal(pd.dst_desc());
-  ctx.AddStep(what, pd, dnnl::binary(pd), {{DNNL_ARG_SRC_0, ctx.Ref(av)}, {DNNL_ARG_SRC_1, bref}, {DNNL_ARG_DST, ctx.Ref(dst)}});
+  ctx.AddStep(
+      what, pd, dnnl::binary(pd),
+      {{DNNL_ARG_SRC_0, ctx.Ref(av)}, {DNNL_ARG_SRC_1, bref}, {DNNL_ARG_DST, ctx.Ref(dst)}});
   return dst;
 }
 
@@ -59,14 +62,16 @@ absl::StatusOr<Val> BinaryStep(LoweringContext& ctx, const std::string& what, dn
 absl::Status LowerMinMax(const FusedNode& f, LoweringContext& ctx) {
   const Node& n = f.node;
   const dims y = ctx.DimsOf(n.outputs[0]);
-  const dnnl::algorithm alg = n.op == "Min" ? dnnl::algorithm::binary_min : dnnl::algorithm::binary_max;
+  const dnnl::algorithm alg =
+      n.op == "Min" ? dnnl::algorithm::binary_min : dnnl::algorithm::binary_max;
   int acc = -1;
   for (size_t i = 0; i < n.inputs.size() && acc < 0; ++i) {
     if (!ctx.IsConst(n.inputs[i]) && ctx.DimsOf(n.inputs[i]) == y) acc = static_cast<int>(i);
   }
   if (acc < 0) {
     return absl::InvalidArgumentError(
-        absl::StrCat("no runtime operand has the output shape ", ShapeToString(y), " (broadcasting every operand is not supported)"));
+        absl::StrCat("no runtime operand has the output shape ", ShapeToString(y),
+                     " (broadcasting every operand is not supported)"));
   }
   const std::string& first = n.inputs[acc];
   ASSIGN_OR_RETURN(Val v, ctx.Get(first));
@@ -83,8 +88,10 @@ absl::Status LowerMinMax(const FusedNode& f, LoweringContext& ctx) {
       RETURN_IF_ERROR(ctx.AddReorder(ctx.Ref(cur), p, absl::StrCat("reorder ", n.name)));
       return p;
     };
-    ASSIGN_OR_RETURN(v, BinaryStep(ctx, absl::StrCat("binary ", n.name, done == steps ? PostOpsText(f) : ""), alg, cur,
-                                   plain, n.inputs[i], y, done == steps ? f.post_ops : std::vector<PostOp>{}));
+    ASSIGN_OR_RETURN(
+        v,
+        BinaryStep(ctx, absl::StrCat("binary ", n.name, done == steps ? PostOpsText(f) : ""), alg,
+                   cur, plain, n.inputs[i], y, done == steps ? f.post_ops : std::vector<PostOp>{}));
     named = false;
   }
   ctx.Define(f.output, v);
@@ -98,10 +105,10 @@ absl::Status LowerBinary(const FusedNode& f, LoweringContext& ctx) {
   if (n.op == "Min" || n.op == "Max") return LowerMinMax(f, ctx);
   std::string a = n.inputs[0], b = n.inputs[1];
   const dims y = ctx.DimsOf(n.outputs[0]);
-  dnnl::algorithm alg = n.op == "Add" ? dnnl::algorithm::binary_add
-                      : n.op == "Sub" ? dnnl::algorithm::binary_sub
-                      : n.op == "Mul" ? dnnl::algorithm::binary_mul
-                                      : dnnl::algorithm::binary_div;
+  dnnl::algorithm alg = n.op == "Add"   ? dnnl::algorithm::binary_add
+                        : n.op == "Sub" ? dnnl::algorithm::binary_sub
+                        : n.op == "Mul" ? dnnl::algorithm::binary_mul
+                                        : dnnl::algorithm::binary_div;
   std::vector<PostOp> post = f.post_ops;
   if (ctx.IsConst(a) || ctx.DimsOf(a) != y) {
     // oneDNN broadcasts src1 only: put the full-size operand first.
@@ -113,11 +120,13 @@ absl::Status LowerBinary(const FusedNode& f, LoweringContext& ctx) {
     }
   }
   if (ctx.IsConst(a) || ctx.DimsOf(a) != y) {
-    return absl::InvalidArgumentError(absl::StrCat("neither operand has the output shape ", ShapeToString(y)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("neither operand has the output shape ", ShapeToString(y)));
   }
   ASSIGN_OR_RETURN(Val av, ctx.Get(a));
-  ASSIGN_OR_RETURN(Val dst, BinaryStep(ctx, absl::StrCat("binary ", n.name, PostOpsText(f)), alg, av,
-                                       [&ctx, &a] { return ctx.PlainVal(a); }, b, y, post));
+  ASSIGN_OR_RETURN(Val dst, BinaryStep(
+                                ctx, absl::StrCat("binary ", n.name, PostOpsText(f)), alg, av,
+                                [&ctx, &a] { return ctx.PlainVal(a); }, b, y, post));
   ctx.Define(f.output, dst);
   return absl::OkStatus();
 }

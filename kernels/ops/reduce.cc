@@ -22,7 +22,8 @@ using dims = dnnl::memory::dims;
 // lowering agree on them.
 absl::StatusOr<std::vector<bool>> ReducedDims(const Node& n, const ShapeContext& ctx, size_t rank) {
   ASSIGN_OR_RETURN(std::vector<int64_t> axes, AxesOf(n, ctx, 1));
-  if (axes.empty() && n.IntAttr("noop_with_empty_axes", 0) != 0) return std::vector<bool>(rank, false);
+  if (axes.empty() && n.IntAttr("noop_with_empty_axes", 0) != 0)
+    return std::vector<bool>(rank, false);
   std::vector<bool> red(rank, axes.empty());
   for (int64_t a : axes) {
     ASSIGN_OR_RETURN(int64_t k, NormAxis(n, a, rank));
@@ -66,8 +67,8 @@ absl::Status LowerReduce(const FusedNode& f, LoweringContext& ctx) {
   }
   const Reduction r = ReductionOf(n.op);
   ASSIGN_OR_RETURN(Val src, ctx.PlainVal(n.inputs[0]));
-  dnnl::reduction::primitive_desc pd(dnnl::reduction::desc(r.alg, src.desc, Plain(kept), r.p, 0.f), ctx.Attr(),
-                                     CpuEngine());
+  dnnl::reduction::primitive_desc pd(dnnl::reduction::desc(r.alg, src.desc, Plain(kept), r.p, 0.f),
+                                     ctx.Attr(), CpuEngine());
   Val dst = ctx.NewVal(Plain(kept));
   ctx.AddStep(absl::StrCat(r.name, " ", n.name), pd, dnnl::reduction(pd),
               {{DNNL_ARG_SRC, ctx.Ref(src)}, {DNNL_ARG_DST, ctx.Ref(dst)}});
@@ -81,8 +82,10 @@ absl::StatusOr<Shape> InferReduceShape(const Node& n, const ShapeContext& ctx) {
   const bool keep = n.IntAttr("keepdims", 1) != 0;
   Shape s;
   for (size_t i = 0; i < x.size(); ++i) {
-    if (!red[i]) s.push_back(x[i]);
-    else if (keep) s.push_back(1);
+    if (!red[i])
+      s.push_back(x[i]);
+    else if (keep)
+      s.push_back(1);
   }
   return s;
 }

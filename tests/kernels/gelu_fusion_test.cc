@@ -31,7 +31,8 @@ double GeluTanh(double x) {
 }
 
 // Runs `bytes` on x ([2, 64] in [-5, 5]); returns the first output and the plan text.
-std::vector<float> RunModel(const std::string& bytes, const std::vector<float>& x, std::string* plan) {
+std::vector<float> RunModel(const std::string& bytes, const std::vector<float>& x,
+                            std::string* plan) {
   auto m = Model::LoadBytes(bytes);
   EXPECT_TRUE(m.ok()) << m.status();
   if (!m.ok()) return {};
@@ -49,7 +50,8 @@ std::vector<float> Inputs() {
   return testing::RandomVector(2 * 64, &rng, -5.f, 5.f);
 }
 
-void ExpectClose(const std::vector<float>& got, const std::vector<float>& x, double (*f)(double), double tol) {
+void ExpectClose(const std::vector<float>& got, const std::vector<float>& x, double (*f)(double),
+                 double tol) {
   ASSERT_EQ(got.size(), x.size());
   for (size_t i = 0; i < x.size(); ++i) EXPECT_NEAR(got[i], f(x[i]), tol) << "x = " << x[i];
 }
@@ -91,7 +93,8 @@ OnnxBuilder ErfGelu(ErfOrder order, float half = 0.5f) {
 }
 
 TEST(GeluFusion, EveryExportedGeluIsFused) {
-  for (const std::string name : {"gelu_mlp", "gelu_mlp_op13", "gelu_tanh_mlp", "convnext_block", "convnext_block_op13"}) {
+  for (const std::string name :
+       {"gelu_mlp", "gelu_mlp_op13", "gelu_tanh_mlp", "convnext_block", "convnext_block_op13"}) {
     SCOPED_TRACE(name);
     auto m = Model::LoadFile(TestData(name) + "/model.onnx");
     ASSERT_TRUE(m.ok()) << m.status();
@@ -132,7 +135,8 @@ TEST(GeluFusion, ExportedGeluIsAPostOpOfTheGemm) {
 
 TEST(GeluFusion, EveryOperandOrderIsFusedAndMatchesFloat64) {
   const auto x = Inputs();
-  for (ErfOrder order : {ErfOrder::kExported, ErfOrder::kHalfOfBracket, ErfOrder::kHalfOfX, ErfOrder::kMulBySqrtHalf}) {
+  for (ErfOrder order : {ErfOrder::kExported, ErfOrder::kHalfOfBracket, ErfOrder::kHalfOfX,
+                         ErfOrder::kMulBySqrtHalf}) {
     SCOPED_TRACE(static_cast<int>(order));
     std::string plan;
     const auto y = RunModel(ErfGelu(order).Bytes(), x, &plan);
@@ -164,7 +168,8 @@ TEST(GeluFusion, ANearMissIsNotFusedAndErfRunsAlone) {
   std::string plan;
   const auto y = RunModel(ErfGelu(ErfOrder::kExported, 0.6f).Bytes(), x, &plan);
   EXPECT_EQ(plan.find("gelu"), std::string::npos) << plan;
-  ExpectClose(y, x, [](double v) { return 1.2 * GeluErf(v); }, 1e-5);
+  ExpectClose(
+      y, x, [](double v) { return 1.2 * GeluErf(v); }, 1e-5);
 }
 
 TEST(GeluFusion, TanhWithPowCubeIsFused) {
@@ -203,7 +208,8 @@ TEST(GeluFusion, UnknownApproximationNamesNodeAndValue) {
   auto acts = ActivationOf(n, g);
   ASSERT_FALSE(acts.ok());
   EXPECT_NE(acts.status().message().find("gelu_7"), std::string::npos) << acts.status();
-  EXPECT_NE(acts.status().message().find("approximate \"fast\""), std::string::npos) << acts.status();
+  EXPECT_NE(acts.status().message().find("approximate \"fast\""), std::string::npos)
+      << acts.status();
   n.attrs["approximate"].s = "tanh";
   acts = ActivationOf(n, g);
   ASSERT_TRUE(acts.ok());

@@ -26,7 +26,8 @@ std::vector<float> Input() {
 size_t At(int64_t n, int64_t c, int64_t h, int64_t w) { return ((n * kC + c) * kH + h) * kW + w; }
 
 // Runs the first `batch` samples of x.
-absl::StatusOr<std::vector<float>> RunModel(const OnnxBuilder& b, const std::vector<float>& x, int64_t batch = kN) {
+absl::StatusOr<std::vector<float>> RunModel(const OnnxBuilder& b, const std::vector<float>& x,
+                                            int64_t batch = kN) {
   auto m = Model::LoadBytes(b.Bytes());
   if (!m.ok()) return m.status();
   auto c = CompiledModel::Compile(*m);
@@ -67,6 +68,45 @@ TEST(MinMax, ThreeOperandsWithRuntimeAndConstantBroadcasting) {
             const double want = op == "Max" ? std::max({m, bias[c], v}) : std::min({m, bias[c], v});
             EXPECT_NEAR((*y)[At(n, c, h, w)], want, 1e-6);
           }
+        }
+      }
+    }
+  }
+}
+
+// The accumulator is a convolution's output (in whatever layout it chose, blocked on
+// AVX-512 machines), combined with a per-channel constant and a per-pixel runtime value.
+TEST(MinMax, ThreeOperandsAfterAConvolution) {
+  constexpr int64_t kK = 16;
+  std::mt19937 rng(5);
+  const auto w = testing::RandomVector(kK * kC, &rng);
+  const auto bias = testing::RandomVector(kK, &rng);
+  const auto floor = testing::RandomVector(kK, &rng);
+  OnnxBuilder b = Builder(13, {-1, kK, kH, kW});
+  b.Initializer("w", {kK, kC, 1, 1}, w);
+  b.Initializer("b", {kK}, bias);
+  b.Initializer("floor", {kK, 1, 1}, floor);
+  b.Node("Conv", "conv", {"x", "w", "b"}, {"c"});
+  auto* mean = b.Node("ReduceMean", "mean", {"c"}, {"m"});
+  OnnxBuilder::Ints(mean, "axes", {1});
+  b.Node("Max", "max", {"c", "floor", "m"}, {"y"});
+  const auto x = Input();
+  auto y = RunModel(b, x);
+  ASSERT_TRUE(y.ok()) << y.status();
+  ASSERT_EQ(y->size(), static_cast<size_t>(kN * kK * kH * kW));
+  for (int64_t n = 0; n < kN; ++n) {
+    for (int64_t h = 0; h < kH; ++h) {
+      for (int64_t v = 0; v < kW; ++v) {
+        std::vector<double> conv(kK);
+        double m = 0;
+        for (int64_t k = 0; k < kK; ++k) {
+          conv[k] = bias[k];
+          for (int64_t c = 0; c < kC; ++c) conv[k] += double{w[k * kC + c]} * x[At(n, c, h, v)];
+          m += conv[k] / kK;
+        }
+        for (int64_t k = 0; k < kK; ++k) {
+          EXPECT_NEAR((*y)[((n * kK + k) * kH + h) * kW + v],
+                      std::max({conv[k], double{floor[k]}, m}), 1e-5);
         }
       }
     }
@@ -177,7 +217,8 @@ TEST(Reduce, AxisOutOfRangeIsRefusedNamingNodeAndAxis) {
   auto y = RunModel(b, Input());
   ASSERT_FALSE(y.ok());
   EXPECT_NE(y.status().message().find("rmax_3"), std::string::npos) << y.status();
-  EXPECT_NE(y.status().message().find("axis 4 out of range for rank 4"), std::string::npos) << y.status();
+  EXPECT_NE(y.status().message().find("axis 4 out of range for rank 4"), std::string::npos)
+      << y.status();
 }
 
 }  // namespace
