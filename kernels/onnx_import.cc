@@ -25,7 +25,8 @@ const absl::flat_hash_set<std::string>& SupportedOps() {
       "GlobalMaxPool", "ReduceMean", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Gemm",
       "MatMul", "Concat", "Softmax", "Identity", "Dropout", "Constant", "Shape", "Gather",
       "Slice", "Cast", "ConstantOfShape", "Transpose",
-      "Resize", "Upsample"};
+      "Resize", "Upsample",
+      "Erf", "Gelu", "Max", "Min", "Neg", "Reciprocal", "ReduceL2", "ReduceMax", "ReduceSum"};
   return *ops;
 }
 

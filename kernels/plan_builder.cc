@@ -5,6 +5,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/batch_norm_folding.h"
+#include "kernels/gelu_fusion.h"
 #include "kernels/group_norm_fusion.h"
 #include "kernels/lowering_context.h"
 #include "kernels/ops/op_registry.h"
@@ -76,6 +77,7 @@ absl::StatusOr<std::shared_ptr<const Plan>> BuildPlanOrThrow(
   }
   if (options.fold_batch_norm) RETURN_IF_ERROR(FoldBatchNorms(&g, observed));
   FuseGroupNorms(&g);
+  FuseGelus(&g);
   std::vector<FusedNode> nodes = FusePostOps(g, options.fuse_post_ops);
   auto plan = std::make_shared<Plan>();
   plan->batch = g.inputs.empty() || g.inputs[0].shape.empty() ? 1 : g.inputs[0].shape[0];

@@ -10,7 +10,7 @@ namespace normserve {
 bool IsActivationOp(const std::string& op) {
   return op == "Relu" || op == "LeakyRelu" || op == "Clip" || op == "Sigmoid" || op == "Tanh" ||
          op == "HardSwish" || op == "HardSigmoid" || op == "Sqrt" || op == "Exp" || op == "Abs" ||
-         op == "Pow";
+         op == "Pow" || op == "Neg" || op == "Reciprocal" || op == "Gelu";
 }
 
 absl::StatusOr<std::vector<Activation>> ActivationOf(const Node& n, const SpecializedGraph& g) {
@@ -30,6 +30,16 @@ absl::StatusOr<std::vector<Activation>> ActivationOf(const Node& n, const Specia
   if (op == "Exp") return std::vector<Activation>{{A::eltwise_exp, 0.f, 0.f}};
   if (op == "Abs") return std::vector<Activation>{{A::eltwise_abs, 0.f, 0.f}};
   if (op == "Pow") return std::vector<Activation>{{A::eltwise_pow, 1.f, scalar(1, 1.f)}};
+  if (op == "Neg") return std::vector<Activation>{{A::eltwise_linear, -1.f, 0.f}};
+  if (op == "Reciprocal") return std::vector<Activation>{{A::eltwise_pow, 1.f, -1.f}};
+  if (op == "Gelu") {
+    // ONNX Gelu (opset 20), also what gelu_fusion.h makes of PyTorch's exported formula.
+    const std::string approximate = n.StringAttr("approximate", "none");
+    if (approximate == "none") return std::vector<Activation>{{A::eltwise_gelu_erf, 0.f, 0.f}};
+    if (approximate == "tanh") return std::vector<Activation>{{A::eltwise_gelu_tanh, 0.f, 0.f}};
+    return absl::InvalidArgumentError(absl::StrCat("node \"", n.name, "\" (Gelu): approximate \"",
+                                                   approximate.substr(0, 32), "\" is not supported (none, tanh)"));
+  }
   if (op == "HardSigmoid") {
     return std::vector<Activation>{{A::eltwise_linear, n.FloatAttr("alpha", 0.2f), n.FloatAttr("beta", 0.5f)},
                                    {A::eltwise_clip, 0.f, 1.f}};

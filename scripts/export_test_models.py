@@ -197,6 +197,57 @@ class SegHead(nn.Module):
 # name -> (constructor, opset, input shape without the batch dimension[, second input
 # shape]). A model with a second shape is exported with dynamic H and W, and its inputs and
 # outputs at that shape are written as input_hw2_b{1,3}.npy / output_hw2_b{1,3}.npy.
+def gelu_mlp(approximate="none"):
+    # PyTorch 1.13 writes GELU as Div/Erf/Add/Mul/Mul (tanh: 9 Mul/Add/Tanh nodes), which the
+    # engine fuses into one eltwise_gelu_* post-op of the Gemm before it.
+    return nn.Sequential(nn.Linear(16, 32), nn.GELU(approximate=approximate), nn.Linear(32, 10))
+
+
+class ConvNeXtLike(nn.Module):
+    """torchvision's ConvNeXt stages in miniature, input 32x32: patchify stem (4x4 /4) +
+    LayerNorm2d, two CNBlocks (depthwise 7x7, permute, LayerNorm over C, Linear 4x, GELU,
+    Linear, layer scale, permute back, stochastic depth = identity in eval, residual),
+    downsampling (LayerNorm2d + 2x2 /2 conv), one CNBlock, head (GAP, LayerNorm, Linear).
+    Layer scales are drawn in [0.5, 1.5] instead of torchvision's 1e-6, so each block's
+    branch (where the GELU is) visibly changes the output."""
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        from torchvision.models.convnext import CNBlock, LayerNorm2d
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 32, 4, 4), LayerNorm2d(32, eps=1e-6),
+            CNBlock(32, 1e-6, 0.1), CNBlock(32, 1e-6, 0.1),
+            LayerNorm2d(32, eps=1e-6), nn.Conv2d(32, 64, 2, 2),
+            CNBlock(64, 1e-6, 0.1))
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), LayerNorm2d(64, eps=1e-6), nn.Flatten(1), nn.Linear(64, num_classes))
+        with torch.no_grad():
+            for m in self.modules():
+                if isinstance(m, CNBlock):
+                    m.layer_scale.uniform_(0.5, 1.5)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+class MinMaxReduceNet(nn.Module):
+    """Max/Min with broadcasting (a reduced tensor, a scalar constant), Neg, Reciprocal,
+    ReduceMax over H,W, ReduceSum over C (axes as an input at opset 13), ReduceL2 over C."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x):
+        x = self.conv(x)
+        a = torch.maximum(x, x.mean(dim=1, keepdim=True))
+        b = torch.minimum(a, torch.tensor(0.7))
+        c = -b + torch.reciprocal(x.abs() + 1.0)
+        return (c + c.amax(dim=(2, 3), keepdim=True) + c.sum(dim=1, keepdim=True)
+                + torch.norm(c, p=2, dim=1, keepdim=True))
+
+
+# name -> (constructor, opset, input shape without the batch dimension)
 MODELS = {
     "resnet18": (lambda: torchvision.models.resnet18(weights=None, num_classes=1000),
                  13, (3, 224, 224)),
@@ -226,6 +277,12 @@ MODELS = {
                                    17, (3, 5, 6), (3, 4, 9)),
     "upsample_nearest_op9": (lambda: Interpolate(scale_factor=2, mode="nearest"), 9, (3, 8, 10), (3, 5, 7)),
     "seg_head": (SegHead, 17, (3, 64, 64), (3, 48, 80)),
+    "gelu_mlp": (gelu_mlp, 17, (16,)),
+    "gelu_mlp_op13": (gelu_mlp, 13, (16,)),
+    "gelu_tanh_mlp": (lambda: gelu_mlp("tanh"), 13, (16,)),
+    "convnext_block": (ConvNeXtLike, 17, (3, 32, 32)),
+    "convnext_block_op13": (ConvNeXtLike, 13, (3, 32, 32)),
+    "minmax_reduce_net": (MinMaxReduceNet, 13, (3, 16, 16)),
 }
 
 

@@ -10,6 +10,7 @@ absl::Status LowerBatchNorm(const FusedNode& f, LoweringContext& ctx);     // no
 absl::Status LowerBinary(const FusedNode& f, LoweringContext& ctx);        // binary.cc
 absl::Status LowerConcat(const FusedNode& f, LoweringContext& ctx);        // concat.cc
 absl::Status LowerConv(const FusedNode& f, LoweringContext& ctx);          // conv.cc
+absl::Status LowerErf(const FusedNode& f, LoweringContext& ctx);           // eltwise.cc
 absl::Status LowerGroupNorm(const FusedNode& f, LoweringContext& ctx);     // normalization.cc
 absl::Status LowerIdentity(const FusedNode& f, LoweringContext& ctx);      // view.cc
 absl::Status LowerInnerProduct(const FusedNode& f, LoweringContext& ctx);  // inner_product.cc
@@ -17,7 +18,7 @@ absl::Status LowerLayerNorm(const FusedNode& f, LoweringContext& ctx);     // no
 absl::Status LowerMatMul(const FusedNode& f, LoweringContext& ctx);        // inner_product.cc
 absl::Status LowerPool(const FusedNode& f, LoweringContext& ctx);          // pool.cc
 absl::Status LowerResize(const FusedNode& f, LoweringContext& ctx);        // resize.cc
-absl::Status LowerReduceMean(const FusedNode& f, LoweringContext& ctx);    // reduce.cc
+absl::Status LowerReduce(const FusedNode& f, LoweringContext& ctx);        // reduce.cc
 absl::Status LowerSoftmax(const FusedNode& f, LoweringContext& ctx);       // softmax.cc
 absl::Status LowerTranspose(const FusedNode& f, LoweringContext& ctx);     // transpose.cc
 absl::Status LowerView(const FusedNode& f, LoweringContext& ctx);          // view.cc
@@ -36,6 +37,7 @@ absl::StatusOr<Shape> InferPoolShape(const Node& n, const ShapeContext& ctx);   
 absl::StatusOr<Shape> InferReduceShape(const Node& n, const ShapeContext& ctx);  // reduce.cc
 absl::StatusOr<Shape> InferResizeShape(const Node& n, const ShapeContext& ctx);      // resize.cc
 absl::StatusOr<Shape> InferTransposeShape(const Node& n, const ShapeContext& ctx);  // transpose.cc
+absl::StatusOr<Shape> InferVariadicBroadcastShape(const Node& n, const ShapeContext& ctx);  // binary.cc
 absl::StatusOr<Shape> InferViewShape(const Node& n, const ShapeContext& ctx);       // view.cc
 
 const OpFunctions* FindOp(const std::string& op) {
@@ -49,9 +51,11 @@ const OpFunctions* FindOp(const std::string& op) {
       {"Conv", {InferConvShape, LowerConv}},
       {"Div", {BroadcastInputShapes, LowerBinary}},
       {"Dropout", {InferDropoutShape, LowerIdentity}},
+      {"Erf", {InferActivationShape, LowerErf}},
       {"Exp", {InferActivationShape, LowerActivation}},
       {"Flatten", {InferViewShape, LowerView}},
       {"Gemm", {InferGemmShape, LowerInnerProduct}},
+      {"Gelu", {InferActivationShape, LowerActivation}},  // ONNX opset 20, and gelu_fusion.h
       {"GlobalAveragePool", {InferPoolShape, LowerPool}},
       {"GlobalMaxPool", {InferPoolShape, LowerPool}},
       {"GroupNorm", {nullptr, LowerGroupNorm}},  // produced by group_norm_fusion.h
@@ -62,10 +66,17 @@ const OpFunctions* FindOp(const std::string& op) {
       {"LayerNormalization", {InferLayerNormShape, LowerLayerNorm}},
       {"LeakyRelu", {InferActivationShape, LowerActivation}},
       {"MatMul", {InferMatMulShape, LowerMatMul}},
+      {"Max", {InferVariadicBroadcastShape, LowerBinary}},
       {"MaxPool", {InferPoolShape, LowerPool}},
+      {"Min", {InferVariadicBroadcastShape, LowerBinary}},
       {"Mul", {BroadcastInputShapes, LowerBinary}},
+      {"Neg", {InferActivationShape, LowerActivation}},
       {"Pow", {InferActivationShape, LowerActivation}},
-      {"ReduceMean", {InferReduceShape, LowerReduceMean}},
+      {"Reciprocal", {InferActivationShape, LowerActivation}},
+      {"ReduceL2", {InferReduceShape, LowerReduce}},
+      {"ReduceMax", {InferReduceShape, LowerReduce}},
+      {"ReduceMean", {InferReduceShape, LowerReduce}},
+      {"ReduceSum", {InferReduceShape, LowerReduce}},
       {"Relu", {InferActivationShape, LowerActivation}},
       {"Reshape", {InferViewShape, LowerView}},
       {"Resize", {InferResizeShape, LowerResize}},

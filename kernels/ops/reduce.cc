@@ -1,4 +1,6 @@
-// ReduceMean lowering: oneDNN reduction on the plain layout.
+// ReduceMean/ReduceMax/ReduceSum/ReduceL2 lowering: oneDNN reduction on the plain layout.
+// Axes come from the attribute or (ReduceSum opset 13, every reduction from opset 18) a
+// constant input; no axes reduce everything unless noop_with_empty_axes asks for identity.
 #include <string>
 #include <utility>
 #include <vector>
@@ -16,28 +18,59 @@ using dt = dnnl::memory::data_type;
 using tag = dnnl::memory::format_tag;
 using dims = dnnl::memory::dims;
 
+// One flag per input dim: reduced or not. Axes are checked here, so shape inference and
+// lowering agree on them.
+absl::StatusOr<std::vector<bool>> ReducedDims(const Node& n, const ShapeContext& ctx, size_t rank) {
+  ASSIGN_OR_RETURN(std::vector<int64_t> axes, AxesOf(n, ctx, 1));
+  if (axes.empty() && n.IntAttr("noop_with_empty_axes", 0) != 0)
+    return std::vector<bool>(rank, false);
+  std::vector<bool> red(rank, axes.empty());
+  for (int64_t a : axes) {
+    ASSIGN_OR_RETURN(int64_t k, NormAxis(n, a, rank));
+    red[k] = true;
+  }
+  return red;
+}
+
+struct Reduction {
+  dnnl::algorithm alg;
+  float p;
+  const char* name;
+};
+
+Reduction ReductionOf(const std::string& op) {
+  if (op == "ReduceMax") return {dnnl::algorithm::reduction_max, 0.f, "reduce_max"};
+  if (op == "ReduceSum") return {dnnl::algorithm::reduction_sum, 0.f, "reduce_sum"};
+  // sqrt(sum x^2): oneDNN's Lp norm with p = 2 (eps 0: no floor under the sum).
+  if (op == "ReduceL2") return {dnnl::algorithm::reduction_norm_lp_sum, 2.f, "reduce_l2"};
+  return {dnnl::algorithm::reduction_mean, 0.f, "reduce_mean"};
+}
+
 }  // namespace
 
-absl::Status LowerReduceMean(const FusedNode& f, LoweringContext& ctx) {
+absl::Status LowerReduce(const FusedNode& f, LoweringContext& ctx) {
   const Node& n = f.node;
   const dims x = ctx.DimsOf(n.inputs[0]), y = ctx.DimsOf(n.outputs[0]);
-  dims kept = x;
+  ASSIGN_OR_RETURN(std::vector<bool> red, ReducedDims(n, ShapeContext(ctx.graph()), x.size()));
   // Output dims with the reduced axes kept as 1 (oneDNN keeps rank).
-  std::vector<int64_t> axes = n.IntsAttr("axes");
-  if (axes.empty() && n.inputs.size() > 1 && ctx.IsConst(n.inputs[1])) {
-    const ConstTensor& c = ctx.ConstOf(n.inputs[1]);
-    for (int64_t i = 0; i < c.size(); ++i) axes.push_back(c.AsInt(i));
+  dims kept = x;
+  bool any = false;
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (red[i]) kept[i] = 1;
+    any |= red[i];
   }
-  if (axes.empty()) {
-    for (size_t i = 0; i < x.size(); ++i) axes.push_back(i);
+  if (!any) {
+    // noop_with_empty_axes: the output is the input.
+    ASSIGN_OR_RETURN(Val v, ctx.Get(n.inputs[0]));
+    ctx.Define(f.output, v);
+    return absl::OkStatus();
   }
-  for (int64_t a : axes) kept[a < 0 ? a + x.size() : a] = 1;
+  const Reduction r = ReductionOf(n.op);
   ASSIGN_OR_RETURN(Val src, ctx.PlainVal(n.inputs[0]));
-  dnnl::reduction::primitive_desc pd(
-      dnnl::reduction::desc(dnnl::algorithm::reduction_mean, src.desc, Plain(kept), 0.f, 0.f),
-      ctx.Attr(), CpuEngine());
+  dnnl::reduction::primitive_desc pd(dnnl::reduction::desc(r.alg, src.desc, Plain(kept), r.p, 0.f),
+                                     ctx.Attr(), CpuEngine());
   Val dst = ctx.NewVal(Plain(kept));
-  ctx.AddStep(absl::StrCat("reduce_mean ", n.name), pd, dnnl::reduction(pd),
+  ctx.AddStep(absl::StrCat(r.name, " ", n.name), pd, dnnl::reduction(pd),
               {{DNNL_ARG_SRC, ctx.Ref(src)}, {DNNL_ARG_DST, ctx.Ref(dst)}});
   ctx.Define(f.output, Val{dst.buffer, Plain(y)});
   return absl::OkStatus();
@@ -45,13 +78,8 @@ absl::Status LowerReduceMean(const FusedNode& f, LoweringContext& ctx) {
 
 absl::StatusOr<Shape> InferReduceShape(const Node& n, const ShapeContext& ctx) {
   ASSIGN_OR_RETURN(Shape x, ctx.InputShape(n, 0));
-  ASSIGN_OR_RETURN(std::vector<int64_t> axes, AxesOf(n, ctx, 1));
+  ASSIGN_OR_RETURN(std::vector<bool> red, ReducedDims(n, ctx, x.size()));
   const bool keep = n.IntAttr("keepdims", 1) != 0;
-  std::vector<bool> red(x.size(), axes.empty());
-  for (int64_t a : axes) {
-    ASSIGN_OR_RETURN(int64_t k, NormAxis(n, a, x.size()));
-    red[k] = true;
-  }
   Shape s;
   for (size_t i = 0; i < x.size(); ++i) {
     if (!red[i])

@@ -83,7 +83,9 @@ INSTANTIATE_TEST_SUITE_P(Models, ParityTest,
                                                               "resize_nearest_size", "resize_bilinear_up",
                                                               "resize_bilinear_down", "resize_bilinear_corners",
                                                               "resize_bilinear_to_input", "resize_bilinear_corners_up",
-                                                              "upsample_nearest_op9", "seg_head"),
+                                                              "upsample_nearest_op9", "seg_head",
+                                                              "gelu_mlp", "gelu_mlp_op13", "gelu_tanh_mlp", "convnext_block",
+                                                              "convnext_block_op13", "minmax_reduce_net"),
                                             ::testing::Values(ConvAlgorithm::kDirect, ConvAlgorithm::kWinograd)));
 
 }  // namespace
