@@ -573,7 +573,7 @@ void TrainingManager::PruneVersionsLocked(const std::string& model) {
   }
   int pruned = 0;
   for (int64_t v : *on_disk) {
-    if (keep.count(v)) continue;
+    if (keep.count(v) || !publisher_.PublishedHere(model, v)) continue;
     if (absl::Status s = publisher_.Retire(model, v); !s.ok()) {
       Log(LogLevel::kWarning,
           absl::StrCat("training: cannot prune ", model, " v", v, ": ", s.message()));

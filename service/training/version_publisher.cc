@@ -50,6 +50,9 @@ absl::Status WriteAndFsync(const std::string& path, absl::string_view contents) 
 // Dot-names: ModelRepository only takes positive-integer directory names.
 constexpr char kPublishPrefix[] = ".publish.";
 constexpr char kRetiredPrefix[] = ".retired.";
+// Inside a version directory this endpoint wrote: only those are ever pruned, so the
+// versions an operator put in the repository (the baseline a rollback returns to) stay.
+constexpr char kPublishedMarker[] = ".published_by_training";
 
 std::string RandomSuffix() {
   std::random_device rd;
@@ -163,6 +166,11 @@ absl::StatusOr<std::string> VersionPublisher::ReadVersion(const std::string& mod
   return s.str();
 }
 
+bool VersionPublisher::PublishedHere(const std::string& model, int64_t version) const {
+  std::error_code ec;
+  return fs::exists(fs::path(root_) / model / std::to_string(version) / kPublishedMarker, ec);
+}
+
 absl::StatusOr<int64_t> VersionPublisher::Publish(const std::string& model,
                                                   absl::string_view onnx) const {
   int64_t latest = 0;
@@ -178,6 +186,7 @@ absl::StatusOr<int64_t> VersionPublisher::Publish(const std::string& model,
   fs::create_directories(tmp_dir, ec);
   if (ec) return absl::InternalError(absl::StrCat("cannot create ", tmp_dir.string(), ": ", ec.message()));
   absl::Status s = WriteAndFsync((tmp_dir / "model.onnx").string(), onnx);
+  if (s.ok()) s = WriteAndFsync((tmp_dir / kPublishedMarker).string(), "");
   if (s.ok()) s = FsyncDirectory(tmp_dir.string());
   const fs::path final_dir = model_dir / std::to_string(next);
   if (s.ok() && ::rename(tmp_dir.c_str(), final_dir.c_str()) != 0) {

@@ -37,6 +37,8 @@ class VersionPublisher {
   // serialise publications of one model (TrainingManager holds its publish lock).
   absl::StatusOr<int64_t> Publish(const std::string& model, absl::string_view onnx) const;
 
+  // Whether Publish wrote this version (operator-provided versions are never pruned).
+  bool PublishedHere(const std::string& model, int64_t version) const;
   // Numbered version directories of `model` holding a model.onnx, ascending.
   absl::StatusOr<std::vector<int64_t>> VersionsOnDisk(const std::string& model) const;
   // Retires a version in one atomic step: renames <model>/<version> to a dot-name the

@@ -408,8 +408,8 @@ TEST_F(TrainingManagerTest, ConcurrentCallsOnOneSessionKeepTableDiskAndRestartCo
     EXPECT_EQ(outside.load(), 0);
     for (const std::string& f : failures) ADD_FAILURE() << f;
     ExpectConsistent(*server, "after the hammer");
-    // Retention held throughout: at most keep (2) + serving (1) + session bases (2).
-    EXPECT_LE(VersionDirs(fs::path(repo_) / kModel).size(), 5u);
+    // Retention held throughout: at most v1 (the operator's) + keep (2) + serving (1) + session bases (2).
+    EXPECT_LE(VersionDirs(fs::path(repo_) / kModel).size(), 6u);
     for (const SessionListing& l : t.List()) before[l.id] = {l.requests_accepted, l.state};
     // Every open session's directory holds its log; a committed one does not.
     for (const auto& [id, rs] : before) {
@@ -481,10 +481,12 @@ TEST_F(TrainingManagerTest, AbortRacingRebaseLeavesNothingBehind) {
 
 // Issue 9 item 9: Commit/Rollback rounds leave at most keep + serving + based-on
 // version directories, a session's base survives, and the disk metric follows.
-TEST_F(TrainingManagerTest, RetentionKeepsNewestServingAndSessionBases) {
+// Pruning keeps the serving versions, the newest keep_versions, every session's base and
+// every version this endpoint did not publish (v1, the operator's, is the rollback target
+// of last resort: the recalibration experiment rolls back to it after 8 publications).
+TEST_F(TrainingManagerTest, RetentionKeepsNewestServingSessionBasesAndOperatorVersions) {
   std::unique_ptr<Server> server = Start();
   TrainingManager& t = server->training();
-  ASSERT_TRUE(t.StartSession(kModel, 0, {}, "pinned").ok());  // pins v1
   for (int round = 0; round < 12; ++round) {
     if (round % 2 == 0) {
       const std::string id = absl::StrCat("c", round);
@@ -493,6 +495,9 @@ TEST_F(TrainingManagerTest, RetentionKeepsNewestServingAndSessionBases) {
       ASSERT_TRUE(Add(*server, id, "r1", round + 100).ok());
       absl::StatusOr<SessionSummary> c = t.Commit(id, true);
       ASSERT_TRUE(c.ok()) << c.status();
+      if (round == 0) {
+        ASSERT_TRUE(t.StartSession(kModel, 0, {}, "pinned").ok());  // pins v2
+      }
     } else {
       absl::StatusOr<std::vector<int64_t>> serving = server->servables().Versions(kModel);
       ASSERT_TRUE(serving.ok());
@@ -501,9 +506,9 @@ TEST_F(TrainingManagerTest, RetentionKeepsNewestServingAndSessionBases) {
     const std::vector<int64_t> dirs = VersionDirs(fs::path(repo_) / kModel);
     const int64_t latest = (*server->servables().Versions(kModel)).back();
     EXPECT_EQ(latest, round + 2);
-    // keep_versions=2 newest (serving is the newest) + v1 for "pinned".
-    std::vector<int64_t> expected = {1};
-    for (int64_t v = std::max<int64_t>(2, latest - 1); v <= latest; ++v) expected.push_back(v);
+    // v1 (not published here) + v2 for "pinned" + keep_versions=2 newest (serving is the newest).
+    std::vector<int64_t> expected = {1, 2};
+    for (int64_t v = std::max<int64_t>(3, latest - 1); v <= latest; ++v) expected.push_back(v);
     EXPECT_EQ(dirs, expected) << "round " << round;
     EXPECT_THAT(DotEntries(fs::path(repo_) / kModel), ::testing::IsEmpty());
   }
@@ -515,10 +520,10 @@ TEST_F(TrainingManagerTest, RetentionKeepsNewestServingAndSessionBases) {
   EXPECT_THAT(
       server->MetricsText(),
       HasSubstr(absl::StrCat("normserve_repository_disk_bytes{model=\"fashion_bn_cnn\"} ", bytes)));
-  // Once the pin goes, the next publication prunes v1.
+  // Once the pin goes, the next publication prunes v2; v1 stays.
   ASSERT_TRUE(t.Abort("pinned").ok());
   ASSERT_TRUE(t.Rollback(kModel, 13).ok());
-  EXPECT_EQ(VersionDirs(fs::path(repo_) / kModel), (std::vector<int64_t>{13, 14}));
+  EXPECT_EQ(VersionDirs(fs::path(repo_) / kModel), (std::vector<int64_t>{1, 13, 14}));
 }
 
 // Before the fix an aborted session left its manifest behind (a Rebase rewrote it into
