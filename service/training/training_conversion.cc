@@ -5,8 +5,6 @@
 
 namespace normserve {
 
-namespace v1 = ::normserve::v1;
-
 std::vector<RequestTensor> TrainingInputs(const v1::AccumulateRequest& request) {
   std::vector<RequestTensor> out;
   for (const v1::Tensor& in : request.inputs()) out.push_back(ProtoToRequestTensor(in));
