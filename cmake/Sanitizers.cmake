@@ -33,8 +33,10 @@ if(NORMSERVE_SANITIZE MATCHES "thread")
   # Debian's Abseil is not TSan-instrumented: this LD_PRELOAD shim annotates absl::Mutex for
   # TSan (see the file). scripts/run_tests.sh preloads it for the tsan-labelled tests.
   add_library(normserve_tsan_absl_mutex SHARED ${CMAKE_SOURCE_DIR}/cmake/tsan_absl_mutex.cc)
-  # It defines absl::Mutex's own lock functions, which the analysis would flag as not locking.
+  # It defines absl::Mutex's own lock functions, which the analysis would flag as not locking;
+  # and it is not instrumented itself, so that ctest, bash and python, which inherit the
+  # LD_PRELOAD without a TSan runtime, still start (its __tsan_mutex_* calls are weak).
   set_source_files_properties(${CMAKE_SOURCE_DIR}/cmake/tsan_absl_mutex.cc PROPERTIES
-                              COMPILE_OPTIONS -Wno-thread-safety-analysis)
+                              COMPILE_OPTIONS "-Wno-thread-safety-analysis;-fno-sanitize=thread")
   target_link_libraries(normserve_tsan_absl_mutex PRIVATE absl::synchronization ${CMAKE_DL_LIBS})
 endif()

@@ -11,6 +11,7 @@
 #include <cstdlib>
 
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 
 // Weak: a process without the TSan runtime (ctest, bash, python) that inherits LD_PRELOAD
@@ -19,6 +20,8 @@
 #pragma weak __tsan_mutex_post_lock
 #pragma weak __tsan_mutex_pre_unlock
 #pragma weak __tsan_mutex_post_unlock
+#pragma weak __tsan_acquire
+#pragma weak __tsan_release
 
 namespace {
 
@@ -47,6 +50,15 @@ void PostUnlock(void* m, unsigned flags) {
   if (Tsan()) __tsan_mutex_post_unlock(m, flags);
 }
 
+// The real AwaitWithTimeout may call AwaitWithDeadline through the PLT (so into the
+// wrapper below): only the outermost wrapper on a thread annotates.
+thread_local int depth = 0;
+struct Outermost {
+  Outermost() : outer(depth++ == 0) {}
+  ~Outermost() { --depth; }
+  const bool outer;
+};
+
 constexpr unsigned kRead = __tsan_mutex_read_lock;
 constexpr unsigned kTry = __tsan_mutex_try_lock;
 constexpr unsigned kTryFailed = __tsan_mutex_try_lock | __tsan_mutex_try_lock_failed;
@@ -60,118 +72,163 @@ namespace absl {
 ABSL_NAMESPACE_BEGIN
 
 void Mutex::Lock() {
+  const Outermost o;
   static auto real = Real<void (*)(Mutex*)>("_Z" NS "5Mutex4LockEv");
-  PreLock(this, 0);
+  if (o.outer) PreLock(this, 0);
   real(this);
-  PostLock(this, 0);
+  if (o.outer) PostLock(this, 0);
 }
 
 void Mutex::Unlock() {
+  const Outermost o;
   static auto real = Real<void (*)(Mutex*)>("_Z" NS "5Mutex6UnlockEv");
-  PreUnlock(this, 0);
+  if (o.outer) PreUnlock(this, 0);
   real(this);
-  PostUnlock(this, 0);
+  if (o.outer) PostUnlock(this, 0);
 }
 
 bool Mutex::TryLock() {
+  const Outermost o;
   static auto real = Real<bool (*)(Mutex*)>("_Z" NS "5Mutex7TryLockEv");
-  PreLock(this, kTry);
+  if (o.outer) PreLock(this, kTry);
   const bool ok = real(this);
-  PostLock(this, ok ? kTry : kTryFailed);
+  if (o.outer) PostLock(this, ok ? kTry : kTryFailed);
   return ok;
 }
 
 void Mutex::ReaderLock() {
+  const Outermost o;
   static auto real = Real<void (*)(Mutex*)>("_Z" NS "5Mutex10ReaderLockEv");
-  PreLock(this, kRead);
+  if (o.outer) PreLock(this, kRead);
   real(this);
-  PostLock(this, kRead);
+  if (o.outer) PostLock(this, kRead);
 }
 
 void Mutex::ReaderUnlock() {
+  const Outermost o;
   static auto real = Real<void (*)(Mutex*)>("_Z" NS "5Mutex12ReaderUnlockEv");
-  PreUnlock(this, kRead);
+  if (o.outer) PreUnlock(this, kRead);
   real(this);
-  PostUnlock(this, kRead);
+  if (o.outer) PostUnlock(this, kRead);
 }
 
 bool Mutex::ReaderTryLock() {
+  const Outermost o;
   static auto real = Real<bool (*)(Mutex*)>("_Z" NS "5Mutex13ReaderTryLockEv");
-  PreLock(this, kRead | kTry);
+  if (o.outer) PreLock(this, kRead | kTry);
   const bool ok = real(this);
-  PostLock(this, ok ? kRead | kTry : kRead | kTryFailed);
+  if (o.outer) PostLock(this, ok ? kRead | kTry : kRead | kTryFailed);
   return ok;
 }
 
 void Mutex::LockWhen(const Condition& cond) {
+  const Outermost o;
   static auto real =
       Real<void (*)(Mutex*, const Condition&)>("_Z" NS "5Mutex8LockWhenERKNS0_9ConditionE");
-  PreLock(this, 0);
+  if (o.outer) PreLock(this, 0);
   real(this, cond);
-  PostLock(this, 0);
+  if (o.outer) PostLock(this, 0);
 }
 
-// Await releases the mutex while it waits: to TSan, an unlock then a lock.
+// Await releases the mutex while it waits: to TSan, an unlock then a lock. The real call
+// sits between pre- and post-unlock, where TSan ignores accesses: absl evaluates the
+// Condition in there with the mutex held, which the model could not otherwise know.
 void Mutex::Await(const Condition& cond) {
+  const Outermost o;
   static auto real =
       Real<void (*)(Mutex*, const Condition&)>("_Z" NS "5Mutex5AwaitERKNS0_9ConditionE");
-  PreUnlock(this, 0);
-  PostUnlock(this, 0);
+  if (o.outer) PreUnlock(this, 0);
   real(this, cond);
-  PreLock(this, 0);
-  PostLock(this, 0);
+  if (o.outer) PostUnlock(this, 0);
+  if (o.outer) PreLock(this, 0);
+  if (o.outer) PostLock(this, 0);
 }
 
 bool Mutex::AwaitWithTimeout(const Condition& cond, absl::Duration timeout) {
+  const Outermost o;
   static auto real = Real<bool (*)(Mutex*, const Condition&, absl::Duration)>(
       "_Z" NS "5Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE");
-  PreUnlock(this, 0);
-  PostUnlock(this, 0);
+  if (o.outer) PreUnlock(this, 0);
   const bool ok = real(this, cond, timeout);
-  PreLock(this, 0);
-  PostLock(this, 0);
+  if (o.outer) PostUnlock(this, 0);
+  if (o.outer) PreLock(this, 0);
+  if (o.outer) PostLock(this, 0);
   return ok;
 }
 
 bool Mutex::AwaitWithDeadline(const Condition& cond, absl::Time deadline) {
+  const Outermost o;
   static auto real = Real<bool (*)(Mutex*, const Condition&, absl::Time)>(
       "_Z" NS "5Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE");
-  PreUnlock(this, 0);
-  PostUnlock(this, 0);
+  if (o.outer) PreUnlock(this, 0);
   const bool ok = real(this, cond, deadline);
-  PreLock(this, 0);
-  PostLock(this, 0);
+  if (o.outer) PostUnlock(this, 0);
+  if (o.outer) PreLock(this, 0);
+  if (o.outer) PostLock(this, 0);
   return ok;
 }
 
 void CondVar::Wait(Mutex* mu) {
+  const Outermost o;
   static auto real = Real<void (*)(CondVar*, Mutex*)>("_Z" NS "7CondVar4WaitEPNS0_5MutexE");
-  PreUnlock(mu, 0);
-  PostUnlock(mu, 0);
+  if (o.outer) PreUnlock(mu, 0);
   real(this, mu);
-  PreLock(mu, 0);
-  PostLock(mu, 0);
+  if (o.outer) PostUnlock(mu, 0);
+  if (o.outer) PreLock(mu, 0);
+  if (o.outer) PostLock(mu, 0);
 }
 
 bool CondVar::WaitWithTimeout(Mutex* mu, absl::Duration timeout) {
+  const Outermost o;
   static auto real = Real<bool (*)(CondVar*, Mutex*, absl::Duration)>(
       "_Z" NS "7CondVar15WaitWithTimeoutEPNS0_5MutexENS0_8DurationE");
-  PreUnlock(mu, 0);
-  PostUnlock(mu, 0);
+  if (o.outer) PreUnlock(mu, 0);
   const bool ok = real(this, mu, timeout);
-  PreLock(mu, 0);
-  PostLock(mu, 0);
+  if (o.outer) PostUnlock(mu, 0);
+  if (o.outer) PreLock(mu, 0);
+  if (o.outer) PostLock(mu, 0);
   return ok;
 }
 
 bool CondVar::WaitWithDeadline(Mutex* mu, absl::Time deadline) {
+  const Outermost o;
   static auto real = Real<bool (*)(CondVar*, Mutex*, absl::Time)>(
       "_Z" NS "7CondVar16WaitWithDeadlineEPNS0_5MutexENS0_4TimeE");
-  PreUnlock(mu, 0);
-  PostUnlock(mu, 0);
+  if (o.outer) PreUnlock(mu, 0);
   const bool ok = real(this, mu, deadline);
-  PreLock(mu, 0);
-  PostLock(mu, 0);
+  if (o.outer) PostUnlock(mu, 0);
+  if (o.outer) PreLock(mu, 0);
+  if (o.outer) PostLock(mu, 0);
+  return ok;
+}
+
+// Notify happens-before every wait that sees it (the .so locks its own mutex inside).
+void Notification::Notify() {
+  static auto real = Real<void (*)(Notification*)>("_Z" NS "12Notification6NotifyEv");
+  if (Tsan()) __tsan_release(this);
+  real(this);
+}
+
+void Notification::WaitForNotification() const {
+  static auto real =
+      Real<void (*)(const Notification*)>("_ZNK4absl7debian312Notification19WaitForNotificationEv");
+  real(this);
+  if (Tsan()) __tsan_acquire(const_cast<Notification*>(this));
+}
+
+bool Notification::WaitForNotificationWithTimeout(absl::Duration timeout) const {
+  static auto real = Real<bool (*)(const Notification*, absl::Duration)>(
+      "_ZNK4absl7debian312Notification30WaitForNotificationWithTimeoutENS0_8DurationE");
+  const bool ok = real(this, timeout);
+  if (ok && Tsan()) __tsan_acquire(const_cast<Notification*>(this));
+  return ok;
+}
+
+bool Notification::WaitForNotificationWithDeadline(absl::Time deadline) const {
+  static auto real = Real<bool (*)(const Notification*, absl::Time)>(
+      "_ZNK4absl7debian312Notification31WaitForNotificationWithDeadlineENS0_4TimeE");
+  const bool ok = real(this, deadline);
+  if (ok && Tsan()) __tsan_acquire(const_cast<Notification*>(this));
   return ok;
 }
 
