@@ -11,7 +11,18 @@ namespace {
 
 // The hot loops are compiled for AVX-512 and AVX2 too and picked at load time, so the
 // binary stays portable while the loops vectorize on the machines we serve from.
+// Not under TSan: it instruments the ifunc resolver, which the loader runs before TSan's
+// runtime exists (the process dies in __tsan_func_entry before main).
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define NORMSERVE_NO_TARGET_CLONES
+#endif
+#endif
+#ifdef NORMSERVE_NO_TARGET_CLONES
+#define NORMSERVE_VECTOR_CLONES
+#else
 #define NORMSERVE_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
 
 // sum[c] += x[r][c] and sq[c] += x[r][c]^2 over `rows` rows of `c` channels.
 NORMSERVE_VECTOR_CLONES void AccumulateRows(const float* x, int64_t rows, int64_t c, double* sum,

@@ -127,31 +127,37 @@ std::string ConfigParseError(const fs::path& path, const std::string& text,
 }
 
 absl::StatusOr<normserve::v1::ModelConfig> ReadConfig(const fs::path& path) {
-  normserve::v1::ModelConfig config;
   std::ifstream in(path);
   if (!in) return absl::PermissionDeniedError(absl::StrCat(path.string(), ": cannot be read"));
   std::stringstream text;
   text << in.rdbuf();
-  google::protobuf::util::JsonParseOptions options;
-  // A misspelt key must not silently fall back to a default policy.
-  options.ignore_unknown_fields = false;
-  const auto status = google::protobuf::util::JsonStringToMessage(text.str(), &config, options);
-  if (!status.ok()) {
-    return absl::InvalidArgumentError(
-        ConfigParseError(path, text.str(), std::string(status.message())));
-  }
-  if (config.max_batch_size() < 0 || config.intra_op_threads() < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path.string(), ": max_batch_size and intra_op_threads must be >= 0"));
-  }
-  if (!config.platform().empty() && config.platform() != "onnx") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path.string(), ": platform \"", Echo(config.platform()), "\" is not served (onnx)"));
-  }
-  return config;
+  return ParseModelConfig(text.str(), path.string());
 }
 
 }  // namespace
+
+absl::StatusOr<normserve::v1::ModelConfig> ParseModelConfig(absl::string_view json,
+                                                            const std::string& source) {
+  normserve::v1::ModelConfig config;
+  google::protobuf::util::JsonParseOptions options;
+  // A misspelt key must not silently fall back to a default policy.
+  options.ignore_unknown_fields = false;
+  const auto status = google::protobuf::util::JsonStringToMessage(
+      google::protobuf::StringPiece(json.data(), json.size()), &config, options);
+  if (!status.ok()) {
+    return absl::InvalidArgumentError(
+        ConfigParseError(fs::path(source), std::string(json), std::string(status.message())));
+  }
+  if (config.max_batch_size() < 0 || config.intra_op_threads() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": max_batch_size and intra_op_threads must be >= 0"));
+  }
+  if (!config.platform().empty() && config.platform() != "onnx") {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": platform \"", Echo(config.platform()), "\" is not served (onnx)"));
+  }
+  return config;
+}
 
 std::vector<int64_t> SelectVersions(const normserve::v1::VersionPolicy& policy,
                                     const std::vector<int64_t>& available) {

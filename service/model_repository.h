@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "normserve/v1/model_config.pb.h"
 #include "service/servable.h"
 
@@ -25,6 +26,11 @@ struct ModelOnDisk {
   // Every numbered version directory holding a model.onnx, ascending.
   std::vector<VersionOnDisk> versions;
 };
+
+// A model's config.json text parsed and checked (unknown keys, negative limits, a platform
+// other than onnx are errors); `source` names the file in messages.
+absl::StatusOr<normserve::v1::ModelConfig> ParseModelConfig(absl::string_view json,
+                                                            const std::string& source);
 
 // Versions of `available` (ascending) that `policy` serves, ascending.
 std::vector<int64_t> SelectVersions(const normserve::v1::VersionPolicy& policy,

@@ -143,7 +143,8 @@ absl::StatusOr<SampleRecord> DecodeSamplePayload(absl::string_view payload) {
       return absl::DataLossError("tensor data cut short");
     }
     t.data.resize(static_cast<size_t>(elements));
-    std::memcpy(t.data.data(), bytes.data(), bytes.size());
+    // A zero-sized dim leaves data() null, and memcpy's pointers must not be (UBSan).
+    if (!bytes.empty()) std::memcpy(t.data.data(), bytes.data(), bytes.size());
     rec.inputs.push_back(std::move(t));
   }
   if (!r.done()) return absl::DataLossError("trailing bytes in record");
