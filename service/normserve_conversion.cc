@@ -54,7 +54,11 @@ const char* DataTypeName(v1::DataType dtype) {
 RequestTensor ProtoToRequestTensor(const v1::Tensor& in) {
   RequestTensor t;
   t.name = in.name();
-  t.datatype = DataTypeName(in.dtype());
+  // Every caller (Predict, the training endpoint's Accumulate) reports an out-of-range
+  // enum as what it is, not as unset.
+  t.datatype = v1::DataType_IsValid(in.dtype())
+                   ? std::string(DataTypeName(in.dtype()))
+                   : absl::StrCat("(unknown dtype ", static_cast<int>(in.dtype()), ")");
   t.shape.assign(in.shape().begin(), in.shape().end());
   t.has_raw = !in.raw_data().empty();
   t.raw = in.raw_data();

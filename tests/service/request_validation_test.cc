@@ -1,5 +1,6 @@
 // Every way a client can get an input wrong, and the exact message it gets back.
 #include "service/request_validation.h"
+#include "service/normserve_conversion.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -225,6 +226,49 @@ TEST(RequestValidationTest, RequestedOutputs) {
               HasSubstr("unknown output \"x\"; the model's outputs are \"logits\", \"probs\""));
   EXPECT_THAT(ResolveRequestedOutputs(outputs, {"probs", "probs"}).status().message(),
               HasSubstr("more than once"));
+}
+
+}  // namespace
+}  // namespace normserve
+
+namespace normserve {
+namespace {
+
+// Issue 9 item 8: an out-of-range dtype reached validation as "(unset)"; the training
+// endpoint's Accumulate converts through the same function, so both now name the value.
+TEST(RequestValidationTest, UnknownProtoDtypeIsNamedNotUnset) {
+  normserve::v1::Tensor in;
+  in.set_name("input");
+  in.set_dtype(static_cast<normserve::v1::DataType>(999));
+  for (int64_t d : {1, 3, 224, 224}) in.add_shape(d);
+  const absl::Status s = Validate(ProtoToRequestTensor(in));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("datatype (unknown dtype 999) is not accepted"));
+}
+
+// A dynamic dim other than the batch is bounded by max_dynamic_dim, named in the error.
+TEST(RequestValidationTest, DynamicImageSideBeyondTheLimitIsRefused) {
+  ValueSpec in;
+  in.name = "input";
+  in.shape = {-1, 3, -1, -1};
+  ValidationOptions options;
+  options.max_dynamic_dim = 512;
+  std::vector<float> values(3 * 513 * 8, 0.f);
+  const std::string raw = Raw(values);
+  RequestTensor t;
+  t.name = "input";
+  t.datatype = "FP32";
+  t.shape = {1, 3, 513, 8};
+  t.has_raw = true;
+  t.raw = raw;
+  const absl::Status s = ValidateInputs({in}, {t}, options).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("dim 2 of [1,3,513,8] is 513, the model expects [1, 512] (max_dynamic_dim)"));
+  t.shape = {1, 3, 512, 8};
+  values.resize(3 * 512 * 8);
+  const std::string ok_raw = Raw(values);
+  t.raw = ok_raw;
+  EXPECT_TRUE(ValidateInputs({in}, {t}, options).ok());
 }
 
 }  // namespace
