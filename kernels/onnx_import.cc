@@ -24,7 +24,8 @@ const absl::flat_hash_set<std::string>& SupportedOps() {
       "Pow", "Add", "Sub", "Mul", "Div", "MaxPool", "AveragePool", "GlobalAveragePool",
       "GlobalMaxPool", "ReduceMean", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Gemm",
       "MatMul", "Concat", "Softmax", "Identity", "Dropout", "Constant", "Shape", "Gather",
-      "Slice", "Cast", "ConstantOfShape", "Transpose"};
+      "Slice", "Cast", "ConstantOfShape", "Transpose",
+      "Pad", "Split", "Expand"};
   return *ops;
 }
 

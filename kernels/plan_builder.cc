@@ -8,6 +8,7 @@
 #include "kernels/group_norm_fusion.h"
 #include "kernels/lowering_context.h"
 #include "kernels/ops/op_registry.h"
+#include "kernels/pad_folding.h"
 #include "kernels/plan.h"
 #include "kernels/post_op_fusion.h"
 #include "kernels/specialize.h"
@@ -68,6 +69,7 @@ absl::StatusOr<std::shared_ptr<const Plan>> BuildPlanOrThrow(
     if (!found) return absl::NotFoundError(absl::StrCat("observed BN layer \"", name, "\" not found in the model"));
   }
   if (options.fold_batch_norm) RETURN_IF_ERROR(FoldBatchNorms(&g, observed));
+  FoldZeroPads(&g);
   FuseGroupNorms(&g);
   std::vector<FusedNode> nodes = FusePostOps(g, options.fuse_post_ops);
   auto plan = std::make_shared<Plan>();
