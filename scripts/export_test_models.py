@@ -222,6 +222,10 @@ MODELS = {
     "pad_net_op10": (PadNet, 10, (3, 32, 32)),
     "slice_net": (SliceNet, 13, (3, 32, 32)),
     "slice_net_op11": (SliceNet, 11, (3, 32, 32)),
+    # torchvision models that need Pad (DenseNet's transitions: avg_pool2d with
+    # count_include_pad) and Split/Slice (ShuffleNetV2's channel split); small inputs.
+    "densenet121": (lambda: torchvision.models.densenet121(weights=None), 17, (3, 96, 96)),
+    "shufflenet_v2": (lambda: torchvision.models.shufflenet_v2_x1_0(weights=None), 13, (3, 96, 96)),
 }
 
 

@@ -76,7 +76,8 @@ INSTANTIATE_TEST_SUITE_P(Models, ParityTest,
                          ::testing::Combine(::testing::Values("resnet18", "resnet50", "mobilenet_v2", "gn_resnet",
                                                               "instnorm_net", "layernorm_net", "layernorm_net_op13",
                                                               "bn1d_head", "concat_net",
-                                                              "pad_net", "pad_net_op10", "slice_net", "slice_net_op11"),
+                                                              "pad_net", "pad_net_op10", "slice_net", "slice_net_op11",
+                                                              "densenet121", "shufflenet_v2"),
                                             ::testing::Values(ConvAlgorithm::kDirect, ConvAlgorithm::kWinograd)));
 
 }  // namespace
