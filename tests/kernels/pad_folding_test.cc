@@ -4,6 +4,7 @@
 #include "kernels/pad_folding.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
@@ -132,6 +133,21 @@ TEST(PadFolding, FoldedEqualsUnfoldedAtTwoBatchSizes) {
       }
     }
   }
+}
+
+// torchvision's DenseNet transitions are avg_pool2d(count_include_pad=True), exported as
+// a zero Pad + AveragePool: every one of them folds.
+TEST(PadFolding, EveryPadOfTheExportedDenseNetFolds) {
+  const char* dir = std::getenv("NORMSERVE_TESTDATA");
+  auto m = Model::LoadFile(std::string(dir ? dir : "testdata") + "/densenet121/model.onnx");
+  ASSERT_TRUE(m.ok()) << m.status();
+  int pads = 0;
+  for (const Node& n : (*m)->graph().nodes) pads += n.op == "Pad";
+  ASSERT_GT(pads, 0);
+  auto g = Specialize((*m)->graph(), InputShapesFor((*m)->graph(), 1));
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(FoldZeroPads(&*g), pads);
+  for (const Node& n : g->nodes) EXPECT_NE(n.op, "Pad") << n.name;
 }
 
 }  // namespace
