@@ -183,8 +183,9 @@ class ShuffleBlock(nn.Module):
 
 
 class SliceNet(nn.Module):
-    """Split (two- and three-way, unequal) and Slice on runtime tensors: strided and
-    negative-start slices on H/W, a channel slice, and Expand of a pooled map."""
+    """Split (two- and three-way, unequal) and Slice on runtime tensors: strided,
+    negative-start and reversed (flip: step -1) slices on H/W, a channel slice, and Expand
+    of a pooled map."""
 
     def __init__(self, num_classes=10):
         super().__init__()
@@ -197,7 +198,7 @@ class SliceNet(nn.Module):
         x = self.block(self.stem(x))
         p, q, r = torch.split(x, [4, 10, 6], dim=1)
         x = torch.cat((r, p * torch.sigmoid(q[:, 2:6]), q), dim=1)
-        x = x[:, :, 1::2, -13:]  # H: every other row from 1; W: the last 13 columns
+        x = torch.flip(x[:, :, 1::2, -13:], [3])  # every other row from 1; last 13 columns, reversed
         g = F.adaptive_avg_pool2d(x, 1)
         x = x + g.expand(-1, -1, 16, 13)
         x = self.head(x[:, :, :, ::3])

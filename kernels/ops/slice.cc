@@ -1,13 +1,17 @@
 // Slice and Split on runtime tensors: each output is a strided view of the plain input
 // (a oneDNN memory descriptor with the slice's strides and offset). A view that is the
 // dense start of the input is used in place; any other is copied by one oneDNN reorder
-// into a dense buffer, so consumers always see a plain tensor.
+// into a dense buffer, so consumers always see a plain tensor. Negative steps gather
+// through the index-map kernel.
 #include <algorithm>
+#include <climits>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/index_map_kernel.h"
 #include "kernels/lowering_context.h"
 #include "kernels/shape_inference.h"
 #include "kernels/status_macros.h"
@@ -76,21 +80,26 @@ absl::StatusOr<Region> SliceRegion(const Node& n, const ShapeContext& ctx, const
     if (seen[a]) return NodeError(n, absl::StrCat("axis ", a, " is sliced twice"));
     seen[a] = true;
     const int64_t dim = x[a], step = steps[i];
-    if (step <= 0) {
-      return NodeError(n, absl::StrCat("step ", step, " on axis ", a, " is not supported (steps must be positive)"));
-    }
-    // ONNX clamping for positive steps; dim >= 0, so the additions cannot overflow.
+    if (step == 0) return NodeError(n, absl::StrCat("step 0 on axis ", a, " is not allowed"));
+    // ONNX clamping; dim >= 0, so adding it to a negative index cannot overflow.
     int64_t start = starts[i], end = ends[i];
     if (start < 0) start += dim;
     if (end < 0) end += dim;
-    start = std::clamp<int64_t>(start, 0, dim);
-    end = std::clamp<int64_t>(end, 0, dim);
-    if (end <= start) {
-      return NodeError(n, absl::StrCat("slice [", starts[i], ", ", ends[i], ") of axis ", a, " (size ", dim,
-                                       ") is empty; empty tensors are not supported"));
+    if (step > 0) {
+      start = std::clamp<int64_t>(start, 0, dim);
+      end = std::clamp<int64_t>(end, 0, dim);
+    } else {
+      start = std::clamp<int64_t>(start, 0, dim - 1);
+      end = std::clamp<int64_t>(end, -1, dim - 1);
     }
+    if (step > 0 ? end <= start : start <= end) {
+      return NodeError(n, absl::StrCat("slice from ", starts[i], " to ", ends[i], " by ", step, " of axis ", a,
+                                       " (size ", dim, ") is empty; empty tensors are not supported"));
+    }
+    const int64_t span = step > 0 ? end - start : start - end;
+    const int64_t stride = step > 0 ? step : (step == INT64_MIN ? INT64_MAX : -step);
     r.start[a] = start;
-    r.count[a] = (end - start - 1) / step + 1;
+    r.count[a] = (span - 1) / stride + 1;
     r.step[a] = step;
   }
   return r;
@@ -145,6 +154,40 @@ absl::StatusOr<std::vector<Region>> SplitRegions(const Node& n, const ShapeConte
   return regions;
 }
 
+bool HasNegativeStep(const Region& r) {
+  for (int64_t s : r.step) {
+    if (s < 0) return true;
+  }
+  return false;
+}
+
+// A region read backwards along some axis (torch.flip's export): oneDNN descriptors
+// cannot hold negative strides, so the index-map kernel gathers it.
+absl::Status DefineReversed(const std::string& name, const Val& src, const dims& x, const Region& r,
+                            const std::string& what, LoweringContext& ctx) {
+  auto copy = std::make_shared<IndexMapCopy>();
+  copy->in_dims = x;
+  for (size_t a = 0; a < x.size(); ++a) {
+    std::vector<int64_t> m(r.count[a]);
+    // start + k * step stays within [0, dim): the count was derived from the clamped range.
+    for (int64_t k = 0; k < r.count[a]; ++k) m[k] = r.start[a] + k * r.step[a];
+    copy->maps.push_back(std::move(m));
+  }
+  if (!AxisMapsAreValid(*copy)) return absl::InternalError("slice index maps out of range");
+  Val dst = ctx.NewVal(Plain(r.count));
+  const int src_ref = ctx.Ref(src), dst_ref = ctx.Ref(dst);
+  PlanStep step;
+  step.what = absl::StrCat("slice ", what, " [custom:reversed]");
+  step.args = {{DNNL_ARG_SRC, src_ref}, {DNNL_ARG_DST, dst_ref}};
+  step.custom = [copy, src_ref, dst_ref](const std::vector<dnnl::memory>& mems, BnObservations*) {
+    RunIndexMapCopy(*copy, static_cast<const float*>(mems[src_ref].get_data_handle()),
+                    static_cast<float*>(mems[dst_ref].get_data_handle()));
+  };
+  ctx.AddCustomStep(std::move(step));
+  ctx.Define(name, dst);
+  return absl::OkStatus();
+}
+
 // Defines `name` as region `r` of the plain value `src` of shape x.
 absl::Status DefineRegion(const std::string& name, const Val& src, const dims& x, const Region& r,
                           const std::string& what, LoweringContext& ctx) {
@@ -158,6 +201,7 @@ absl::Status DefineRegion(const std::string& name, const Val& src, const dims& x
     strides[a] = r.count[a] == 1 ? out_strides[a] : in_strides[a] * r.step[a];
   }
   const md plain = Plain(r.count);
+  if (HasNegativeStep(r)) return DefineReversed(name, src, x, r, what, ctx);
   if (offset == 0 && strides == PlainStrides(r.count)) {
     ctx.Define(name, Val{src.buffer, plain});
     return absl::OkStatus();

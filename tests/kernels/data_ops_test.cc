@@ -1,6 +1,7 @@
 // Pad, Slice, Split and Expand on runtime tensors: the forms PyTorch's exporter does not
 // write (parity_test covers the ones it does) against naive float64 references, and the
 // refusals, which must name the node and the offending value.
+#include <climits>
 #include <cstdint>
 #include <random>
 #include <string>
@@ -174,20 +175,43 @@ TEST(SliceOp, StepsOnEveryAxisAtOnce) {
         }
 }
 
-TEST(SliceOp, NegativeAndZeroStepsAreRefusedNamingTheNode) {
-  for (int64_t step : {-1, 0}) {
+// torch.flip(x, [2]) exports as Slice(starts -1, ends INT64_MIN, steps -1); here with a
+// step of -2 on W too, from index 4 (clamped from 1000) down to the end.
+TEST(SliceOp, NegativeStepsReadBackwards) {
+  OnnxBuilder b(13);
+  b.Input("x", {-1, 3, 5, 6});
+  b.Output("y", {-1, 3, 5, 3});
+  IntInitializer(b, "starts", {-1, 1000});
+  IntInitializer(b, "ends", {INT64_MIN, -1000});
+  IntInitializer(b, "axes", {2, 3});
+  IntInitializer(b, "steps", {-1, -2});
+  b.Node("Slice", "flip", {"x", "starts", "ends", "axes", "steps"}, {"y"});
+  const std::vector<float> x = Input();
+  auto out = RunModel(b.Bytes(), x, kShape);
+  ASSERT_TRUE(out.ok()) << out.status();
+  ASSERT_EQ((*out)[0].shape, (std::vector<int64_t>{2, 3, 5, 3}));
+  for (int64_t n = 0; n < 2; ++n)
+    for (int64_t c = 0; c < 3; ++c)
+      for (int64_t h = 0; h < 5; ++h)
+        for (int64_t w = 0; w < 3; ++w) {
+          ASSERT_EQ((*out)[0].data[((n * 3 + c) * 5 + h) * 3 + w], At(x, kShape, n, c, 4 - h, 5 - 2 * w));
+        }
+}
+
+TEST(SliceOp, ZeroStepAndEmptyBackwardSliceAreRefusedNamingTheNode) {
+  for (int64_t step : {0, -1}) {
     OnnxBuilder b(13);
     b.Input("x", {-1, 3, 5, 6});
     b.Output("y", {-1, -1, -1, -1});
-    IntInitializer(b, "starts", {4});
-    IntInitializer(b, "ends", {0});
+    IntInitializer(b, "starts", {1});
+    IntInitializer(b, "ends", {3});  // forwards: fine for step 1, empty for -1
     IntInitializer(b, "axes", {2});
     IntInitializer(b, "steps", {step});
-    b.Node("Slice", "flip_h", {"x", "starts", "ends", "axes", "steps"}, {"y"});
+    b.Node("Slice", "bad_slice", {"x", "starts", "ends", "axes", "steps"}, {"y"});
     absl::Status s = LoadAndCompile(b.Bytes());
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_THAT(std::string(s.message()),
-                AllOf(HasSubstr("flip_h"), HasSubstr("step " + std::to_string(step)), HasSubstr("axis 2")));
+    EXPECT_THAT(std::string(s.message()), AllOf(HasSubstr("bad_slice"), HasSubstr("axis 2"),
+                                                HasSubstr(step == 0 ? "step 0" : "empty")));
   }
 }
 
