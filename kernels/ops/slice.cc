@@ -191,6 +191,7 @@ absl::Status DefineReversed(const std::string& name, const Val& src, const dims&
 // Defines `name` as region `r` of the plain value `src` of shape x.
 absl::Status DefineRegion(const std::string& name, const Val& src, const dims& x, const Region& r,
                           const std::string& what, LoweringContext& ctx) {
+  if (HasNegativeStep(r)) return DefineReversed(name, src, x, r, what, ctx);
   const dims in_strides = PlainStrides(x), out_strides = PlainStrides(r.count);
   dims strides(x.size());
   int64_t offset = 0;
@@ -201,7 +202,6 @@ absl::Status DefineRegion(const std::string& name, const Val& src, const dims& x
     strides[a] = r.count[a] == 1 ? out_strides[a] : in_strides[a] * r.step[a];
   }
   const md plain = Plain(r.count);
-  if (HasNegativeStep(r)) return DefineReversed(name, src, x, r, what, ctx);
   if (offset == 0 && strides == PlainStrides(r.count)) {
     ctx.Define(name, Val{src.buffer, plain});
     return absl::OkStatus();
