@@ -422,6 +422,8 @@ const absl::flat_hash_map<std::string, FoldFunction>& FoldTable() {
 
 }  // namespace
 
+bool CanFoldConstant(const std::string& op) { return FoldTable().contains(op); }
+
 absl::StatusOr<ConstTensor> FoldConstantNode(const Node& n, const ShapeContext& ctx) {
   auto it = FoldTable().find(n.op);
   if (it == FoldTable().end()) {

@@ -4,6 +4,8 @@
 #ifndef NORMSERVE_KERNELS_CONSTANT_FOLDING_H_
 #define NORMSERVE_KERNELS_CONSTANT_FOLDING_H_
 
+#include <string>
+
 #include "absl/status/statusor.h"
 #include "kernels/graph.h"
 #include "kernels/shape_inference.h"
@@ -17,6 +19,9 @@ namespace normserve {
 // Integer results (shape arithmetic, Equal's booleans) are int64, others float32
 // computed in double.
 absl::StatusOr<ConstTensor> FoldConstantNode(const Node& n, const ShapeContext& ctx);
+
+// Whether FoldConstantNode has a reference implementation of `op`.
+bool CanFoldConstant(const std::string& op);
 
 }  // namespace normserve
 

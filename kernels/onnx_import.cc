@@ -5,6 +5,8 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "kernels/constant_folding.h"
+#include "kernels/ops/op_registry.h"
 #include "kernels/specialize.h"
 #include "kernels/status_macros.h"
 #include "onnx/checker.h"
@@ -17,18 +19,6 @@ namespace {
 // shape inference applies to every value.
 constexpr int64_t kMaxDeclaredElements = kMaxTensorElements;
 
-const absl::flat_hash_set<std::string>& SupportedOps() {
-  static const auto* ops = new absl::flat_hash_set<std::string>{
-      "Conv", "BatchNormalization", "InstanceNormalization", "LayerNormalization", "Relu",
-      "LeakyRelu", "Clip", "Sigmoid", "Tanh", "HardSwish", "HardSigmoid", "Sqrt", "Exp", "Abs",
-      "Pow", "Add", "Sub", "Mul", "Div", "MaxPool", "AveragePool", "GlobalAveragePool",
-      "GlobalMaxPool", "ReduceMean", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Gemm",
-      "MatMul", "Concat", "Softmax", "Identity", "Dropout", "Constant", "Shape", "Gather",
-      "Slice", "Cast", "ConstantOfShape", "Transpose",
-      "Resize", "Upsample",
-      "Erf", "Gelu", "Max", "Min", "Neg", "Reciprocal", "ReduceL2", "ReduceMax", "ReduceSum"};
-  return *ops;
-}
 
 template <typename T>
 void CopyRaw(const std::string& raw, std::vector<T>* out) {
@@ -199,7 +189,11 @@ absl::Status RefuseExternalData(const onnx::GraphProto& g) {
 
 }  // namespace
 
-bool IsSupportedOp(const std::string& op) { return SupportedOps().contains(op); }
+// One source of truth: what the planner lowers (kernels/ops/op_registry.cc), what constant
+// folding evaluates, and the two the import and the specialization consume themselves.
+bool IsSupportedOp(const std::string& op) {
+  return FindOp(op) != nullptr || CanFoldConstant(op) || op == "Constant" || op == "Shape";
+}
 
 absl::StatusOr<ImportedOnnx> ImportOnnx(std::string_view bytes) {
   onnx::ModelProto proto;

@@ -9,6 +9,7 @@
 #include "kernels/group_norm_fusion.h"
 #include "kernels/lowering_context.h"
 #include "kernels/ops/op_registry.h"
+#include "kernels/pad_folding.h"
 #include "kernels/plan.h"
 #include "kernels/post_op_fusion.h"
 #include "kernels/specialize.h"
@@ -76,6 +77,7 @@ absl::StatusOr<std::shared_ptr<const Plan>> BuildPlanOrThrow(
           absl::StrCat("observed BN layer \"", name, "\" not found in the model"));
   }
   if (options.fold_batch_norm) RETURN_IF_ERROR(FoldBatchNorms(&g, observed));
+  FoldZeroPads(&g);
   FuseGroupNorms(&g);
   FuseGelus(&g);
   std::vector<FusedNode> nodes = FusePostOps(g, options.fuse_post_ops);

@@ -121,6 +121,10 @@ class Specializer {
       return NodeError(n, "operator is not supported on runtime tensors");
     ASSIGN_OR_RETURN(Shape s, op->infer(n, ctx));
     out_->shapes[n.outputs[0]] = std::move(s);
+    if (op->infer_outputs != nullptr) {
+      ASSIGN_OR_RETURN(std::vector<Shape> all, op->infer_outputs(n, ctx));
+      for (size_t k = 1; k < all.size() && k < n.outputs.size(); ++k) out_->shapes[n.outputs[k]] = std::move(all[k]);
+    }
     out_->nodes.push_back(n);
     return absl::OkStatus();
   }

@@ -11,13 +11,17 @@ absl::Status LowerBinary(const FusedNode& f, LoweringContext& ctx);        // bi
 absl::Status LowerConcat(const FusedNode& f, LoweringContext& ctx);        // concat.cc
 absl::Status LowerConv(const FusedNode& f, LoweringContext& ctx);          // conv.cc
 absl::Status LowerErf(const FusedNode& f, LoweringContext& ctx);           // eltwise.cc
+absl::Status LowerExpand(const FusedNode& f, LoweringContext& ctx);        // expand.cc
 absl::Status LowerGroupNorm(const FusedNode& f, LoweringContext& ctx);     // normalization.cc
 absl::Status LowerIdentity(const FusedNode& f, LoweringContext& ctx);      // view.cc
 absl::Status LowerInnerProduct(const FusedNode& f, LoweringContext& ctx);  // inner_product.cc
 absl::Status LowerLayerNorm(const FusedNode& f, LoweringContext& ctx);     // normalization.cc
 absl::Status LowerMatMul(const FusedNode& f, LoweringContext& ctx);        // inner_product.cc
+absl::Status LowerPad(const FusedNode& f, LoweringContext& ctx);           // pad.cc
 absl::Status LowerPool(const FusedNode& f, LoweringContext& ctx);          // pool.cc
 absl::Status LowerResize(const FusedNode& f, LoweringContext& ctx);        // resize.cc
+absl::Status LowerSlice(const FusedNode& f, LoweringContext& ctx);         // slice.cc
+absl::Status LowerSplit(const FusedNode& f, LoweringContext& ctx);         // slice.cc
 absl::Status LowerReduce(const FusedNode& f, LoweringContext& ctx);        // reduce.cc
 absl::Status LowerSoftmax(const FusedNode& f, LoweringContext& ctx);       // softmax.cc
 absl::Status LowerTranspose(const FusedNode& f, LoweringContext& ctx);     // transpose.cc
@@ -28,14 +32,19 @@ absl::StatusOr<Shape> InferChannelNormShape(const Node& n,
                                             const ShapeContext& ctx);            // normalization.cc
 absl::StatusOr<Shape> InferConcatShape(const Node& n, const ShapeContext& ctx);  // concat.cc
 absl::StatusOr<Shape> InferConvShape(const Node& n, const ShapeContext& ctx);    // conv.cc
+absl::StatusOr<Shape> InferExpandShape(const Node& n, const ShapeContext& ctx);      // expand.cc
 absl::StatusOr<Shape> InferDropoutShape(const Node& n, const ShapeContext& ctx);  // view.cc
 absl::StatusOr<Shape> InferGemmShape(const Node& n, const ShapeContext& ctx);  // inner_product.cc
 absl::StatusOr<Shape> InferLayerNormShape(const Node& n,
                                           const ShapeContext& ctx);              // normalization.cc
 absl::StatusOr<Shape> InferMatMulShape(const Node& n, const ShapeContext& ctx);  // inner_product.cc
+absl::StatusOr<Shape> InferPadShape(const Node& n, const ShapeContext& ctx);         // pad.cc
 absl::StatusOr<Shape> InferPoolShape(const Node& n, const ShapeContext& ctx);    // pool.cc
 absl::StatusOr<Shape> InferReduceShape(const Node& n, const ShapeContext& ctx);  // reduce.cc
 absl::StatusOr<Shape> InferResizeShape(const Node& n, const ShapeContext& ctx);      // resize.cc
+absl::StatusOr<Shape> InferSliceShape(const Node& n, const ShapeContext& ctx);       // slice.cc
+absl::StatusOr<Shape> InferSplitShape(const Node& n, const ShapeContext& ctx);       // slice.cc
+absl::StatusOr<std::vector<Shape>> InferSplitShapes(const Node& n, const ShapeContext& ctx);  // slice.cc
 absl::StatusOr<Shape> InferTransposeShape(const Node& n, const ShapeContext& ctx);  // transpose.cc
 absl::StatusOr<Shape> InferVariadicBroadcastShape(const Node& n, const ShapeContext& ctx);  // binary.cc
 absl::StatusOr<Shape> InferViewShape(const Node& n, const ShapeContext& ctx);       // view.cc
@@ -53,6 +62,7 @@ const OpFunctions* FindOp(const std::string& op) {
       {"Dropout", {InferDropoutShape, LowerIdentity}},
       {"Erf", {InferActivationShape, LowerErf}},
       {"Exp", {InferActivationShape, LowerActivation}},
+      {"Expand", {InferExpandShape, LowerExpand}},
       {"Flatten", {InferViewShape, LowerView}},
       {"Gemm", {InferGemmShape, LowerInnerProduct}},
       {"Gelu", {InferActivationShape, LowerActivation}},  // ONNX opset 20, and gelu_fusion.h
@@ -71,6 +81,7 @@ const OpFunctions* FindOp(const std::string& op) {
       {"Min", {InferVariadicBroadcastShape, LowerBinary}},
       {"Mul", {BroadcastInputShapes, LowerBinary}},
       {"Neg", {InferActivationShape, LowerActivation}},
+      {"Pad", {InferPadShape, LowerPad}},
       {"Pow", {InferActivationShape, LowerActivation}},
       {"Reciprocal", {InferActivationShape, LowerActivation}},
       {"ReduceL2", {InferReduceShape, LowerReduce}},
@@ -81,7 +92,9 @@ const OpFunctions* FindOp(const std::string& op) {
       {"Reshape", {InferViewShape, LowerView}},
       {"Resize", {InferResizeShape, LowerResize}},
       {"Sigmoid", {InferActivationShape, LowerActivation}},
+      {"Slice", {InferSliceShape, LowerSlice}},
       {"Softmax", {SameShapeAsInput, LowerSoftmax}},
+      {"Split", {InferSplitShape, LowerSplit, InferSplitShapes}},
       {"Sqrt", {InferActivationShape, LowerActivation}},
       {"Squeeze", {InferViewShape, LowerView}},
       {"Sub", {BroadcastInputShapes, LowerBinary}},

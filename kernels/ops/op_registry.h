@@ -6,6 +6,7 @@
 #define NORMSERVE_KERNELS_OPS_OP_REGISTRY_H_
 
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "kernels/lowering_context.h"
@@ -18,12 +19,15 @@ namespace normserve {
 // defines f.output. A failure need not name the node: the caller prefixes it. A thrown
 // dnnl::error is caught by the caller and becomes InvalidArgument naming the node.
 using OpLowering = absl::Status (*)(const FusedNode& f, LoweringContext& ctx);
+using MultiShapeFunction = absl::StatusOr<std::vector<Shape>> (*)(const Node& n, const ShapeContext& ctx);
 
 struct OpFunctions {
   // Output shape on runtime inputs; nullptr for ops that only a graph pass creates
   // (GroupNorm), never seen by specialization.
   ShapeFunction infer = nullptr;
   OpLowering lower = nullptr;
+  // Shapes of every output, for ops with several (Split); `infer` gives the first.
+  MultiShapeFunction infer_outputs = nullptr;
 };
 
 // The functions of `op`, or nullptr when the engine does not run it on runtime tensors.

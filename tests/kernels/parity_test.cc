@@ -85,7 +85,9 @@ INSTANTIATE_TEST_SUITE_P(Models, ParityTest,
                                                               "resize_bilinear_to_input", "resize_bilinear_corners_up",
                                                               "upsample_nearest_op9", "seg_head",
                                                               "gelu_mlp", "gelu_mlp_op13", "gelu_tanh_mlp", "convnext_block",
-                                                              "convnext_block_op13", "minmax_reduce_net"),
+                                                              "convnext_block_op13", "minmax_reduce_net",
+                                                              "pad_net", "pad_net_op10", "slice_net", "slice_net_op11",
+                                                              "densenet121", "shufflenet_v2"),
                                             ::testing::Values(ConvAlgorithm::kDirect, ConvAlgorithm::kWinograd)));
 
 }  // namespace
