@@ -36,7 +36,9 @@ const std::vector<ValueSpec>& Outputs() {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   normserve::v1::PredictRequest request;
   if (!request.ParseFromArray(data, static_cast<int>(size))) return 0;
-  const normserve::PredictCall call = normserve::ProtoToPredictCall(request);
+  absl::StatusOr<normserve::PredictCall> decoded = normserve::ProtoToPredictCall(request);
+  if (!decoded.ok()) return 0;  // refused before validation (bad enum)
+  const normserve::PredictCall& call = *decoded;
   normserve::ValidationOptions options;
   options.max_batch = 4;
   (void)normserve::ValidateInputs(normserve::Inputs(), call.inputs, options);

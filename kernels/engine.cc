@@ -96,7 +96,7 @@ absl::StatusOr<std::shared_ptr<const CompiledModel>> CompiledModel::Compile(
   for (int64_t b : options.precompile_batch_sizes) {
     InputShapes shapes = cm->primary_shapes_;
     for (auto& s : shapes) s[0] = b;
-    if (cm->cache_->Find(shapes) == nullptr) RETURN_IF_ERROR(precompile(shapes));
+    if (!cm->cache_->Contains(shapes)) RETURN_IF_ERROR(precompile(shapes));
   }
   return std::shared_ptr<const CompiledModel>(std::move(cm));
 }

@@ -22,8 +22,14 @@ std::shared_ptr<const Plan> PlanCache::Find(const InputShapes& key) {
   absl::MutexLock lock(&mu_);
   auto it = entries_.find(key);
   if (it == entries_.end()) return nullptr;
+  ++stats_.hits;
   if (!it->second.pinned) lru_.splice(lru_.begin(), lru_, it->second.lru);
   return it->second.plan;
+}
+
+bool PlanCache::Contains(const InputShapes& key) const {
+  absl::MutexLock lock(&mu_);
+  return entries_.count(key) > 0;
 }
 
 absl::StatusOr<std::shared_ptr<const Plan>> PlanCache::Get(const InputShapes& key) {

@@ -53,8 +53,10 @@ class PlanCache {
   // Keeps `plan` for `key` for the life of the cache.
   void Pin(const InputShapes& key, std::shared_ptr<const Plan> plan);
 
-  // The cached plan (now the most recently used), or null.
+  // The cached plan (now the most recently used, counted as a hit), or null (not counted:
+  // the caller decides whether it builds, through Get, or runs another way).
   std::shared_ptr<const Plan> Find(const InputShapes& key);
+  bool Contains(const InputShapes& key) const;
 
   // The plan for `key`, building it if it is not cached. A plan larger than the whole
   // budget is returned to the caller but not kept.

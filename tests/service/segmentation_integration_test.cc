@@ -99,6 +99,16 @@ TEST(SegmentationServing, TwoSizesMatchPyTorchAndTheSideLimitIsNamed) {
                 seconds);
   }
 
+  // The new size compiled once (batch 3 runs as batch-1 plans, no compile), counted with
+  // the plan memory it holds.
+  const std::string metrics = testing::HttpGet((*server)->metrics_port(), "/metrics");
+  const std::string labels = R"({model="seg",version="1"})";
+  EXPECT_EQ(testing::MetricValue(metrics, "normserve_plan_compiles_total" + labels), 1) << metrics;
+  EXPECT_EQ(testing::MetricValue(metrics, "normserve_plan_cache_entries" + labels), 2);
+  EXPECT_GT(testing::MetricValue(metrics, "normserve_plan_cache_bytes" + labels), 0);
+  EXPECT_GE(testing::MetricValue(metrics, "normserve_plan_cache_hits_total" + labels), 2);
+  EXPECT_GT(testing::MetricValue(metrics, "normserve_plan_compile_seconds_total" + labels), 0);
+
   inference::ModelInferResponse resp;
   std::vector<float> wide(3 * 64 * (kMaxDynamicDim + 1), 0.5f);
   const grpc::Status s = Infer(stub.get(), {1, 3, 64, kMaxDynamicDim + 1}, wide, &resp);
