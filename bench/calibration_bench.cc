@@ -28,7 +28,8 @@ ABSL_FLAG(std::string, model, "", "ONNX file (e.g. build/bench_models/resnet18/m
 ABSL_FLAG(int32_t, samples, 32, "K: batch-1 samples to recalibrate with");
 ABSL_FLAG(int32_t, threads, 2, "intra-op threads");
 ABSL_FLAG(int32_t, batch, 8, "samples per forward pass (CalibrationOptions::batch)");
-ABSL_FLAG(int64_t, max_cached_mb, 512, "CalibrationOptions::max_cached_bytes of the cached run, in MiB");
+ABSL_FLAG(int64_t, max_cached_mb, 512,
+          "CalibrationOptions::max_cached_bytes of the cached run, in MiB");
 ABSL_FLAG(bool, skip_replay, false, "run only the cached mode (the replay is the slow one)");
 
 namespace normserve {
@@ -37,9 +38,12 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double Seconds(Clock::time_point since) { return std::chrono::duration<double>(Clock::now() - since).count(); }
+double Seconds(Clock::time_point since) {
+  return std::chrono::duration<double>(Clock::now() - since).count();
+}
 
-absl::StatusOr<double> ForwardSeconds(std::shared_ptr<const Model> model, const Tensor& sample, int threads) {
+absl::StatusOr<double> ForwardSeconds(std::shared_ptr<const Model> model, const Tensor& sample,
+                                      int threads) {
   CompileOptions co;
   co.intra_op_threads = threads;
   ASSIGN_OR_RETURN(auto compiled, CompiledModel::Compile(model, co));
@@ -93,13 +97,16 @@ absl::Status Run() {
     rows.push_back({cached ? "kept cuts" : "replay from input", Seconds(t0), std::move(r)});
   }
 
-  std::printf("%s: %zu BN layers, %d waves, K=%d, %d threads; one folded batch-1 forward: %.2f ms\n\n",
-              path.c_str(), rows[0].result.layers.size(), rows[0].result.waves, k, threads, forward * 1e3);
-  std::printf("| mode | commit s | s a sample | forward passes a sample | waves from cache | peak cut MiB |\n");
+  std::printf(
+      "%s: %zu BN layers, %d waves, K=%d, %d threads; one folded batch-1 forward: %.2f ms\n\n",
+      path.c_str(), rows[0].result.layers.size(), rows[0].result.waves, k, threads, forward * 1e3);
+  std::printf(
+      "| mode | commit s | s a sample | forward passes a sample | waves from cache | peak cut MiB "
+      "|\n");
   std::printf("|---|---|---|---|---|---|\n");
   for (const Row& r : rows) {
-    std::printf("| %s | %.2f | %.3f | %.1f | %d of %d | %.1f |\n", r.mode.c_str(), r.seconds, r.seconds / k,
-                r.seconds / k / forward, r.result.waves_from_cache, r.result.waves,
+    std::printf("| %s | %.2f | %.3f | %.1f | %d of %d | %.1f |\n", r.mode.c_str(), r.seconds,
+                r.seconds / k, r.seconds / k / forward, r.result.waves_from_cache, r.result.waves,
                 r.result.peak_cached_bytes / 1048576.0);
   }
   if (rows.size() == 2) {
@@ -111,11 +118,14 @@ absl::Status Run() {
       for (size_t c = 0; c < a[i].committed.mean.size(); ++c) {
         const double sd = std::sqrt(a[i].committed.var[c]) + 1e-12;
         worst = std::max(worst, std::abs(a[i].committed.mean[c] - b[i].committed.mean[c]) / sd);
-        worst = std::max(worst, std::abs(a[i].committed.var[c] - b[i].committed.var[c]) / (sd * sd));
+        worst =
+            std::max(worst, std::abs(a[i].committed.var[c] - b[i].committed.var[c]) / (sd * sd));
       }
     }
-    std::printf("\nspeed-up %.1fx; worst difference between the modes: %.2e (relative to the channel's sd / var)\n",
-                rows[0].seconds / rows[1].seconds, worst);
+    std::printf(
+        "\nspeed-up %.1fx; worst difference between the modes: %.2e (relative to the channel's sd "
+        "/ var)\n",
+        rows[0].seconds / rows[1].seconds, worst);
   }
   return absl::OkStatus();
 }

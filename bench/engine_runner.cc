@@ -39,8 +39,7 @@ absl::StatusOr<std::vector<int64_t>> Batch1Shape(const ValueSpec& spec) {
 }
 
 absl::StatusOr<std::unique_ptr<PreparedEngine>> PrepareEngine(const std::string& model_path,
-                                                              int intra_op_threads,
-                                                              uint32_t seed) {
+                                                              int intra_op_threads, uint32_t seed) {
   auto e = std::make_unique<PreparedEngine>();
   ASSIGN_OR_RETURN(e->model, Model::LoadFile(model_path));
   CompileOptions compile_options;
@@ -87,7 +86,8 @@ absl::StatusOr<InProcessResult> RunInProcess(const PreparedEngine& engine,
         if (t0 >= t_end) break;
         status = context->Run(engine.inputs, &outputs);
         const auto t1 = Clock::now();
-        if (t0 >= t_timed) mine.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+        if (t0 >= t_timed)
+          mine.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
         if (t1 >= t_timed && t1 <= t_end) ++completed;
       }
       absl::MutexLock lock(&mu);

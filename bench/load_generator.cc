@@ -47,7 +47,8 @@ ABSL_FLAG(double, warmup_seconds, 1.0, "untimed closed-loop load before each win
 ABSL_FLAG(int32_t, rounds, 1,
           "repeat every configuration this often, interleaved (samples are pooled), so "
           "background load falls on in-process and end-to-end alike");
-ABSL_FLAG(int32_t, workers, 1, "the server's --workers (in-process throughput uses as many streams)");
+ABSL_FLAG(int32_t, workers, 1,
+          "the server's --workers (in-process throughput uses as many streams)");
 ABSL_FLAG(int32_t, intra_op_threads, 0, "the server's --intra_op_threads (0: cores / workers)");
 ABSL_FLAG(bool, inprocess_alternative, true,
           "also measure the engine in-process with one single-threaded stream per core");
@@ -69,8 +70,7 @@ struct Pool {
 };
 
 void Add(Pool* pool, const InProcessResult& r) {
-  pool->latencies_ms.insert(pool->latencies_ms.end(), r.latencies_ms.begin(),
-                            r.latencies_ms.end());
+  pool->latencies_ms.insert(pool->latencies_ms.end(), r.latencies_ms.begin(), r.latencies_ms.end());
   pool->completed += r.completed;
   pool->window_seconds += r.window_seconds;
 }
@@ -176,8 +176,9 @@ absl::Status WaitReady(const RequestSender& sender, const std::string& address, 
     if (last.ok()) return last;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  return absl::UnavailableError(absl::StrCat("normserve at ", address, " did not serve the model within ",
-                                             timeout_s, " s: ", last.ToString()));
+  return absl::UnavailableError(absl::StrCat("normserve at ", address,
+                                             " did not serve the model within ", timeout_s,
+                                             " s: ", last.ToString()));
 }
 
 // `clients` threads, each calling back to back (closed loop); the same window rules as
@@ -193,8 +194,8 @@ void RunEndToEnd(const RequestSender& sender, const std::string& address, int cl
   const auto t_start = Clock::now();
   const auto t_timed = t_start + std::chrono::duration_cast<Clock::duration>(
                                      std::chrono::duration<double>(warmup_s));
-  const auto t_end = t_timed + std::chrono::duration_cast<Clock::duration>(
-                                   std::chrono::duration<double>(seconds));
+  const auto t_end =
+      t_timed + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
   absl::Mutex mu;
   std::vector<std::thread> threads;
   for (int c = 0; c < clients; ++c) {
@@ -212,7 +213,8 @@ void RunEndToEnd(const RequestSender& sender, const std::string& address, int cl
           if (errors++ == 0) first_error = s.ToString();
           continue;
         }
-        if (t0 >= t_timed) mine.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+        if (t0 >= t_timed)
+          mine.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
         if (t1 >= t_timed && t1 <= t_end) ++completed;
       }
       absl::MutexLock lock(&mu);
@@ -236,7 +238,8 @@ absl::StatusOr<std::vector<int>> ParseClients(const std::string& text) {
   for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipEmpty())) {
     int n = 0;
     if (!absl::SimpleAtoi(part, &n) || n < 1 || n > 1024) {
-      return absl::InvalidArgumentError(absl::StrCat("--clients: \"", part, "\" is not in [1, 1024]"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--clients: \"", part, "\" is not in [1, 1024]"));
     }
     out.push_back(n);
   }
@@ -259,7 +262,8 @@ int Main() {
   absl::StatusOr<std::vector<int>> clients = ParseClients(absl::GetFlag(FLAGS_clients));
   if (!clients.ok()) return Fail(clients.status());
   std::vector<std::string> channel_kinds;
-  for (absl::string_view kind : absl::StrSplit(absl::GetFlag(FLAGS_channels), ',', absl::SkipEmpty())) {
+  for (absl::string_view kind :
+       absl::StrSplit(absl::GetFlag(FLAGS_channels), ',', absl::SkipEmpty())) {
     if (kind != "per_client" && kind != "shared") {
       return Fail(absl::InvalidArgumentError(absl::StrCat("--channels: unknown \"", kind, "\"")));
     }
@@ -306,8 +310,9 @@ int Main() {
     o.warmup_seconds = warmup;
     absl::StatusOr<InProcessResult> r = RunInProcess(e, o);
     if (!r.ok()) return r.status();
-    Add(pool(absl::StrFormat("\"runner\":\"inprocess\",\"role\":\"%s\",\"streams\":%d,\"threads\":%d",
-                             role, streams, t)),
+    Add(pool(absl::StrFormat(
+            "\"runner\":\"inprocess\",\"role\":\"%s\",\"streams\":%d,\"threads\":%d", role, streams,
+            t)),
         *r);
     return absl::OkStatus();
   };
@@ -332,7 +337,8 @@ int Main() {
       }
     }
     if (alternative != nullptr) {
-      if (absl::Status s = in_process(*alternative, cores, 1, "alternative"); !s.ok()) return Fail(s);
+      if (absl::Status s = in_process(*alternative, cores, 1, "alternative"); !s.ok())
+        return Fail(s);
     }
   }
 
@@ -340,11 +346,13 @@ int Main() {
   for (const std::string& key : order) {
     const Pool& p = pools[key];
     errors += p.errors;
-    std::printf("{%s,\"model\":\"%s\",\"server_workers\":%d,\"server_threads\":%d,\"rounds\":%d,"
-                "\"errors\":%lld,%s}\n",
-                key.c_str(), name.c_str(), workers, threads, rounds,
-                static_cast<long long>(p.errors), StatsJson(p).c_str());
-    if (!p.first_error.empty()) std::fprintf(stderr, "%s: first error: %s\n", key.c_str(), p.first_error.c_str());
+    std::printf(
+        "{%s,\"model\":\"%s\",\"server_workers\":%d,\"server_threads\":%d,\"rounds\":%d,"
+        "\"errors\":%lld,%s}\n",
+        key.c_str(), name.c_str(), workers, threads, rounds, static_cast<long long>(p.errors),
+        StatsJson(p).c_str());
+    if (!p.first_error.empty())
+      std::fprintf(stderr, "%s: first error: %s\n", key.c_str(), p.first_error.c_str());
   }
   std::fflush(stdout);
   return errors == 0 ? 0 : 1;

@@ -14,7 +14,8 @@ constexpr size_t kCacheLine = 64;
 ActivationBuffer AllocateActivations(size_t bytes, bool huge_pages) {
   bytes = std::max(bytes, kCacheLine);
   if (!huge_pages || bytes < kHugePage) {
-    return ActivationBuffer(std::aligned_alloc(kCacheLine, (bytes + kCacheLine - 1) / kCacheLine * kCacheLine));
+    return ActivationBuffer(
+        std::aligned_alloc(kCacheLine, (bytes + kCacheLine - 1) / kCacheLine * kCacheLine));
   }
   const size_t rounded = (bytes + kHugePage - 1) / kHugePage * kHugePage;
   void* p = std::aligned_alloc(kHugePage, rounded);

@@ -31,11 +31,13 @@ void FoldBatchNormIntoWeights(const BnParams& bn, std::vector<float>* weights,
   const size_t out = bn.scale.size();
   const size_t per = weights->size() / out;
   for (size_t o = 0; o < out; ++o) {
-    const double s = static_cast<double>(bn.scale[o]) / std::sqrt(static_cast<double>(bn.var[o]) + bn.epsilon);
+    const double s =
+        static_cast<double>(bn.scale[o]) / std::sqrt(static_cast<double>(bn.var[o]) + bn.epsilon);
     for (size_t k = 0; k < per; ++k) {
       (*weights)[o * per + k] = static_cast<float>((*weights)[o * per + k] * s);
     }
-    (*bias)[o] = static_cast<float>((static_cast<double>((*bias)[o]) - bn.mean[o]) * s + bn.bias[o]);
+    (*bias)[o] =
+        static_cast<float>((static_cast<double>((*bias)[o]) - bn.mean[o]) * s + bn.bias[o]);
   }
 }
 
@@ -76,7 +78,8 @@ absl::Status FoldBatchNorms(SpecializedGraph* g, const absl::flat_hash_set<std::
     std::vector<float> bias(out, 0.f);
     if (conv) {
       if (wshape[0] != out) continue;
-      if (prod.inputs.size() > 2 && !prod.inputs[2].empty()) bias = Floats(g->consts.at(prod.inputs[2]));
+      if (prod.inputs.size() > 2 && !prod.inputs[2].empty())
+        bias = Floats(g->consts.at(prod.inputs[2]));
     } else {
       const bool trans_b = gemm && prod.IntAttr("transB", 0) != 0;
       const int64_t k = trans_b ? wshape[1] : wshape[0];
@@ -98,7 +101,8 @@ absl::Status FoldBatchNorms(SpecializedGraph* g, const absl::flat_hash_set<std::
         if (it == g->consts.end()) continue;  // runtime C: leave unfolded
         c = &it->second;
         if (c->size() != out && c->size() != 1) continue;
-        for (int64_t o = 0; o < out; ++o) bias[o] = beta * static_cast<float>(c->AsDouble(c->size() == 1 ? 0 : o));
+        for (int64_t o = 0; o < out; ++o)
+          bias[o] = beta * static_cast<float>(c->AsDouble(c->size() == 1 ? 0 : o));
       }
     }
     FoldBatchNormIntoWeights(params, &weights, &bias);

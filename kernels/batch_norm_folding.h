@@ -1,6 +1,6 @@
 // Folding of frozen BatchNormalization into the preceding convolution or linear layer:
-// W'[o] = W[o] * g[o] / sqrt(var[o] + eps), b'[o] = (b[o] - mean[o]) * g[o] / sqrt(var[o] + eps) + beta[o]
-// computed in float64, so inference runs one primitive instead of two.
+// W'[o] = W[o] * g[o] / sqrt(var[o] + eps), b'[o] = (b[o] - mean[o]) * g[o] / sqrt(var[o] + eps) +
+// beta[o] computed in float64, so inference runs one primitive instead of two.
 #ifndef NORMSERVE_KERNELS_BATCH_NORM_FOLDING_H_
 #define NORMSERVE_KERNELS_BATCH_NORM_FOLDING_H_
 

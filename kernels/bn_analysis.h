@@ -19,15 +19,15 @@ enum class BnReliability {
 const char* BnReliabilityName(BnReliability r);
 
 struct BnLayerInfo {
-  std::string name;                   // ONNX node name (made unique at import)
-  std::string input;                  // ONNX value normalized by the layer
+  std::string name;   // ONNX node name (made unique at import)
+  std::string input;  // ONNX value normalized by the layer
   int64_t channels = 0;
-  std::vector<int64_t> input_shape;   // at batch 1
-  int64_t values_per_channel = 0;     // per batch-1 request: product of dims except C
+  std::vector<int64_t> input_shape;  // at batch 1
+  int64_t values_per_channel = 0;    // per batch-1 request: product of dims except C
   BnReliability reliability = BnReliability::kFine;
-  int topo_index = 0;                 // order of the layer in the graph (upstream first)
-  std::string mean_initializer;       // ONNX initializer names of the frozen statistics
-  std::string var_initializer;        // (PyTorch writes "<module>.running_mean" / "_var")
+  int topo_index = 0;            // order of the layer in the graph (upstream first)
+  std::string mean_initializer;  // ONNX initializer names of the frozen statistics
+  std::string var_initializer;   // (PyTorch writes "<module>.running_mean" / "_var")
 };
 
 // Threshold below which a layer is kUnreliable (values per channel per request).

@@ -2,7 +2,8 @@
 
 namespace normserve {
 
-std::vector<ChannelMoments> ChannelMomentsOf(const float* data, int64_t batch, int64_t channels, int64_t spatial) {
+std::vector<ChannelMoments> ChannelMomentsOf(const float* data, int64_t batch, int64_t channels,
+                                             int64_t spatial) {
   std::vector<ChannelMoments> samples(batch);
   for (ChannelMoments& m : samples) {
     m.count = spatial;

@@ -9,9 +9,9 @@
 namespace normserve {
 
 struct ChannelMoments {
-  int64_t count = 0;          // values per channel (H*W for NCHW, 1 for N x C)
-  std::vector<double> mean;   // [C]
-  std::vector<double> m2;     // [C], sum of squared deviations from mean
+  int64_t count = 0;         // values per channel (H*W for NCHW, 1 for N x C)
+  std::vector<double> mean;  // [C]
+  std::vector<double> m2;    // [C], sum of squared deviations from mean
 };
 
 // One ChannelMoments per sample of a plain [batch, channels, spatial...] float32 tensor.
@@ -19,7 +19,8 @@ struct ChannelMoments {
 // activations whose mean is large against their spread. Channels run in parallel on the
 // caller's OpenMP threads; each channel's sums are sequential, so results do not depend
 // on the thread count.
-std::vector<ChannelMoments> ChannelMomentsOf(const float* data, int64_t batch, int64_t channels, int64_t spatial);
+std::vector<ChannelMoments> ChannelMomentsOf(const float* data, int64_t batch, int64_t channels,
+                                             int64_t spatial);
 
 }  // namespace normserve
 

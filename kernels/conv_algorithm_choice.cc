@@ -21,10 +21,11 @@ namespace normserve {
 
 using dnnl::memory;
 
-bool WinogradApplies(const memory::dims& weights, const memory::dims& strides, const memory::dims& dilates,
-                     int64_t groups) {
-  return groups == 1 && weights.size() == 4 && weights[2] == 3 && weights[3] == 3 && strides.size() == 2 &&
-         strides[0] == 1 && strides[1] == 1 && dilates.size() == 2 && dilates[0] == 0 && dilates[1] == 0;
+bool WinogradApplies(const memory::dims& weights, const memory::dims& strides,
+                     const memory::dims& dilates, int64_t groups) {
+  return groups == 1 && weights.size() == 4 && weights[2] == 3 && weights[3] == 3 &&
+         strides.size() == 2 && strides[0] == 1 && strides[1] == 1 && dilates.size() == 2 &&
+         dilates[0] == 0 && dilates[1] == 0;
 }
 
 namespace {
@@ -61,13 +62,16 @@ class TimedConv {
   double RunMs(dnnl::stream& s) {
     const auto start = std::chrono::steady_clock::now();
     if (in_) in_.execute(s, user_src_, src_);
-    std::unordered_map<int, memory> args = {
-        {DNNL_ARG_SRC, src_}, {DNNL_ARG_WEIGHTS, weights_}, {DNNL_ARG_DST, dst_}, {DNNL_ARG_SCRATCHPAD, scratchpad_}};
+    std::unordered_map<int, memory> args = {{DNNL_ARG_SRC, src_},
+                                            {DNNL_ARG_WEIGHTS, weights_},
+                                            {DNNL_ARG_DST, dst_},
+                                            {DNNL_ARG_SCRATCHPAD, scratchpad_}};
     if (bias_.get_desc().get_size() > 0) args.emplace(DNNL_ARG_BIAS, bias_);
     conv_.execute(s, args);
     if (out_) out_.execute(s, dst_, user_dst_);
     s.wait();
-    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+        .count();
   }
 
  private:
@@ -78,7 +82,8 @@ class TimedConv {
 
 // Whether `winograd` beats `direct` by `margin`: best of `runs` after `warmup`.
 bool TimeBoth(const dnnl::convolution_forward::primitive_desc& direct,
-              const dnnl::convolution_forward::primitive_desc& winograd, double margin, int warmup, int runs) {
+              const dnnl::convolution_forward::primitive_desc& winograd, double margin, int warmup,
+              int runs) {
   TimedConv d(direct, direct.src_desc(), direct.dst_desc());
   TimedConv w(winograd, direct.src_desc(), direct.dst_desc());
   dnnl::stream s(CpuEngine());
@@ -96,7 +101,8 @@ bool TimeBoth(const dnnl::convolution_forward::primitive_desc& direct,
 
 }  // namespace
 
-bool WinogradIsFaster(const std::string& signature, const dnnl::convolution_forward::primitive_desc& direct,
+bool WinogradIsFaster(const std::string& signature,
+                      const dnnl::convolution_forward::primitive_desc& direct,
                       const dnnl::convolution_forward::primitive_desc& winograd) {
   // One decision per convolution signature and thread count for the whole process: every
   // compile of a model (serving, statistics sessions, other batch sizes) then runs the

@@ -22,7 +22,8 @@ bool WinogradApplies(const dnnl::memory::dims& weights, const dnnl::memory::dims
 // the calling thread's OpenMP threads). Both must describe the same convolution and use
 // a user scratchpad. Decided once per `signature` (shapes, strides, pads, post-ops,
 // bias) and thread count for the process, so every compile agrees.
-bool WinogradIsFaster(const std::string& signature, const dnnl::convolution_forward::primitive_desc& direct,
+bool WinogradIsFaster(const std::string& signature,
+                      const dnnl::convolution_forward::primitive_desc& direct,
                       const dnnl::convolution_forward::primitive_desc& winograd);
 
 }  // namespace normserve

@@ -2,11 +2,11 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
-#include <algorithm>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -50,14 +50,16 @@ absl::StatusOr<std::shared_ptr<const CompiledModel>> CompiledModel::Compile(
     std::shared_ptr<const Model> model, const CompileOptions& options) {
   if (model == nullptr) return absl::InvalidArgumentError("no model to compile");
   if (options.max_batch <= 0) return absl::InvalidArgumentError("max_batch must be positive");
-  if (options.max_dynamic_dim <= 0) return absl::InvalidArgumentError("max_dynamic_dim must be positive");
+  if (options.max_dynamic_dim <= 0)
+    return absl::InvalidArgumentError("max_dynamic_dim must be positive");
   std::shared_ptr<CompiledModel> cm(new CompiledModel(std::move(model), options));
   const Graph& graph = cm->model_->graph();
-  cm->primary_shapes_ = options.precompile_shapes.empty() ? InputShapesFor(graph, 1) : InputShapes();
+  cm->primary_shapes_ =
+      options.precompile_shapes.empty() ? InputShapesFor(graph, 1) : InputShapes();
   if (!options.precompile_shapes.empty()) {
     if (graph.inputs.size() != 1) {
-      return absl::InvalidArgumentError(absl::StrCat("precompile_shapes needs a model with one input; this one has ",
-                                                     graph.inputs.size()));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "precompile_shapes needs a model with one input; this one has ", graph.inputs.size()));
     }
     cm->primary_shapes_ = {options.precompile_shapes[0]};
   }
@@ -71,7 +73,8 @@ absl::StatusOr<std::shared_ptr<const CompiledModel>> CompiledModel::Compile(
   }
   cm->chunk_sizes_.push_back(1);
   std::sort(cm->chunk_sizes_.begin(), cm->chunk_sizes_.end(), std::greater<int64_t>());
-  cm->chunk_sizes_.erase(std::unique(cm->chunk_sizes_.begin(), cm->chunk_sizes_.end()), cm->chunk_sizes_.end());
+  cm->chunk_sizes_.erase(std::unique(cm->chunk_sizes_.begin(), cm->chunk_sizes_.end()),
+                         cm->chunk_sizes_.end());
 
   // Timing the convolution algorithms should see the threads a run will use.
   if (options.intra_op_threads > 0) omp_set_num_threads(options.intra_op_threads);
@@ -80,13 +83,15 @@ absl::StatusOr<std::shared_ptr<const CompiledModel>> CompiledModel::Compile(
   // sample's output does not depend on the batch it came in. The builder must not own
   // the model (the cache lives inside it): it holds what it needs by value.
   const CompiledModel* self = cm.get();
-  cm->cache_ = std::make_unique<PlanCache>(options.plan_cache_bytes, [self](const InputShapes& shapes) {
-    return BuildPlan(*self->model_, shapes, self->options_, &self->primary_->winograd_convs);
-  });
+  cm->cache_ =
+      std::make_unique<PlanCache>(options.plan_cache_bytes, [self](const InputShapes& shapes) {
+        return BuildPlan(*self->model_, shapes, self->options_, &self->primary_->winograd_convs);
+      });
   cm->cache_->Pin(cm->primary_shapes_, cm->primary_);
   auto precompile = [&](const InputShapes& shapes) -> absl::Status {
     RETURN_IF_ERROR(cm->CheckShapes(shapes));
-    ASSIGN_OR_RETURN(auto plan, BuildPlan(*cm->model_, shapes, options, &cm->primary_->winograd_convs));
+    ASSIGN_OR_RETURN(auto plan,
+                     BuildPlan(*cm->model_, shapes, options, &cm->primary_->winograd_convs));
     cm->cache_->Pin(shapes, std::move(plan));
     return absl::OkStatus();
   };
@@ -104,14 +109,16 @@ absl::StatusOr<std::shared_ptr<const CompiledModel>> CompiledModel::Compile(
 absl::Status CompiledModel::CheckShapes(const InputShapes& shapes) const {
   const std::vector<ValueSpec>& specs = model_->inputs();
   if (shapes.size() != specs.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("expected ", specs.size(), " input shapes, got ", shapes.size()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("expected ", specs.size(), " input shapes, got ", shapes.size()));
   }
   for (size_t i = 0; i < specs.size(); ++i) {
     const ValueSpec& spec = specs[i];
     const std::vector<int64_t>& s = shapes[i];
     if (s.size() != spec.shape.size()) {
-      return absl::InvalidArgumentError(absl::StrCat("input \"", spec.name, "\": expected rank ", spec.shape.size(),
-                                                     " ", ShapeToString(spec.shape), ", got ", ShapeToString(s)));
+      return absl::InvalidArgumentError(
+          absl::StrCat("input \"", spec.name, "\": expected rank ", spec.shape.size(), " ",
+                       ShapeToString(spec.shape), ", got ", ShapeToString(s)));
     }
     for (size_t d = 0; d < s.size(); ++d) {
       if (spec.shape[d] >= 0) {
@@ -120,26 +127,29 @@ absl::Status CompiledModel::CheckShapes(const InputShapes& shapes) const {
           for (size_t k = 0; k < want.size(); ++k) {
             if (spec.shape[k] >= 0) want[k] = spec.shape[k];
           }
-          return absl::InvalidArgumentError(absl::StrCat("input \"", spec.name, "\": expected shape ",
-                                                         ShapeToString(want), ", got ", ShapeToString(s)));
+          return absl::InvalidArgumentError(absl::StrCat("input \"", spec.name,
+                                                         "\": expected shape ", ShapeToString(want),
+                                                         ", got ", ShapeToString(s)));
         }
         continue;
       }
       if (d == 0 && (s[d] < 1 || s[d] > options_.max_batch)) {
         return absl::InvalidArgumentError(absl::StrCat("input \"", spec.name, "\": batch ", s[d],
-                                                       " is outside [1, ", options_.max_batch, "] (max_batch)"));
+                                                       " is outside [1, ", options_.max_batch,
+                                                       "] (max_batch)"));
       }
       if (d > 0 && (s[d] < 1 || s[d] > options_.max_dynamic_dim)) {
-        return absl::InvalidArgumentError(absl::StrCat("input \"", spec.name, "\": dim ", d, " (", s[d],
-                                                       ") is outside [1, ", options_.max_dynamic_dim,
-                                                       "] (max_dynamic_dim)"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("input \"", spec.name, "\": dim ", d, " (", s[d], ") is outside [1, ",
+                         options_.max_dynamic_dim, "] (max_dynamic_dim)"));
       }
     }
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::shared_ptr<const Plan>> CompiledModel::PlanFor(const InputShapes& shapes) const {
+absl::StatusOr<std::shared_ptr<const Plan>> CompiledModel::PlanFor(
+    const InputShapes& shapes) const {
   RETURN_IF_ERROR(CheckShapes(shapes));
   return cache_->Get(shapes);
 }
@@ -159,8 +169,9 @@ std::unique_ptr<ExecutionContext> CompiledModel::NewContext() const {
 std::string CompiledModel::DescribePlan() const {
   std::vector<std::string> lines;
   for (const auto& s : primary_->steps) lines.push_back(s.what);
-  lines.push_back(absl::StrCat("arena ", primary_->arena_bytes, " bytes, scratchpad ", primary_->scratchpad_bytes,
-                               " bytes, ", primary_->consts.size(), " constant tensors"));
+  lines.push_back(absl::StrCat("arena ", primary_->arena_bytes, " bytes, scratchpad ",
+                               primary_->scratchpad_bytes, " bytes, ", primary_->consts.size(),
+                               " constant tensors"));
   return absl::StrJoin(lines, "\n");
 }
 
@@ -168,7 +179,8 @@ double CompiledModel::FlopsPerSample() const {
   return primary_->flops / static_cast<double>(std::max<int64_t>(1, primary_->batch));
 }
 
-ExecutionContext::ExecutionContext(std::shared_ptr<const CompiledModel> model) : model_(std::move(model)) {}
+ExecutionContext::ExecutionContext(std::shared_ptr<const CompiledModel> model)
+    : model_(std::move(model)) {}
 ExecutionContext::~ExecutionContext() = default;
 
 absl::StatusOr<ExecutionContext::Bound*> ExecutionContext::Bind(std::shared_ptr<const Plan> plan) {
@@ -184,8 +196,8 @@ absl::StatusOr<ExecutionContext::Bound*> ExecutionContext::Bind(std::shared_ptr<
   b->arena = AllocateActivations(p.arena_bytes);
   b->scratchpad = AllocateActivations(p.scratchpad_bytes);
   if (!b->arena || !b->scratchpad) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("cannot allocate ", p.arena_bytes + p.scratchpad_bytes, " bytes of activations"));
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "cannot allocate ", p.arena_bytes + p.scratchpad_bytes, " bytes of activations"));
   }
   try {
     auto& eng = CpuEngine();
@@ -195,7 +207,8 @@ absl::StatusOr<ExecutionContext::Bound*> ExecutionContext::Bind(std::shared_ptr<
       const MemRef& r = p.memrefs[i];
       switch (r.kind) {
         case MemRef::Kind::kArena:
-          b->mems.emplace_back(r.md, eng, static_cast<char*>(b->arena.get()) + p.buffer_offsets[r.index]);
+          b->mems.emplace_back(r.md, eng,
+                               static_cast<char*>(b->arena.get()) + p.buffer_offsets[r.index]);
           break;
         case MemRef::Kind::kConst:
           b->mems.push_back(p.consts[r.index]);
@@ -235,15 +248,17 @@ absl::StatusOr<std::vector<std::shared_ptr<const Plan>>> ExecutionContext::Sched
   }
   InputShapes shapes;
   for (const TensorView& t : inputs) {
-    if (t.shape.empty()) return absl::InvalidArgumentError("input tensor has rank 0; expected a batch dim");
+    if (t.shape.empty())
+      return absl::InvalidArgumentError("input tensor has rank 0; expected a batch dim");
     shapes.push_back(t.shape);
   }
   RETURN_IF_ERROR(model_->CheckShapes(shapes));
   const CompiledModel& cm = *model_;
   std::shared_ptr<const Plan> plan = cm.cache_->Find(shapes);
   const int64_t batch = shapes[0][0];
-  const bool chunk = plan == nullptr && batch > 1 && !observing && !cm.options_.compile_unlisted_batch_sizes &&
-                     std::find(cm.chunk_sizes_.begin(), cm.chunk_sizes_.end(), batch) == cm.chunk_sizes_.end();
+  const bool chunk =
+      plan == nullptr && batch > 1 && !observing && !cm.options_.compile_unlisted_batch_sizes &&
+      std::find(cm.chunk_sizes_.begin(), cm.chunk_sizes_.end(), batch) == cm.chunk_sizes_.end();
   if (!chunk) {
     if (plan == nullptr) {
       ASSIGN_OR_RETURN(plan, cm.PlanFor(shapes));
@@ -271,7 +286,8 @@ absl::StatusOr<std::vector<std::shared_ptr<const Plan>>> ExecutionContext::Sched
       if (o.shape.empty() || o.shape[0] != size) {
         return absl::FailedPreconditionError(absl::StrCat(
             "output \"", o.name, "\" does not have the batch as its first dim, so batch ", batch,
-            " cannot run as precompiled batches; precompile it or allow compiling unlisted batch sizes"));
+            " cannot run as precompiled batches; precompile it or allow compiling unlisted batch "
+            "sizes"));
       }
     }
     plans.push_back(std::move(plan));
@@ -280,8 +296,8 @@ absl::StatusOr<std::vector<std::shared_ptr<const Plan>>> ExecutionContext::Sched
   return plans;
 }
 
-absl::Status ExecutionContext::Run(absl::Span<const TensorView> inputs, std::vector<Tensor>* outputs,
-                                   BnObservations* observations) {
+absl::Status ExecutionContext::Run(absl::Span<const TensorView> inputs,
+                                   std::vector<Tensor>* outputs, BnObservations* observations) {
   ASSIGN_OR_RETURN(auto plans, Schedule(inputs, observations != nullptr));
   const std::vector<ValueSpec>& specs = plans[0]->outputs;
   if (outputs == nullptr) {
@@ -302,14 +318,16 @@ absl::Status ExecutionContext::Run(absl::Span<const TensorView> inputs, std::vec
   return RunPlans(plans, inputs, raw, observations);
 }
 
-absl::Status ExecutionContext::RunInto(absl::Span<const TensorView> inputs, absl::Span<float* const> outputs,
+absl::Status ExecutionContext::RunInto(absl::Span<const TensorView> inputs,
+                                       absl::Span<float* const> outputs,
                                        BnObservations* observations) {
   ASSIGN_OR_RETURN(auto plans, Schedule(inputs, observations != nullptr));
   return RunPlans(plans, inputs, outputs, observations);
 }
 
 absl::Status ExecutionContext::RunPlans(const std::vector<std::shared_ptr<const Plan>>& plans,
-                                        absl::Span<const TensorView> inputs, absl::Span<float* const> outputs,
+                                        absl::Span<const TensorView> inputs,
+                                        absl::Span<float* const> outputs,
                                         BnObservations* observations) {
   if (plans.size() == 1) return RunPlan(plans[0], inputs, outputs, observations);
   std::vector<TensorView> views(inputs.size());
@@ -331,13 +349,16 @@ absl::Status ExecutionContext::RunPlans(const std::vector<std::shared_ptr<const 
   return absl::OkStatus();
 }
 
-absl::Status ExecutionContext::RunPlan(const std::shared_ptr<const Plan>& plan, absl::Span<const TensorView> inputs,
-                                       absl::Span<float* const> outputs, BnObservations* observations) {
+absl::Status ExecutionContext::RunPlan(const std::shared_ptr<const Plan>& plan,
+                                       absl::Span<const TensorView> inputs,
+                                       absl::Span<float* const> outputs,
+                                       BnObservations* observations) {
   ASSIGN_OR_RETURN(Bound * b, Bind(plan));
   const Plan& p = *plan;
   for (size_t i = 0; i < inputs.size(); ++i) {
     if (inputs[i].data == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat("input \"", p.inputs[i].name, "\" has no data"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("input \"", p.inputs[i].name, "\" has no data"));
     }
     b->mems[b->input_refs[i]].set_data_handle(const_cast<float*>(inputs[i].data));
   }
@@ -347,7 +368,8 @@ absl::Status ExecutionContext::RunPlan(const std::shared_ptr<const Plan>& plan, 
   }
   for (size_t i = 0; i < outputs.size(); ++i) {
     if (outputs[i] == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat("output \"", p.outputs[i].name, "\" has no buffer"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("output \"", p.outputs[i].name, "\" has no buffer"));
     }
     b->mems[b->output_refs[i]].set_data_handle(outputs[i]);
   }
@@ -356,7 +378,8 @@ absl::Status ExecutionContext::RunPlan(const std::shared_ptr<const Plan>& plan, 
 
 absl::Status ExecutionContext::Execute(Bound* b, BnObservations* observations) {
   const Plan& plan = *b->plan;
-  if (model_->options().intra_op_threads > 0) omp_set_num_threads(model_->options().intra_op_threads);
+  if (model_->options().intra_op_threads > 0)
+    omp_set_num_threads(model_->options().intra_op_threads);
   try {
     dnnl::stream stream(CpuEngine());
     for (size_t s = 0; s < plan.steps.size(); ++s) {

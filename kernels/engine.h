@@ -100,10 +100,11 @@ class ExecutionContext {
   absl::StatusOr<Bound*> Bind(std::shared_ptr<const Plan> plan);
   // The plans a run of `inputs` executes: the one for their shapes, or (a batch size that
   // was not precompiled, not observing) consecutive precompiled batch sizes.
-  absl::StatusOr<std::vector<std::shared_ptr<const Plan>>> Schedule(absl::Span<const TensorView> inputs,
-                                                                    bool observing);
-  absl::Status RunPlans(const std::vector<std::shared_ptr<const Plan>>& plans, absl::Span<const TensorView> inputs,
-                        absl::Span<float* const> outputs, BnObservations* observations);
+  absl::StatusOr<std::vector<std::shared_ptr<const Plan>>> Schedule(
+      absl::Span<const TensorView> inputs, bool observing);
+  absl::Status RunPlans(const std::vector<std::shared_ptr<const Plan>>& plans,
+                        absl::Span<const TensorView> inputs, absl::Span<float* const> outputs,
+                        BnObservations* observations);
   absl::Status RunPlan(const std::shared_ptr<const Plan>& plan, absl::Span<const TensorView> inputs,
                        absl::Span<float* const> outputs, BnObservations* observations);
   absl::Status Execute(Bound* b, BnObservations* observations);

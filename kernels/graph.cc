@@ -4,9 +4,7 @@
 
 namespace normserve {
 
-const char* ElementTypeName(ElementType t) {
-  return t == ElementType::kFloat32 ? "FP32" : "INT64";
-}
+const char* ElementTypeName(ElementType t) { return t == ElementType::kFloat32 ? "FP32" : "INT64"; }
 
 int64_t ConstTensor::size() const {
   return type == ElementType::kFloat32 ? static_cast<int64_t>(floats.size())
@@ -56,7 +54,8 @@ std::vector<bool> NodesFeeding(const Graph& graph, const std::vector<std::string
   while (!stack.empty()) {
     const std::string v = std::move(stack.back());
     stack.pop_back();
-    if (v.empty() || !seen.insert(v).second || graph.initializers.contains(v) || is_source(v)) continue;
+    if (v.empty() || !seen.insert(v).second || graph.initializers.contains(v) || is_source(v))
+      continue;
     auto it = producer.find(v);
     if (it == producer.end()) {
       if (unproduced != nullptr && unproduced->empty()) *unproduced = v;

@@ -66,7 +66,7 @@ struct ValueSpec {
 struct Graph {
   std::vector<Node> nodes;  // topologically sorted (checked at import)
   absl::flat_hash_map<std::string, ConstTensor> initializers;
-  std::vector<ValueSpec> inputs;   // excluding initializers
+  std::vector<ValueSpec> inputs;  // excluding initializers
   std::vector<ValueSpec> outputs;
 };
 

@@ -60,19 +60,23 @@ int FuseGroupNorms(SpecializedGraph* g) {
     for (int64_t k = 0; k < s.size(); ++k) identity &= s.AsDouble(k) == 1.0 && b.AsDouble(k) == 0.0;
     if (!identity) continue;
     const int r2_i = single(in.outputs[0]);
-    if (r2_i < 0 || g->nodes[r2_i].op != "Reshape" || g->ShapeOf(g->nodes[r2_i].outputs[0]) != xs) continue;
+    if (r2_i < 0 || g->nodes[r2_i].op != "Reshape" || g->ShapeOf(g->nodes[r2_i].outputs[0]) != xs)
+      continue;
     const Node& r2 = g->nodes[r2_i];
     const int mul_i = single(r2.outputs[0]);
     if (mul_i < 0 || g->nodes[mul_i].op != "Mul") continue;
     const Node& mul = g->nodes[mul_i];
     const std::string& gamma_name = mul.inputs[0] == r2.outputs[0] ? mul.inputs[1] : mul.inputs[0];
     std::vector<float> gamma, beta;
-    if (!g->IsConst(gamma_name) || !PerChannel(g->consts.at(gamma_name), channels, xs.size(), &gamma)) continue;
+    if (!g->IsConst(gamma_name) ||
+        !PerChannel(g->consts.at(gamma_name), channels, xs.size(), &gamma))
+      continue;
     const int add_i = single(mul.outputs[0]);
     if (add_i < 0 || g->nodes[add_i].op != "Add") continue;
     const Node& add = g->nodes[add_i];
     const std::string& beta_name = add.inputs[0] == mul.outputs[0] ? add.inputs[1] : add.inputs[0];
-    if (!g->IsConst(beta_name) || !PerChannel(g->consts.at(beta_name), channels, xs.size(), &beta)) continue;
+    if (!g->IsConst(beta_name) || !PerChannel(g->consts.at(beta_name), channels, xs.size(), &beta))
+      continue;
 
     Node gn;
     gn.name = absl::StrCat(in.name, "/group_norm");

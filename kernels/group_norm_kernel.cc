@@ -77,8 +77,8 @@ NORMSERVE_VECTOR_CLONES void ApplyRows(const float* x, int64_t rows, int64_t c, 
   }
 }
 
-NORMSERVE_VECTOR_CLONES void ApplyPlane(const float* x, int64_t n, float scale, float shift, bool relu,
-                                        float* y) {
+NORMSERVE_VECTOR_CLONES void ApplyPlane(const float* x, int64_t n, float scale, float shift,
+                                        bool relu, float* y) {
   if (relu) {
     for (int64_t i = 0; i < n; ++i) y[i] = std::max(x[i] * scale + shift, 0.f);
   } else {
@@ -176,7 +176,8 @@ void GroupNormForward(const GroupNormShape& shape, const float* src, const float
 #pragma omp parallel for num_threads(max_threads) schedule(static)
     for (int64_t plane = 0; plane < n * c; ++plane) {
       const int64_t b = plane / c, ch = plane % c;
-      ApplyPlane(src + plane * s, s, aff[b * 2 * c + ch], aff[b * 2 * c + c + ch], relu, dst + plane * s);
+      ApplyPlane(src + plane * s, s, aff[b * 2 * c + ch], aff[b * 2 * c + c + ch], relu,
+                 dst + plane * s);
     }
   }
 }

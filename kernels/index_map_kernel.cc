@@ -34,8 +34,10 @@ void RunIndexMapCopy(const IndexMapCopy& c, const float* x, float* y) {
       const int64_t n = static_cast<int64_t>(m.size());
       const int64_t src = m[rest % n];
       rest /= n;
-      if (src < 0) filled = true;
-      else base += src * in_stride[a - 1];
+      if (src < 0)
+        filled = true;
+      else
+        base += src * in_stride[a - 1];
     }
     float* out = y + row * width;
     if (filled) {

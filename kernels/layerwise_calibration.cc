@@ -59,7 +59,11 @@ class Frontier {
  public:
   Frontier(const Model& model, int64_t samples, const SpecializedGraph& at1,
            const absl::StatusOr<SpecializedGraph>& at2)
-      : model_(model), samples_(samples), at1_(at1), at2_(at2), done_(model.graph().nodes.size(), false) {
+      : model_(model),
+        samples_(samples),
+        at1_(at1),
+        at2_(at2),
+        done_(model.graph().nodes.size(), false) {
     const auto& nodes = model.graph().nodes;
     for (size_t i = 0; i < nodes.size(); ++i) {
       for (const auto& in : nodes[i].inputs) consumers_[in].push_back(i);
@@ -86,7 +90,8 @@ class Frontier {
       if (!IsModelInput(v) && !cache_.contains(v)) return false;
       // The model input keeps its declared spec (a fixed batch stays fixed); cut values
       // exist only for models that batch.
-      seg.inputs.push_back(IsModelInput(v) ? model_.inputs()[0] : ValueSpec{v, ElementType::kFloat32, BatchedShape(v)});
+      seg.inputs.push_back(IsModelInput(v) ? model_.inputs()[0]
+                                           : ValueSpec{v, ElementType::kFloat32, BatchedShape(v)});
       seg.from_cache |= !IsModelInput(v);
       return true;
     });
@@ -133,13 +138,15 @@ class Frontier {
   absl::StatusOr<Rows> Acquire(size_t floats) {
     size_t best = free_.size();
     for (size_t i = 0; i < free_.size(); ++i) {
-      if (free_[i].capacity >= floats && (best == free_.size() || free_[i].capacity < free_[best].capacity)) best = i;
+      if (free_[i].capacity >= floats &&
+          (best == free_.size() || free_[i].capacity < free_[best].capacity))
+        best = i;
     }
     if (best == free_.size()) {
       Rows r{AllocateActivations(floats * sizeof(float), /*huge_pages=*/true), floats};
       if (r.buffer == nullptr) {
-        return absl::ResourceExhaustedError(
-            absl::StrCat("cannot allocate ", floats * sizeof(float), " bytes for kept activations"));
+        return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", floats * sizeof(float),
+                                                         " bytes for kept activations"));
       }
       return r;
     }
@@ -177,7 +184,8 @@ class Frontier {
   bool BatchLeading(const std::string& v) const {
     const auto& s1 = at1_.ShapeOf(v);
     auto it = at2_->shapes.find(v);
-    if (s1.empty() || s1[0] != 1 || it == at2_->shapes.end() || it->second.size() != s1.size()) return false;
+    if (s1.empty() || s1[0] != 1 || it == at2_->shapes.end() || it->second.size() != s1.size())
+      return false;
     return it->second[0] == 2 && std::equal(s1.begin() + 1, s1.end(), it->second.begin() + 1);
   }
 
@@ -191,12 +199,13 @@ class Frontier {
   std::vector<Rows> free_;
 };
 
-absl::Status AddMoments(CalibratedLayer* l, int64_t first_sample, const std::vector<ChannelMoments>& moments) {
+absl::Status AddMoments(CalibratedLayer* l, int64_t first_sample,
+                        const std::vector<ChannelMoments>& moments) {
   for (size_t b = 0; b < moments.size(); ++b) {
     absl::Status s = l->accumulator.Add(moments[b]);
     if (!s.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("sample ", first_sample + b, ", layer \"", l->info.name, "\": ", s.message()));
+      return absl::InvalidArgumentError(absl::StrCat("sample ", first_sample + b, ", layer \"",
+                                                     l->info.name, "\": ", s.message()));
     }
   }
   return absl::OkStatus();
@@ -216,8 +225,10 @@ absl::StatusOr<CalibrationResult> CalibrateLayerwise(std::shared_ptr<const Model
   std::vector<const float*> rows;
   for (size_t s = 0; s < samples.size(); ++s) {
     const Tensor& t = samples[s];
-    if (t.shape.size() != spec.size() || !std::equal(t.shape.begin() + 1, t.shape.end(), spec.begin() + 1)) {
-      return absl::InvalidArgumentError(absl::StrCat("sample ", s, " has shape ", ShapeToString(t.shape),
+    if (t.shape.size() != spec.size() ||
+        !std::equal(t.shape.begin() + 1, t.shape.end(), spec.begin() + 1)) {
+      return absl::InvalidArgumentError(absl::StrCat("sample ", s, " has shape ",
+                                                     ShapeToString(t.shape),
                                                      "; the model input is ", ShapeToString(spec)));
     }
     for (int64_t b = 0; b < t.shape[0]; ++b) rows.push_back(t.data.data() + b * per_sample);
@@ -238,14 +249,16 @@ absl::StatusOr<CalibrationResult> CalibrateLayerwise(std::shared_ptr<const Model
   absl::flat_hash_map<std::string, const Node*> nodes_by_name;
   for (const Node& n : model->graph().nodes) nodes_by_name[n.name] = &n;
 
-  ASSIGN_OR_RETURN(SpecializedGraph at1, Specialize(model->graph(), InputShapesFor(model->graph(), 1)));
+  ASSIGN_OR_RETURN(SpecializedGraph at1,
+                   Specialize(model->graph(), InputShapesFor(model->graph(), 1)));
   // A model exported with a fixed batch of 1 (no batch-2 specialization) keeps no cuts
   // and runs sample by sample.
   const std::vector<std::vector<int64_t>> shapes2 = InputShapesFor(model->graph(), 2);
   const bool batchable = !shapes2.empty() && !shapes2[0].empty() && shapes2[0][0] == 2;
   const absl::StatusOr<SpecializedGraph> at2 =
       batchable ? Specialize(model->graph(), shapes2)
-                : absl::StatusOr<SpecializedGraph>(absl::FailedPreconditionError("the model has a fixed batch"));
+                : absl::StatusOr<SpecializedGraph>(
+                      absl::FailedPreconditionError("the model has a fixed batch"));
   Frontier frontier(*model, total, at1, at2);
   const int64_t batch = at2.ok() ? options.batch : 1;
 
@@ -300,7 +313,8 @@ absl::StatusOr<CalibrationResult> CalibrateLayerwise(std::shared_ptr<const Model
           if (frontier.IsModelInput(in.name)) {
             chunk.resize(n * per_sample);
             for (int64_t b = 0; b < n; ++b) {
-              std::memcpy(chunk.data() + b * per_sample, rows[start + b], per_sample * sizeof(float));
+              std::memcpy(chunk.data() + b * per_sample, rows[start + b],
+                          per_sample * sizeof(float));
             }
             inputs.push_back(TensorView{chunk.data(), shape});
           } else {
@@ -308,10 +322,12 @@ absl::StatusOr<CalibrationResult> CalibrateLayerwise(std::shared_ptr<const Model
           }
         }
         std::vector<float*> outputs;
-        for (const auto& v : seg.new_cut) outputs.push_back(produced[v].data() + start * frontier.PerSample(v));
+        for (const auto& v : seg.new_cut)
+          outputs.push_back(produced[v].data() + start * frontier.PerSample(v));
         BnObservations obs;
         RETURN_IF_ERROR(ctx->RunInto(inputs, outputs, &obs));
-        for (auto& [name, moments] : obs.per_layer) RETURN_IF_ERROR(AddMoments(observed.at(name), start, moments));
+        for (auto& [name, moments] : obs.per_layer)
+          RETURN_IF_ERROR(AddMoments(observed.at(name), start, moments));
       }
     }
     result.waves_from_cache += seg.from_cache ? 1 : 0;
@@ -326,7 +342,8 @@ absl::StatusOr<CalibrationResult> CalibrateLayerwise(std::shared_ptr<const Model
             RETURN_IF_ERROR(AddMoments(l, s, ChannelMomentsOf(rows[s], 1, channels, spatial)));
           }
         } else {
-          RETURN_IF_ERROR(AddMoments(l, 0, ChannelMomentsOf(frontier.RowsOf(l->info.input, 0), total, channels, spatial)));
+          RETURN_IF_ERROR(AddMoments(
+              l, 0, ChannelMomentsOf(frontier.RowsOf(l->info.input, 0), total, channels, spatial)));
         }
       }
     }
@@ -335,12 +352,14 @@ absl::StatusOr<CalibrationResult> CalibrateLayerwise(std::shared_ptr<const Model
       const auto var = l->accumulator.UnbiasedVariance();
       for (double v : var) {
         if (!(v >= 0)) {
-          return absl::FailedPreconditionError(absl::StrCat("layer \"", l->info.name, "\": variance undefined with ",
-                                                            l->accumulator.values_per_channel(), " values per channel"));
+          return absl::FailedPreconditionError(
+              absl::StrCat("layer \"", l->info.name, "\": variance undefined with ",
+                           l->accumulator.values_per_channel(), " values per channel"));
         }
       }
       l->committed = options.prior_strength > 0
-                         ? BlendWithPrior(l->frozen, mean, var, options.prior_strength, l->accumulator.requests())
+                         ? BlendWithPrior(l->frozen, mean, var, options.prior_strength,
+                                          l->accumulator.requests())
                          : BnStatistics{mean, var};
       committed[l->info.name] = l->committed;
     }

@@ -19,8 +19,8 @@ absl::StatusOr<std::shared_ptr<const Model>> Model::LoadFile(const std::string& 
   if (!f) return absl::NotFoundError(absl::StrCat("model file \"", path, "\" cannot be opened"));
   const std::streamoff size = f.tellg();
   if (size > options.max_model_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("model file \"", path, "\" has ", size,
-                                                   " bytes; the limit is ", options.max_model_bytes));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model file \"", path, "\" has ", size, " bytes; the limit is ", options.max_model_bytes));
   }
   std::string bytes(static_cast<size_t>(size), '\0');
   f.seekg(0);
@@ -38,8 +38,8 @@ absl::StatusOr<std::shared_ptr<const Model>> Model::LoadFile(const std::string& 
 absl::StatusOr<std::shared_ptr<const Model>> Model::LoadBytes(std::string_view bytes,
                                                               const LoadOptions& options) {
   if (static_cast<int64_t>(bytes.size()) > options.max_model_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("model has ", bytes.size(),
-                                                   " bytes; the limit is ", options.max_model_bytes));
+    return absl::InvalidArgumentError(
+        absl::StrCat("model has ", bytes.size(), " bytes; the limit is ", options.max_model_bytes));
   }
   ASSIGN_OR_RETURN(ImportedOnnx imported, ImportOnnx(bytes));
   std::shared_ptr<Model> m(new Model());
@@ -68,7 +68,8 @@ absl::Status Model::Analyze() {
     for (size_t i = 0; i < info.input_shape.size(); ++i) {
       if (i != 1) info.values_per_channel *= info.input_shape[i];
     }
-    info.reliability = ClassifyValuesPerChannel(info.values_per_channel, options_.reliable_values_per_channel);
+    info.reliability =
+        ClassifyValuesPerChannel(info.values_per_channel, options_.reliable_values_per_channel);
     info.topo_index = index++;
     info.mean_initializer = n.inputs[3];
     info.var_initializer = n.inputs[4];
@@ -102,17 +103,21 @@ absl::StatusOr<std::shared_ptr<const Model>> Model::WithBnStatistics(
   std::shared_ptr<Model> m(new Model(*this));
   for (const auto& [layer, s] : stats) {
     const Node* n = FindBn(m->graph_, layer);
-    if (n == nullptr) return absl::NotFoundError(absl::StrCat("BN layer \"", layer, "\" not found"));
+    if (n == nullptr)
+      return absl::NotFoundError(absl::StrCat("BN layer \"", layer, "\" not found"));
     ConstTensor& mean = m->graph_.initializers.at(n->inputs[3]);
     ConstTensor& var = m->graph_.initializers.at(n->inputs[4]);
-    if (static_cast<int64_t>(s.mean.size()) != mean.size() || static_cast<int64_t>(s.var.size()) != var.size()) {
-      return absl::InvalidArgumentError(absl::StrCat("BN layer \"", layer, "\": got ", s.mean.size(), " means and ",
-                                                     s.var.size(), " variances for ", mean.size(), " channels"));
+    if (static_cast<int64_t>(s.mean.size()) != mean.size() ||
+        static_cast<int64_t>(s.var.size()) != var.size()) {
+      return absl::InvalidArgumentError(absl::StrCat("BN layer \"", layer, "\": got ",
+                                                     s.mean.size(), " means and ", s.var.size(),
+                                                     " variances for ", mean.size(), " channels"));
     }
     for (size_t c = 0; c < s.mean.size(); ++c) {
       if (!std::isfinite(s.mean[c]) || !std::isfinite(s.var[c]) || s.var[c] < 0) {
-        return absl::InvalidArgumentError(absl::StrCat("BN layer \"", layer, "\" channel ", c,
-                                                       ": mean and variance must be finite, variance >= 0"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("BN layer \"", layer, "\" channel ", c,
+                         ": mean and variance must be finite, variance >= 0"));
       }
     }
     mean.type = var.type = ElementType::kFloat32;
@@ -125,9 +130,11 @@ absl::StatusOr<std::shared_ptr<const Model>> Model::WithBnStatistics(
 }
 
 absl::StatusOr<std::string> Model::SerializeOnnx() const {
-  if (onnx_bytes_ == nullptr) return absl::FailedPreconditionError("a model slice has no ONNX file");
+  if (onnx_bytes_ == nullptr)
+    return absl::FailedPreconditionError("a model slice has no ONNX file");
   onnx::ModelProto proto;
-  if (!proto.ParseFromString(*onnx_bytes_)) return absl::InternalError("stored ONNX bytes do not parse");
+  if (!proto.ParseFromString(*onnx_bytes_))
+    return absl::InternalError("stored ONNX bytes do not parse");
   absl::flat_hash_map<std::string, const ConstTensor*> bn_params;
   for (const Node& n : graph_.nodes) {
     if (n.op != "BatchNormalization") continue;
@@ -140,15 +147,16 @@ absl::StatusOr<std::string> Model::SerializeOnnx() const {
     init.clear_float_data();
     init.clear_double_data();
     init.set_data_type(onnx::TensorProto::FLOAT);
-    init.set_raw_data(std::string(reinterpret_cast<const char*>(c.floats.data()), c.floats.size() * sizeof(float)));
+    init.set_raw_data(std::string(reinterpret_cast<const char*>(c.floats.data()),
+                                  c.floats.size() * sizeof(float)));
   }
   std::string out;
   if (!proto.SerializeToString(&out)) return absl::InternalError("ONNX serialization failed");
   return out;
 }
 
-absl::StatusOr<std::shared_ptr<const Model>> Model::Slice(const std::vector<ValueSpec>& inputs,
-                                                          const std::vector<std::string>& outputs) const {
+absl::StatusOr<std::shared_ptr<const Model>> Model::Slice(
+    const std::vector<ValueSpec>& inputs, const std::vector<std::string>& outputs) const {
   absl::flat_hash_set<std::string> produced;
   for (const Node& n : graph_.nodes) produced.insert(n.outputs.begin(), n.outputs.end());
   absl::flat_hash_set<std::string> given;
@@ -156,17 +164,19 @@ absl::StatusOr<std::shared_ptr<const Model>> Model::Slice(const std::vector<Valu
     bool graph_input = false;
     for (const ValueSpec& g : graph_.inputs) graph_input |= g.name == in.name;
     if (!graph_input && !produced.contains(in.name)) {
-      return absl::NotFoundError(absl::StrCat("slice input \"", in.name, "\" is not a runtime value of the model"));
+      return absl::NotFoundError(
+          absl::StrCat("slice input \"", in.name, "\" is not a runtime value of the model"));
     }
     given.insert(in.name);
   }
   if (outputs.empty()) return absl::InvalidArgumentError("a slice needs at least one output");
   std::string unproduced;
-  const std::vector<bool> keep =
-      NodesFeeding(graph_, outputs, [&](const std::string& v) { return given.contains(v); }, &unproduced);
+  const std::vector<bool> keep = NodesFeeding(
+      graph_, outputs, [&](const std::string& v) { return given.contains(v); }, &unproduced);
   if (!unproduced.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("value \"", unproduced,
-                                                   "\" is needed by the slice but is neither one of its inputs nor computable"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("value \"", unproduced,
+                     "\" is needed by the slice but is neither one of its inputs nor computable"));
   }
 
   std::shared_ptr<Model> m(new Model());
@@ -182,7 +192,8 @@ absl::StatusOr<std::shared_ptr<const Model>> Model::Slice(const std::vector<Valu
     }
     m->graph_.nodes.push_back(n);
   }
-  for (const auto& o : outputs) m->graph_.outputs.push_back(ValueSpec{o, ElementType::kFloat32, {}});
+  for (const auto& o : outputs)
+    m->graph_.outputs.push_back(ValueSpec{o, ElementType::kFloat32, {}});
   ASSIGN_OR_RETURN(SpecializedGraph g, Specialize(m->graph_, InputShapesFor(m->graph_, 1)));
   for (size_t i = 0; i < g.outputs.size(); ++i) {
     m->graph_.outputs[i].shape = g.outputs[i].shape;

@@ -32,10 +32,12 @@ absl::StatusOr<Tensor> ParseNpy(std::string_view bytes) {
   } else {
     return absl::InvalidArgumentError(absl::StrCat(".npy version ", major, " is not supported"));
   }
-  if (header_start + header_len > bytes.size()) return absl::InvalidArgumentError(".npy header truncated");
+  if (header_start + header_len > bytes.size())
+    return absl::InvalidArgumentError(".npy header truncated");
   const std::string header(bytes.substr(header_start, header_len));
   if (header.find("'descr': '<f4'") == std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat(".npy dtype must be little-endian float32 ('<f4'): ", header));
+    return absl::InvalidArgumentError(
+        absl::StrCat(".npy dtype must be little-endian float32 ('<f4'): ", header));
   }
   if (header.find("'fortran_order': False") == std::string::npos) {
     return absl::InvalidArgumentError(".npy must be in C order");
@@ -46,18 +48,21 @@ absl::StatusOr<Tensor> ParseNpy(std::string_view bytes) {
     return absl::InvalidArgumentError(".npy header has no shape");
   }
   Tensor t;
-  for (absl::string_view part : absl::StrSplit(header.substr(open + 10, close - open - 10), ',', absl::SkipEmpty())) {
+  for (absl::string_view part :
+       absl::StrSplit(header.substr(open + 10, close - open - 10), ',', absl::SkipEmpty())) {
     part = absl::StripAsciiWhitespace(part);
     if (part.empty()) continue;
     int64_t d;
-    if (!absl::SimpleAtoi(part, &d) || d < 0) return absl::InvalidArgumentError(".npy shape is malformed");
+    if (!absl::SimpleAtoi(part, &d) || d < 0)
+      return absl::InvalidArgumentError(".npy shape is malformed");
     t.shape.push_back(d);
   }
   ASSIGN_OR_RETURN(int64_t n, ShapeElementCount(t.shape));
   const size_t data_start = header_start + header_len;
   if (bytes.size() - data_start != static_cast<size_t>(n) * sizeof(float)) {
-    return absl::InvalidArgumentError(absl::StrCat(".npy data has ", bytes.size() - data_start, " bytes; shape ",
-                                                   ShapeToString(t.shape), " needs ", n * 4));
+    return absl::InvalidArgumentError(absl::StrCat(".npy data has ", bytes.size() - data_start,
+                                                   " bytes; shape ", ShapeToString(t.shape),
+                                                   " needs ", n * 4));
   }
   t.data.resize(n);
   std::memcpy(t.data.data(), bytes.data() + data_start, n * sizeof(float));
@@ -70,14 +75,16 @@ absl::StatusOr<Tensor> ReadNpyFile(const std::string& path) {
   std::stringstream ss;
   ss << f.rdbuf();
   auto t = ParseNpy(ss.str());
-  if (!t.ok()) return absl::InvalidArgumentError(absl::StrCat("\"", path, "\": ", t.status().message()));
+  if (!t.ok())
+    return absl::InvalidArgumentError(absl::StrCat("\"", path, "\": ", t.status().message()));
   return t;
 }
 
 std::string SerializeNpy(const Tensor& t) {
   std::string shape = absl::StrJoin(t.shape, ", ");
   if (t.shape.size() == 1) shape += ",";
-  std::string header = absl::StrCat("{'descr': '<f4', 'fortran_order': False, 'shape': (", shape, "), }");
+  std::string header =
+      absl::StrCat("{'descr': '<f4', 'fortran_order': False, 'shape': (", shape, "), }");
   // Pad so that the data starts on a 64-byte boundary, header ends with '\n'.
   const size_t total = 10 + header.size() + 1;
   header.append((64 - total % 64) % 64, ' ');

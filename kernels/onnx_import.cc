@@ -19,7 +19,6 @@ namespace {
 // shape inference applies to every value.
 constexpr int64_t kMaxDeclaredElements = kMaxTensorElements;
 
-
 template <typename T>
 void CopyRaw(const std::string& raw, std::vector<T>* out) {
   out->resize(raw.size() / sizeof(T));
@@ -44,21 +43,27 @@ absl::StatusOr<ConstTensor> ConvertTensor(const onnx::TensorProto& t, const std:
   switch (t.data_type()) {
     case onnx::TensorProto::FLOAT:
       c.type = ElementType::kFloat32;
-      if (raw) CopyRaw(t.raw_data(), &c.floats);
-      else c.floats.assign(t.float_data().begin(), t.float_data().end());
+      if (raw)
+        CopyRaw(t.raw_data(), &c.floats);
+      else
+        c.floats.assign(t.float_data().begin(), t.float_data().end());
       break;
     case onnx::TensorProto::DOUBLE: {
       c.type = ElementType::kFloat32;
       std::vector<double> d;
-      if (raw) CopyRaw(t.raw_data(), &d);
-      else d.assign(t.double_data().begin(), t.double_data().end());
+      if (raw)
+        CopyRaw(t.raw_data(), &d);
+      else
+        d.assign(t.double_data().begin(), t.double_data().end());
       c.floats.assign(d.begin(), d.end());
       break;
     }
     case onnx::TensorProto::INT64:
       c.type = ElementType::kInt64;
-      if (raw) CopyRaw(t.raw_data(), &c.ints);
-      else c.ints.assign(t.int64_data().begin(), t.int64_data().end());
+      if (raw)
+        CopyRaw(t.raw_data(), &c.ints);
+      else
+        c.ints.assign(t.int64_data().begin(), t.int64_data().end());
       break;
     case onnx::TensorProto::INT32:
     case onnx::TensorProto::INT8:
@@ -70,19 +75,21 @@ absl::StatusOr<ConstTensor> ConvertTensor(const onnx::TensorProto& t, const std:
         CopyRaw(t.raw_data(), &v);
         c.ints.assign(v.begin(), v.end());
       } else if (raw) {
-        for (unsigned char b : t.raw_data()) c.ints.push_back(t.data_type() == onnx::TensorProto::INT8 ? static_cast<int8_t>(b) : b);
+        for (unsigned char b : t.raw_data())
+          c.ints.push_back(t.data_type() == onnx::TensorProto::INT8 ? static_cast<int8_t>(b) : b);
       } else {
         c.ints.assign(t.int32_data().begin(), t.int32_data().end());
       }
       break;
     }
     default:
-      return absl::InvalidArgumentError(absl::StrCat(
-          what, ": unsupported tensor data type ", t.data_type(), " (float, double and integer tensors are supported)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": unsupported tensor data type ", t.data_type(),
+                       " (float, double and integer tensors are supported)"));
   }
   if (c.size() != n) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": has ", c.size(),
-                                                   " values for ", n, " elements (truncated?)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": has ", c.size(), " values for ", n, " elements (truncated?)"));
   }
   return c;
 }
@@ -126,14 +133,16 @@ absl::StatusOr<ValueSpec> ConvertValueInfo(const onnx::ValueInfoProto& v) {
   ValueSpec s;
   s.name = v.name();
   if (!v.type().has_tensor_type()) {
-    return absl::InvalidArgumentError(absl::StrCat("graph value \"", v.name(), "\" is not a tensor"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("graph value \"", v.name(), "\" is not a tensor"));
   }
   const auto& tt = v.type().tensor_type();
   if (tt.elem_type() == onnx::TensorProto::FLOAT) {
     s.type = ElementType::kFloat32;
   } else {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "graph value \"", v.name(), "\": element type ", tt.elem_type(), " is not supported (FP32 only)"));
+    return absl::InvalidArgumentError(absl::StrCat("graph value \"", v.name(), "\": element type ",
+                                                   tt.elem_type(),
+                                                   " is not supported (FP32 only)"));
   }
   int64_t fixed_elements = 1;
   for (int i = 0; i < tt.shape().dim_size(); ++i) {
@@ -147,8 +156,8 @@ absl::StatusOr<ValueSpec> ConvertValueInfo(const onnx::ValueInfoProto& v) {
     const int64_t dim = d.dim_value();
     if (dim < 1 || dim > kMaxDeclaredElements || fixed_elements > kMaxDeclaredElements / dim) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "graph value \"", v.name(), "\": dim ", i, " is ", dim, "; dims must be >= 1 and hold at most ",
-          kMaxDeclaredElements, " elements together"));
+          "graph value \"", v.name(), "\": dim ", i, " is ", dim,
+          "; dims must be >= 1 and hold at most ", kMaxDeclaredElements, " elements together"));
     }
     fixed_elements *= dim;
     s.shape.push_back(dim);
@@ -159,28 +168,33 @@ absl::StatusOr<ValueSpec> ConvertValueInfo(const onnx::ValueInfoProto& v) {
 // External data would make the checker and the loader read paths named by the file
 // (relative to the working directory); refuse before anything touches the filesystem.
 absl::Status RefuseExternalData(const onnx::GraphProto& g) {
-  auto external = [](const onnx::TensorProto& t) { return t.data_location() == onnx::TensorProto::EXTERNAL; };
+  auto external = [](const onnx::TensorProto& t) {
+    return t.data_location() == onnx::TensorProto::EXTERNAL;
+  };
   for (const auto& init : g.initializer()) {
     if (external(init)) {
-      return absl::InvalidArgumentError(absl::StrCat("initializer \"", init.name(),
-                                                     "\": external tensor data is not supported; embed the weights"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("initializer \"", init.name(),
+                       "\": external tensor data is not supported; embed the weights"));
     }
   }
   for (const auto& n : g.node()) {
     for (const auto& a : n.attribute()) {
       if (a.has_t() && external(a.t())) {
-        return absl::InvalidArgumentError(absl::StrCat("node \"", n.name(), "\" attribute \"", a.name(),
-                                                       "\": external tensor data is not supported"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("node \"", n.name(), "\" attribute \"", a.name(),
+                         "\": external tensor data is not supported"));
       }
       for (const auto& t : a.tensors()) {
         if (external(t)) {
-          return absl::InvalidArgumentError(absl::StrCat("node \"", n.name(), "\" attribute \"", a.name(),
-                                                         "\": external tensor data is not supported"));
+          return absl::InvalidArgumentError(
+              absl::StrCat("node \"", n.name(), "\" attribute \"", a.name(),
+                           "\": external tensor data is not supported"));
         }
       }
       if (a.has_g() || a.graphs_size() > 0) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("node \"", n.name(), "\" (", n.op_type(), "): subgraph attributes are not supported"));
+        return absl::InvalidArgumentError(absl::StrCat("node \"", n.name(), "\" (", n.op_type(),
+                                                       "): subgraph attributes are not supported"));
       }
     }
   }
@@ -199,8 +213,8 @@ absl::StatusOr<ImportedOnnx> ImportOnnx(std::string_view bytes) {
   onnx::ModelProto proto;
   if (bytes.empty() || bytes.size() > static_cast<size_t>(INT32_MAX) ||
       !proto.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "model is not a valid ONNX protobuf (", bytes.size(), " bytes; truncated or corrupt?)"));
+    return absl::InvalidArgumentError(absl::StrCat("model is not a valid ONNX protobuf (",
+                                                   bytes.size(), " bytes; truncated or corrupt?)"));
   }
   RETURN_IF_ERROR(RefuseExternalData(proto.graph()));
   try {
@@ -251,7 +265,8 @@ absl::StatusOr<ImportedOnnx> ImportOnnx(std::string_view bytes) {
     for (const auto& in : n.input()) {
       if (!in.empty() && !defined.contains(in)) {
         return absl::InvalidArgumentError(absl::StrCat(
-            what, ": input \"", in, "\" is not produced by an earlier node (graph not topologically sorted or truncated)"));
+            what, ": input \"", in,
+            "\" is not produced by an earlier node (graph not topologically sorted or truncated)"));
       }
       node.inputs.push_back(in);
     }

@@ -56,7 +56,8 @@ int FoldZeroPads(SpecializedGraph* g) {
     if (shape == g->shapes.end() || shape->second.size() != 4) continue;
     auto spec = ReadPadSpec(pad, ShapeContext(*g), 4);
     if (!spec.ok() || spec->mode != PadSpec::Mode::kConstant || spec->value != 0.f) continue;
-    if (spec->begin[0] != 0 || spec->begin[1] != 0 || spec->end[0] != 0 || spec->end[1] != 0) continue;
+    if (spec->begin[0] != 0 || spec->begin[1] != 0 || spec->end[0] != 0 || spec->end[1] != 0)
+      continue;
     if (spec->begin[2] < 0 || spec->begin[3] < 0 || spec->end[2] < 0 || spec->end[3] < 0) continue;
     auto uses = consumers.find(pad.outputs[0]);
     if (uses == consumers.end() || uses->second.size() != 1) continue;

@@ -41,11 +41,11 @@ struct PlanStep {
 
 class Plan {
  public:
-  int64_t batch = 1;  // input_shapes[0][0]
+  int64_t batch = 1;               // input_shapes[0][0]
   std::vector<ValueSpec> inputs;   // concrete shapes
   std::vector<ValueSpec> outputs;  // concrete shapes (empty with stop_after_observed)
   std::vector<MemRef> memrefs;
-  std::vector<dnnl::memory> consts;  // weights in the layout their primitive chose
+  std::vector<dnnl::memory> consts;    // weights in the layout their primitive chose
   std::vector<size_t> buffer_offsets;  // arena buffer id -> byte offset
   size_t arena_bytes = 0;
   size_t scratchpad_bytes = 0;
@@ -61,7 +61,8 @@ class Plan {
 // `winograd_convs`, when given, fixes which convolutions run Winograd (a choice made for
 // another shape); otherwise options.conv_algorithm decides.
 absl::StatusOr<std::shared_ptr<const Plan>> BuildPlan(
-    const Model& model, const std::vector<std::vector<int64_t>>& input_shapes, const CompileOptions& options,
+    const Model& model, const std::vector<std::vector<int64_t>>& input_shapes,
+    const CompileOptions& options,
     const absl::flat_hash_set<std::string>* winograd_convs = nullptr);
 
 }  // namespace normserve

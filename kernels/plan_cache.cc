@@ -8,7 +8,9 @@
 
 namespace normserve {
 
-size_t PlanBytes(const Plan& plan) { return plan.const_bytes + plan.arena_bytes + plan.scratchpad_bytes; }
+size_t PlanBytes(const Plan& plan) {
+  return plan.const_bytes + plan.arena_bytes + plan.scratchpad_bytes;
+}
 
 PlanCache::PlanCache(size_t max_bytes, Builder builder)
     : max_bytes_(max_bytes), builder_(std::move(builder)) {}
@@ -91,7 +93,8 @@ PlanCacheStats PlanCache::stats() const {
   return stats_;
 }
 
-void PlanCache::InsertLocked(const InputShapes& key, std::shared_ptr<const Plan> plan, bool pinned) {
+void PlanCache::InsertLocked(const InputShapes& key, std::shared_ptr<const Plan> plan,
+                             bool pinned) {
   auto it = entries_.find(key);
   if (it != entries_.end()) {
     stats_.bytes -= it->second.bytes;

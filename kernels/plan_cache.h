@@ -39,11 +39,11 @@ struct PlanCacheStats {
 };
 
 // Least-recently-used eviction once the plans that are not pinned (pinned: those compiled
-// at load, which the model's configuration asked for) hold more than `max_bytes`. Eviction only drops the cache's
-// reference: a plan a running request holds lives until that request lets go of it.
-// Builds happen outside the cache's lock, one at a time per cache (a burst of new shapes
-// queues behind one compile instead of compiling them all at once), and concurrent
-// requests for the same new shape wait for a single build.
+// at load, which the model's configuration asked for) hold more than `max_bytes`. Eviction only
+// drops the cache's reference: a plan a running request holds lives until that request lets go of
+// it. Builds happen outside the cache's lock, one at a time per cache (a burst of new shapes queues
+// behind one compile instead of compiling them all at once), and concurrent requests for the same
+// new shape wait for a single build.
 class PlanCache {
  public:
   using Builder = std::function<absl::StatusOr<std::shared_ptr<const Plan>>(const InputShapes&)>;

@@ -22,7 +22,8 @@ absl::StatusOr<std::vector<Activation>> ActivationOf(const Node& n, const Specia
   };
   const std::string& op = n.op;
   if (op == "Relu") return std::vector<Activation>{{A::eltwise_relu, 0.f, 0.f}};
-  if (op == "LeakyRelu") return std::vector<Activation>{{A::eltwise_relu, n.FloatAttr("alpha", 0.01f), 0.f}};
+  if (op == "LeakyRelu")
+    return std::vector<Activation>{{A::eltwise_relu, n.FloatAttr("alpha", 0.01f), 0.f}};
   if (op == "Sigmoid") return std::vector<Activation>{{A::eltwise_logistic, 0.f, 0.f}};
   if (op == "Tanh") return std::vector<Activation>{{A::eltwise_tanh, 0.f, 0.f}};
   if (op == "HardSwish") return std::vector<Activation>{{A::eltwise_hardswish, 0.f, 0.f}};
@@ -38,11 +39,13 @@ absl::StatusOr<std::vector<Activation>> ActivationOf(const Node& n, const Specia
     if (approximate == "none") return std::vector<Activation>{{A::eltwise_gelu_erf, 0.f, 0.f}};
     if (approximate == "tanh") return std::vector<Activation>{{A::eltwise_gelu_tanh, 0.f, 0.f}};
     return absl::InvalidArgumentError(absl::StrCat("node \"", n.name, "\" (Gelu): approximate \"",
-                                                   approximate.substr(0, 32), "\" is not supported (none, tanh)"));
+                                                   approximate.substr(0, 32),
+                                                   "\" is not supported (none, tanh)"));
   }
   if (op == "HardSigmoid") {
-    return std::vector<Activation>{{A::eltwise_linear, n.FloatAttr("alpha", 0.2f), n.FloatAttr("beta", 0.5f)},
-                                   {A::eltwise_clip, 0.f, 1.f}};
+    return std::vector<Activation>{
+        {A::eltwise_linear, n.FloatAttr("alpha", 0.2f), n.FloatAttr("beta", 0.5f)},
+        {A::eltwise_clip, 0.f, 1.f}};
   }
   if (op == "Clip") {
     float lo = -std::numeric_limits<float>::max(), hi = std::numeric_limits<float>::max();
@@ -58,7 +61,8 @@ absl::StatusOr<std::vector<Activation>> ActivationOf(const Node& n, const Specia
     }
     return std::vector<Activation>{{A::eltwise_clip, lo, hi}};
   }
-  return absl::InvalidArgumentError(absl::StrCat("node \"", n.name, "\" (", op, ") is not an activation"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("node \"", n.name, "\" (", op, ") is not an activation"));
 }
 
 std::vector<FusedNode> FusePostOps(const SpecializedGraph& g, bool enable) {
@@ -86,7 +90,8 @@ std::vector<FusedNode> FusePostOps(const SpecializedGraph& g, bool enable) {
     const std::string& op = f.node.op;
     const bool compute = op == "Conv" || op == "Gemm" || op == "MatMul" || op == "Add" ||
                          op == "Sub" || op == "Mul" || op == "Div";
-    const bool norm = op == "BatchNormalization" || op == "GroupNorm" || op == "InstanceNormalization";
+    const bool norm =
+        op == "BatchNormalization" || op == "GroupNorm" || op == "InstanceNormalization";
     if (enable && (compute || norm)) {
       while (true) {
         const int j = single(f.output);

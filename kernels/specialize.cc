@@ -123,7 +123,8 @@ class Specializer {
     out_->shapes[n.outputs[0]] = std::move(s);
     if (op->infer_outputs != nullptr) {
       ASSIGN_OR_RETURN(std::vector<Shape> all, op->infer_outputs(n, ctx));
-      for (size_t k = 1; k < all.size() && k < n.outputs.size(); ++k) out_->shapes[n.outputs[k]] = std::move(all[k]);
+      for (size_t k = 1; k < all.size() && k < n.outputs.size(); ++k)
+        out_->shapes[n.outputs[k]] = std::move(all[k]);
     }
     out_->nodes.push_back(n);
     return absl::OkStatus();

@@ -17,10 +17,10 @@ namespace normserve {
 
 struct SpecializedGraph {
   std::vector<Node> nodes;  // nodes that run at inference time, topologically sorted
-  absl::flat_hash_map<std::string, ConstTensor> consts;             // every constant value
+  absl::flat_hash_map<std::string, ConstTensor> consts;           // every constant value
   absl::flat_hash_map<std::string, std::vector<int64_t>> shapes;  // every runtime value
-  std::vector<ValueSpec> inputs;   // concrete shapes
-  std::vector<ValueSpec> outputs;  // concrete shapes
+  std::vector<ValueSpec> inputs;                                  // concrete shapes
+  std::vector<ValueSpec> outputs;                                 // concrete shapes
 
   bool IsConst(const std::string& v) const { return consts.contains(v); }
   const std::vector<int64_t>& ShapeOf(const std::string& v) const;

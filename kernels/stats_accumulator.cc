@@ -26,7 +26,8 @@ std::vector<double> ChannelMomentsSum::Variance(int ddof) const {
   return v;
 }
 
-ChannelMomentsSum ChannelMomentsSum::FromState(double count, std::vector<double> mean, std::vector<double> m2) {
+ChannelMomentsSum ChannelMomentsSum::FromState(double count, std::vector<double> mean,
+                                               std::vector<double> m2) {
   ChannelMomentsSum s;
   s.count_ = count;
   s.mean_ = std::move(mean);
@@ -36,14 +37,16 @@ ChannelMomentsSum ChannelMomentsSum::FromState(double count, std::vector<double>
 
 absl::Status LayerAccumulator::Add(const ChannelMoments& sample) {
   const int64_t c = channels();
-  if (static_cast<int64_t>(sample.mean.size()) != c || static_cast<int64_t>(sample.m2.size()) != c) {
+  if (static_cast<int64_t>(sample.mean.size()) != c ||
+      static_cast<int64_t>(sample.m2.size()) != c) {
     return absl::InvalidArgumentError(
         absl::StrCat("sample has ", sample.mean.size(), " channels; the layer has ", c));
   }
   if (sample.count <= 0) return absl::InvalidArgumentError("sample has no values");
   for (int64_t i = 0; i < c; ++i) {
     if (!std::isfinite(sample.mean[i]) || !std::isfinite(sample.m2[i])) {
-      return absl::InvalidArgumentError(absl::StrCat("non-finite activation statistics in channel ", i));
+      return absl::InvalidArgumentError(
+          absl::StrCat("non-finite activation statistics in channel ", i));
     }
   }
   values_.Merge(static_cast<double>(sample.count), sample.mean.data(), sample.m2.data());
@@ -72,14 +75,16 @@ std::vector<double> LayerAccumulator::RelativeStandardError() const {
   return sem;
 }
 
-LayerAccumulator LayerAccumulator::FromState(ChannelMomentsSum values, ChannelMomentsSum request_means) {
+LayerAccumulator LayerAccumulator::FromState(ChannelMomentsSum values,
+                                             ChannelMomentsSum request_means) {
   LayerAccumulator a;
   a.values_ = std::move(values);
   a.request_means_ = std::move(request_means);
   return a;
 }
 
-StatsDrift ComputeDrift(const BnStatistics& frozen, const std::vector<double>& mean, const std::vector<double>& var) {
+StatsDrift ComputeDrift(const BnStatistics& frozen, const std::vector<double>& mean,
+                        const std::vector<double>& var) {
   StatsDrift d;
   const size_t c = std::min(frozen.mean.size(), mean.size());
   if (c == 0) return d;

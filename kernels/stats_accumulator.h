@@ -21,9 +21,12 @@ class ChannelMomentsSum {
   explicit ChannelMomentsSum(int64_t channels = 0) : mean_(channels, 0.0), m2_(channels, 0.0) {}
 
   // Chan et al. 1979: merging (n_a, mu_a, M2_a) and (n_b, mu_b, M2_b) gives
-  // n = n_a + n_b, mu = mu_a + d * n_b / n, M2 = M2_a + M2_b + d^2 * n_a * n_b / n, d = mu_b - mu_a.
+  // n = n_a + n_b, mu = mu_a + d * n_b / n, M2 = M2_a + M2_b + d^2 * n_a * n_b / n, d = mu_b -
+  // mu_a.
   void Merge(double count, const double* mean, const double* m2);
-  void Merge(const ChannelMomentsSum& other) { Merge(other.count_, other.mean_.data(), other.m2_.data()); }
+  void Merge(const ChannelMomentsSum& other) {
+    Merge(other.count_, other.mean_.data(), other.m2_.data());
+  }
 
   double count() const { return count_; }
   int64_t channels() const { return static_cast<int64_t>(mean_.size()); }
@@ -33,7 +36,8 @@ class ChannelMomentsSum {
   std::vector<double> Variance(int ddof) const;
 
   // State, for durable checkpoints and for merging accumulators across replicas.
-  static ChannelMomentsSum FromState(double count, std::vector<double> mean, std::vector<double> m2);
+  static ChannelMomentsSum FromState(double count, std::vector<double> mean,
+                                     std::vector<double> m2);
 
  private:
   double count_ = 0;
@@ -78,7 +82,8 @@ struct StatsDrift {
   double log_var_ratio = 0;  // mean |log(var_new / var_old)|
   double kl = 0;             // mean KL(N(mu_new, var_new) || N(mu_old, var_old))
 };
-StatsDrift ComputeDrift(const BnStatistics& frozen, const std::vector<double>& mean, const std::vector<double>& var);
+StatsDrift ComputeDrift(const BnStatistics& frozen, const std::vector<double>& mean,
+                        const std::vector<double>& var);
 
 // Schneider et al. 2020: (N * old + n * new) / (N + n) for mean and variance, N the prior
 // strength in requests and n the requests seen.

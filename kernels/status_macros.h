@@ -9,10 +9,10 @@
 #define NS_CONCAT_INNER_(a, b) a##b
 #define NS_CONCAT_(a, b) NS_CONCAT_INNER_(a, b)
 
-#define RETURN_IF_ERROR(expr)                        \
-  do {                                               \
-    ::absl::Status ns_status_ = (expr);              \
-    if (!ns_status_.ok()) return ns_status_;         \
+#define RETURN_IF_ERROR(expr)                \
+  do {                                       \
+    ::absl::Status ns_status_ = (expr);      \
+    if (!ns_status_.ok()) return ns_status_; \
   } while (0)
 
 #define ASSIGN_OR_RETURN(lhs, expr) \

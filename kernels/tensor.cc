@@ -16,8 +16,8 @@ absl::StatusOr<int64_t> ShapeElementCount(absl::Span<const int64_t> shape) {
           absl::StrCat("dim ", i, " of shape ", ShapeToString(shape), " is negative"));
     }
     if (d != 0 && n > std::numeric_limits<int64_t>::max() / d) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "shape ", ShapeToString(shape), " has more elements than fit in int64"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("shape ", ShapeToString(shape), " has more elements than fit in int64"));
     }
     n *= d;
   }

@@ -5,10 +5,10 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cmath>
-#include <cstdlib>
 #include <climits>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -19,10 +19,10 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
-#include "absl/strings/ascii.h"
 #include "service/server.h"
 
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address the gRPC and metrics endpoints bind to.");
@@ -109,7 +109,8 @@ void Check(bool ok, const std::string& message, std::vector<std::string>* errors
   if (!ok) errors->push_back(message);
 }
 
-void TrainingFromFlags(bool plaintext, normserve::ServerOptions* o, std::vector<std::string>* errors) {
+void TrainingFromFlags(bool plaintext, normserve::ServerOptions* o,
+                       std::vector<std::string>* errors) {
   o->training_port = absl::GetFlag(FLAGS_training_port);
   o->training_host = absl::GetFlag(FLAGS_training_host);
   normserve::TrainingOptions& t = o->training;
@@ -127,14 +128,16 @@ void TrainingFromFlags(bool plaintext, normserve::ServerOptions* o, std::vector<
   o->live_drift_fraction = live;
   Check(o->training_port >= -1 && o->training_port <= 65535,
         absl::StrCat("--training_port=", o->training_port, " is outside [-1, 65535]"), errors);
-  Check(o->training_port <= 0 || (o->training_port != o->port && o->training_port != o->metrics_port),
-        absl::StrCat("--training_port=", o->training_port, " is also the serving or metrics port"),
-        errors);
+  Check(
+      o->training_port <= 0 || (o->training_port != o->port && o->training_port != o->metrics_port),
+      absl::StrCat("--training_port=", o->training_port, " is also the serving or metrics port"),
+      errors);
   Check(!o->training_host.empty(), "--training_host must not be empty", errors);
   Check(!t.state_dir.empty(), "--training_state_dir must not be empty", errors);
-  Check(t.min_values_per_channel >= 1,
-        absl::StrCat("--training_min_values_per_channel=", t.min_values_per_channel, " must be >= 1"),
-        errors);
+  Check(
+      t.min_values_per_channel >= 1,
+      absl::StrCat("--training_min_values_per_channel=", t.min_values_per_channel, " must be >= 1"),
+      errors);
   Check(t.max_relative_sem > 0 && std::isfinite(t.max_relative_sem),
         absl::StrCat("--training_max_relative_sem=", t.max_relative_sem, " must be > 0"), errors);
   Check(t.max_samples >= 1, absl::StrCat("--training_max_samples=", t.max_samples, " must be >= 1"),

@@ -123,7 +123,8 @@ class Metrics {
   absl::Mutex reporters_mu_;
   std::shared_ptr<const ReporterMap> reporters_ ABSL_GUARDED_BY(reporters_mu_);
   mutable absl::Mutex collectables_mu_;
-  std::vector<std::shared_ptr<prometheus::Collectable>> collectables_ ABSL_GUARDED_BY(collectables_mu_);
+  std::vector<std::shared_ptr<prometheus::Collectable>> collectables_
+      ABSL_GUARDED_BY(collectables_mu_);
   std::unique_ptr<prometheus::Exposer> exposer_;
 };
 

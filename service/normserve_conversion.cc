@@ -21,7 +21,6 @@ v1::DataType ToDataType(ElementType t) {
   return v1::DATA_TYPE_UNSPECIFIED;
 }
 
-
 void FillSpec(const ValueSpec& spec, v1::TensorSpec* out) {
   out->set_name(spec.name);
   out->set_dtype(ToDataType(spec.type));

@@ -106,7 +106,8 @@ absl::Status CheckShape(const ValueSpec& spec, const RequestTensor& t, int64_t m
       return absl::InvalidArgumentError(
           absl::StrCat("input \"", name, "\": dim ", d, " of ", ShapeToString(t.shape), " is ", got,
                        ", the model expects ",
-                       want >= 0 ? absl::StrCat(want) : absl::StrCat("[1, ", max_dynamic_dim, "] (max_dynamic_dim)"),
+                       want >= 0 ? absl::StrCat(want)
+                                 : absl::StrCat("[1, ", max_dynamic_dim, "] (max_dynamic_dim)"),
                        " (shape ", ModelShapeString(spec), ")"));
     }
   }

@@ -39,12 +39,15 @@ absl::StatusOr<std::shared_ptr<const Servable>> LoadServable(
   for (const auto& shape : config.precompile_shapes()) {
     compile.precompile_shapes.emplace_back(shape.dims().begin(), shape.dims().end());
   }
-  const int64_t cache_mb = config.plan_cache_mb() > 0 ? config.plan_cache_mb() : options.plan_cache_mb;
+  const int64_t cache_mb =
+      config.plan_cache_mb() > 0 ? config.plan_cache_mb() : options.plan_cache_mb;
   if (cache_mb > 0) compile.plan_cache_bytes = static_cast<size_t>(cache_mb) << 20;
-  const int64_t max_dim = config.max_dynamic_dim() > 0 ? config.max_dynamic_dim() : options.max_dynamic_dim;
+  const int64_t max_dim =
+      config.max_dynamic_dim() > 0 ? config.max_dynamic_dim() : options.max_dynamic_dim;
   if (max_dim > 0) compile.max_dynamic_dim = max_dim;
   compile.compile_unlisted_batch_sizes = config.compile_unlisted_batch_sizes();
-  absl::StatusOr<std::shared_ptr<const CompiledModel>> compiled = CompiledModel::Compile(*model, compile);
+  absl::StatusOr<std::shared_ptr<const CompiledModel>> compiled =
+      CompiledModel::Compile(*model, compile);
   if (!compiled.ok()) return Annotate(compiled.status(), path);
   if (config.intra_op_threads() == 0 && compile.intra_op_threads != 1 &&
       (*compiled)->FlopsPerSample() < options.single_thread_below_flops) {

@@ -3,9 +3,9 @@
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/resource_quota.h>
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server.h>
-#include <grpcpp/resource_quota.h>
 #include <grpcpp/server_builder.h>
 
 #include <algorithm>
@@ -264,13 +264,13 @@ absl::Status Server::StartTraining(const ServerOptions& options, State* state) {
     return absl::InvalidArgumentError(
         "the training endpoint needs a bearer token or client certificates (mTLS)");
   }
-  state->training = std::make_unique<TrainingManager>(options.training, options.model_repository,
-                                                      state->manager.get(),
-                                                      state->training_metrics.get());
+  state->training =
+      std::make_unique<TrainingManager>(options.training, options.model_repository,
+                                        state->manager.get(), state->training_metrics.get());
   if (absl::Status s = state->training->Recover(); !s.ok()) return s;
   state->training_auth = std::make_unique<BearerAuth>(options.training_token, client_certs);
-  state->training_service = std::make_unique<TrainingServiceImpl>(state->training.get(),
-                                                                   state->training_auth.get());
+  state->training_service =
+      std::make_unique<TrainingServiceImpl>(state->training.get(), state->training_auth.get());
   std::shared_ptr<grpc::ServerCredentials> credentials;
   if (!options.tls_cert_pem.empty()) {
     grpc::SslServerCredentialsOptions ssl(
@@ -299,11 +299,12 @@ absl::Status Server::StartTraining(const ServerOptions& options, State* state) {
     return absl::UnavailableError(absl::StrCat("cannot listen for training on ", address,
                                                " (port in use or address invalid)"));
   }
-  Log(LogLevel::kInfo, absl::StrCat("training endpoint on ", options.training_host, ":",
-                                    state->training_port, " (", client_certs ? "client certificates" : "",
-                                    client_certs && !options.training_token.empty() ? " or " : "",
-                                    options.training_token.empty() ? "" : "bearer token",
-                                    "); state in ", options.training.state_dir));
+  Log(LogLevel::kInfo,
+      absl::StrCat("training endpoint on ", options.training_host, ":", state->training_port, " (",
+                   client_certs ? "client certificates" : "",
+                   client_certs && !options.training_token.empty() ? " or " : "",
+                   options.training_token.empty() ? "" : "bearer token", "); state in ",
+                   options.training.state_dir));
   return absl::OkStatus();
 }
 

@@ -70,7 +70,8 @@ absl::StatusOr<Shape> InferActivationShape(const Node& n, const ShapeContext& ct
   if (n.op == "Gelu") {
     const std::string approximate = n.StringAttr("approximate", "none");
     if (approximate != "none" && approximate != "tanh") {
-      return NodeError(n, absl::StrCat("approximate \"", approximate.substr(0, 32), "\" is not supported (none, tanh)"));
+      return NodeError(n, absl::StrCat("approximate \"", approximate.substr(0, 32),
+                                       "\" is not supported (none, tanh)"));
     }
   }
   return x;

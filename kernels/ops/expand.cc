@@ -23,11 +23,13 @@ absl::StatusOr<Shape> InferExpandShape(const Node& n, const ShapeContext& ctx) {
   for (int64_t i = 0; i < c->size(); ++i) {
     const int64_t d = c->AsInt(i);
     if (d < 0 || d > kMaxTensorElements) {
-      return NodeError(n, absl::StrCat("shape dim ", d, " is outside [0, ", kMaxTensorElements, "]"));
+      return NodeError(n,
+                       absl::StrCat("shape dim ", d, " is outside [0, ", kMaxTensorElements, "]"));
     }
     target.push_back(d);
   }
-  if (target.size() > 8) return NodeError(n, absl::StrCat("shape has rank ", target.size(), "; at most 8"));
+  if (target.size() > 8)
+    return NodeError(n, absl::StrCat("shape has rank ", target.size(), "; at most 8"));
   auto s = BroadcastShapes(x, target);
   if (!s.ok()) return NodeError(n, std::string(s.status().message()));
   return *s;
@@ -37,7 +39,8 @@ absl::Status LowerExpand(const FusedNode& f, LoweringContext& ctx) {
   const Node& n = f.node;
   const dnnl::memory::dims y = ctx.DimsOf(n.outputs[0]);
   const dnnl::memory::dims x = PadRank(ctx.DimsOf(n.inputs[0]), y.size());
-  if (y.empty()) return absl::InvalidArgumentError("expanding a scalar to a scalar is not supported");
+  if (y.empty())
+    return absl::InvalidArgumentError("expanding a scalar to a scalar is not supported");
   ASSIGN_OR_RETURN(Val src, ctx.PlainVal(n.inputs[0]));
   if (x == y) {  // nothing to broadcast: the same data under the output's name
     ctx.Define(f.output, Val{src.buffer, Plain(y)});

@@ -32,22 +32,24 @@ absl::StatusOr<Shape> InferChannelNormShape(const Node& n,
                                             const ShapeContext& ctx);            // normalization.cc
 absl::StatusOr<Shape> InferConcatShape(const Node& n, const ShapeContext& ctx);  // concat.cc
 absl::StatusOr<Shape> InferConvShape(const Node& n, const ShapeContext& ctx);    // conv.cc
-absl::StatusOr<Shape> InferExpandShape(const Node& n, const ShapeContext& ctx);      // expand.cc
+absl::StatusOr<Shape> InferExpandShape(const Node& n, const ShapeContext& ctx);  // expand.cc
 absl::StatusOr<Shape> InferDropoutShape(const Node& n, const ShapeContext& ctx);  // view.cc
 absl::StatusOr<Shape> InferGemmShape(const Node& n, const ShapeContext& ctx);  // inner_product.cc
 absl::StatusOr<Shape> InferLayerNormShape(const Node& n,
                                           const ShapeContext& ctx);              // normalization.cc
 absl::StatusOr<Shape> InferMatMulShape(const Node& n, const ShapeContext& ctx);  // inner_product.cc
-absl::StatusOr<Shape> InferPadShape(const Node& n, const ShapeContext& ctx);         // pad.cc
+absl::StatusOr<Shape> InferPadShape(const Node& n, const ShapeContext& ctx);     // pad.cc
 absl::StatusOr<Shape> InferPoolShape(const Node& n, const ShapeContext& ctx);    // pool.cc
 absl::StatusOr<Shape> InferReduceShape(const Node& n, const ShapeContext& ctx);  // reduce.cc
-absl::StatusOr<Shape> InferResizeShape(const Node& n, const ShapeContext& ctx);      // resize.cc
-absl::StatusOr<Shape> InferSliceShape(const Node& n, const ShapeContext& ctx);       // slice.cc
-absl::StatusOr<Shape> InferSplitShape(const Node& n, const ShapeContext& ctx);       // slice.cc
-absl::StatusOr<std::vector<Shape>> InferSplitShapes(const Node& n, const ShapeContext& ctx);  // slice.cc
+absl::StatusOr<Shape> InferResizeShape(const Node& n, const ShapeContext& ctx);  // resize.cc
+absl::StatusOr<Shape> InferSliceShape(const Node& n, const ShapeContext& ctx);   // slice.cc
+absl::StatusOr<Shape> InferSplitShape(const Node& n, const ShapeContext& ctx);   // slice.cc
+absl::StatusOr<std::vector<Shape>> InferSplitShapes(const Node& n,
+                                                    const ShapeContext& ctx);       // slice.cc
 absl::StatusOr<Shape> InferTransposeShape(const Node& n, const ShapeContext& ctx);  // transpose.cc
-absl::StatusOr<Shape> InferVariadicBroadcastShape(const Node& n, const ShapeContext& ctx);  // binary.cc
-absl::StatusOr<Shape> InferViewShape(const Node& n, const ShapeContext& ctx);       // view.cc
+absl::StatusOr<Shape> InferVariadicBroadcastShape(const Node& n,
+                                                  const ShapeContext& ctx);    // binary.cc
+absl::StatusOr<Shape> InferViewShape(const Node& n, const ShapeContext& ctx);  // view.cc
 
 const OpFunctions* FindOp(const std::string& op) {
   static const auto* table = new absl::flat_hash_map<std::string, OpFunctions>{

@@ -19,7 +19,8 @@ namespace normserve {
 // defines f.output. A failure need not name the node: the caller prefixes it. A thrown
 // dnnl::error is caught by the caller and becomes InvalidArgument naming the node.
 using OpLowering = absl::Status (*)(const FusedNode& f, LoweringContext& ctx);
-using MultiShapeFunction = absl::StatusOr<std::vector<Shape>> (*)(const Node& n, const ShapeContext& ctx);
+using MultiShapeFunction = absl::StatusOr<std::vector<Shape>> (*)(const Node& n,
+                                                                  const ShapeContext& ctx);
 
 struct OpFunctions {
   // Output shape on runtime inputs; nullptr for ops that only a graph pass creates

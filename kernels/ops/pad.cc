@@ -36,10 +36,16 @@ std::vector<int64_t> AxisMap(int64_t n, int64_t b, int64_t e, PadSpec::Mode mode
     int64_t i = o - b;
     if (i < 0 || i >= n) {
       switch (mode) {
-        case PadSpec::Mode::kConstant: i = -1; break;
-        case PadSpec::Mode::kEdge: i = i < 0 ? 0 : n - 1; break;
+        case PadSpec::Mode::kConstant:
+          i = -1;
+          break;
+        case PadSpec::Mode::kEdge:
+          i = i < 0 ? 0 : n - 1;
+          break;
         // One reflection suffices: ReadPadSpec and InferPadShape keep pads below n.
-        case PadSpec::Mode::kReflect: i = i < 0 ? -i : 2 * (n - 1) - i; break;
+        case PadSpec::Mode::kReflect:
+          i = i < 0 ? -i : 2 * (n - 1) - i;
+          break;
       }
     }
     m[o] = i;
@@ -52,10 +58,15 @@ std::vector<int64_t> AxisMap(int64_t n, int64_t b, int64_t e, PadSpec::Mode mode
 absl::StatusOr<PadSpec> ReadPadSpec(const Node& n, const ShapeContext& ctx, size_t rank) {
   PadSpec spec;
   const std::string mode = n.StringAttr("mode", "constant");
-  if (mode == "constant") spec.mode = PadSpec::Mode::kConstant;
-  else if (mode == "reflect") spec.mode = PadSpec::Mode::kReflect;
-  else if (mode == "edge") spec.mode = PadSpec::Mode::kEdge;
-  else return NodeError(n, absl::StrCat("mode \"", mode.substr(0, 16), "\" is not supported (constant, reflect, edge)"));
+  if (mode == "constant")
+    spec.mode = PadSpec::Mode::kConstant;
+  else if (mode == "reflect")
+    spec.mode = PadSpec::Mode::kReflect;
+  else if (mode == "edge")
+    spec.mode = PadSpec::Mode::kEdge;
+  else
+    return NodeError(n, absl::StrCat("mode \"", mode.substr(0, 16),
+                                     "\" is not supported (constant, reflect, edge)"));
 
   std::vector<int64_t> pads;
   if (n.HasAttr("pads")) {  // opset < 11
@@ -68,7 +79,9 @@ absl::StatusOr<PadSpec> ReadPadSpec(const Node& n, const ShapeContext& ctx, size
     if (n.inputs.size() > 2 && !n.inputs[2].empty()) {
       const ConstTensor* v = ctx.Const(n, 2);
       if (v == nullptr) return NodeError(n, "constant_value must be a constant");
-      if (v->size() != 1) return NodeError(n, absl::StrCat("constant_value has ", v->size(), " elements; expected 1"));
+      if (v->size() != 1)
+        return NodeError(n,
+                         absl::StrCat("constant_value has ", v->size(), " elements; expected 1"));
       spec.value = static_cast<float>(v->AsDouble(0));
     }
   }
@@ -85,8 +98,9 @@ absl::StatusOr<PadSpec> ReadPadSpec(const Node& n, const ShapeContext& ctx, size
     for (size_t i = 0; i < rank; ++i) axes.push_back(static_cast<int64_t>(i));
   }
   if (pads.size() != 2 * axes.size()) {
-    return NodeError(n, absl::StrCat("pads ", PadsText(pads), " have ", pads.size(), " values; expected ",
-                                     2 * axes.size(), " for ", axes.size(), " axes"));
+    return NodeError(
+        n, absl::StrCat("pads ", PadsText(pads), " have ", pads.size(), " values; expected ",
+                        2 * axes.size(), " for ", axes.size(), " axes"));
   }
   for (int64_t p : pads) {
     if (p < -kMaxWindowGeometry || p > kMaxWindowGeometry) {
@@ -98,7 +112,8 @@ absl::StatusOr<PadSpec> ReadPadSpec(const Node& n, const ShapeContext& ctx, size
   spec.end.assign(rank, 0);
   std::vector<bool> seen(rank, false);
   for (size_t i = 0; i < axes.size(); ++i) {
-    if (seen[axes[i]]) return NodeError(n, absl::StrCat("axis ", axes[i], " is listed twice in axes"));
+    if (seen[axes[i]])
+      return NodeError(n, absl::StrCat("axis ", axes[i], " is listed twice in axes"));
     seen[axes[i]] = true;
     spec.begin[axes[i]] = pads[i];
     spec.end[axes[i]] = pads[i + axes.size()];
@@ -115,7 +130,8 @@ absl::StatusOr<Shape> InferPadShape(const Node& n, const ShapeContext& ctx) {
     const int64_t b = spec.begin[a], e = spec.end[a];
     // Bounded operands: |b|, |e| <= kMaxWindowGeometry, x[a] <= kMaxTensorElements.
     y[a] = x[a] + b + e;
-    const std::string pads = absl::StrCat("pads (", b, ", ", e, ") on axis ", a, " of input ", ShapeToString(x));
+    const std::string pads =
+        absl::StrCat("pads (", b, ", ", e, ") on axis ", a, " of input ", ShapeToString(x));
     if (y[a] < 1) return NodeError(n, absl::StrCat(pads, " leave no elements"));
     if (spec.mode == PadSpec::Mode::kReflect && (b >= x[a] || e >= x[a])) {
       return NodeError(n, absl::StrCat(pads, ": reflect pads must be smaller than the dim"));
@@ -135,7 +151,8 @@ absl::Status LowerPad(const FusedNode& f, LoweringContext& ctx) {
   auto copy = std::make_shared<IndexMapCopy>();
   copy->in_dims = x;
   copy->fill = spec.value;
-  for (size_t a = 0; a < x.size(); ++a) copy->maps.push_back(AxisMap(x[a], spec.begin[a], spec.end[a], spec.mode));
+  for (size_t a = 0; a < x.size(); ++a)
+    copy->maps.push_back(AxisMap(x[a], spec.begin[a], spec.end[a], spec.mode));
   if (!AxisMapsAreValid(*copy)) return absl::InternalError("pad index maps out of range");
   ASSIGN_OR_RETURN(Val src, ctx.PlainVal(n.inputs[0]));
   Val dst = ctx.NewVal(Plain(y));

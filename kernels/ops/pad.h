@@ -17,8 +17,8 @@ namespace normserve {
 struct PadSpec {
   enum class Mode { kConstant, kReflect, kEdge };
   Mode mode = Mode::kConstant;
-  float value = 0.f;            // constant mode only
-  std::vector<int64_t> begin;   // per axis of the input, may be negative (a crop)
+  float value = 0.f;           // constant mode only
+  std::vector<int64_t> begin;  // per axis of the input, may be negative (a crop)
   std::vector<int64_t> end;
 };
 

@@ -35,7 +35,8 @@ dims PlainStrides(const dims& d) {
   return s;
 }
 
-absl::StatusOr<std::vector<int64_t>> IntsInput(const Node& n, const ShapeContext& ctx, int i, const char* what) {
+absl::StatusOr<std::vector<int64_t>> IntsInput(const Node& n, const ShapeContext& ctx, int i,
+                                               const char* what) {
   const ConstTensor* c = ctx.Const(n, i);
   if (c == nullptr) return NodeError(n, absl::StrCat(what, " must be a constant"));
   std::vector<int64_t> v;
@@ -63,12 +64,15 @@ absl::StatusOr<Region> SliceRegion(const Node& n, const ShapeContext& ctx, const
     }
   }
   if (axes.empty()) {
-    for (size_t a = 0; a < starts.size() && a < x.size(); ++a) axes.push_back(static_cast<int64_t>(a));
+    for (size_t a = 0; a < starts.size() && a < x.size(); ++a)
+      axes.push_back(static_cast<int64_t>(a));
   }
   if (steps.empty()) steps.assign(starts.size(), 1);
-  if (ends.size() != starts.size() || axes.size() != starts.size() || steps.size() != starts.size()) {
-    return NodeError(n, absl::StrCat("starts, ends, axes and steps have ", starts.size(), ", ", ends.size(), ", ",
-                                     axes.size(), " and ", steps.size(), " values; they must be equal"));
+  if (ends.size() != starts.size() || axes.size() != starts.size() ||
+      steps.size() != starts.size()) {
+    return NodeError(
+        n, absl::StrCat("starts, ends, axes and steps have ", starts.size(), ", ", ends.size(),
+                        ", ", axes.size(), " and ", steps.size(), " values; they must be equal"));
   }
   Region r;
   r.start.assign(x.size(), 0);
@@ -93,8 +97,9 @@ absl::StatusOr<Region> SliceRegion(const Node& n, const ShapeContext& ctx, const
       end = std::clamp<int64_t>(end, -1, dim - 1);
     }
     if (step > 0 ? end <= start : start <= end) {
-      return NodeError(n, absl::StrCat("slice from ", starts[i], " to ", ends[i], " by ", step, " of axis ", a,
-                                       " (size ", dim, ") is empty; empty tensors are not supported"));
+      return NodeError(
+          n, absl::StrCat("slice from ", starts[i], " to ", ends[i], " by ", step, " of axis ", a,
+                          " (size ", dim, ") is empty; empty tensors are not supported"));
     }
     const int64_t span = step > 0 ? end - start : start - end;
     const int64_t stride = step > 0 ? step : (step == INT64_MIN ? INT64_MAX : -step);
@@ -107,39 +112,46 @@ absl::StatusOr<Region> SliceRegion(const Node& n, const ShapeContext& ctx, const
 
 // Split sizes along `axis` (attribute before opset 13, input after, or num_outputs / the
 // output count for equal parts).
-absl::StatusOr<std::vector<int64_t>> SplitSizes(const Node& n, const ShapeContext& ctx, int64_t dim) {
+absl::StatusOr<std::vector<int64_t>> SplitSizes(const Node& n, const ShapeContext& ctx,
+                                                int64_t dim) {
   std::vector<int64_t> sizes;
   if (n.HasAttr("split")) {
     sizes = n.IntsAttr("split");
   } else if (HasInput(n, 1)) {
     ASSIGN_OR_RETURN(sizes, IntsInput(n, ctx, 1, "split"));
   } else {
-    const int64_t parts = n.HasAttr("num_outputs") ? n.IntAttr("num_outputs", 1) : static_cast<int64_t>(n.outputs.size());
+    const int64_t parts = n.HasAttr("num_outputs") ? n.IntAttr("num_outputs", 1)
+                                                   : static_cast<int64_t>(n.outputs.size());
     if (parts < 1 || parts > dim) {
       return NodeError(n, absl::StrCat("cannot split a dim of ", dim, " into ", parts, " parts"));
     }
     if (!n.HasAttr("num_outputs") && dim % parts != 0) {
-      return NodeError(n, absl::StrCat("cannot split a dim of ", dim, " into ", parts, " equal parts"));
+      return NodeError(
+          n, absl::StrCat("cannot split a dim of ", dim, " into ", parts, " equal parts"));
     }
     // Opset 18 rule: ceil(dim / parts) each, the last one smaller.
     const int64_t chunk = (dim + parts - 1) / parts;
     for (int64_t k = 0; k < parts; ++k) sizes.push_back(std::min(chunk, dim - k * chunk));
   }
   if (sizes.size() != n.outputs.size()) {
-    return NodeError(n, absl::StrCat(sizes.size(), " split sizes for ", n.outputs.size(), " outputs"));
+    return NodeError(n,
+                     absl::StrCat(sizes.size(), " split sizes for ", n.outputs.size(), " outputs"));
   }
   int64_t sum = 0;
   for (int64_t s : sizes) {
     if (s < 1 || s > dim) {
-      return NodeError(n, absl::StrCat("split size ", s, " is outside [1, ", dim, "] (the dim split)"));
+      return NodeError(
+          n, absl::StrCat("split size ", s, " is outside [1, ", dim, "] (the dim split)"));
     }
     sum += s;  // at most outputs * dim, far from overflow for a bounded dim and node
   }
-  if (sum != dim) return NodeError(n, absl::StrCat("split sizes add up to ", sum, "; the dim is ", dim));
+  if (sum != dim)
+    return NodeError(n, absl::StrCat("split sizes add up to ", sum, "; the dim is ", dim));
   return sizes;
 }
 
-absl::StatusOr<std::vector<Region>> SplitRegions(const Node& n, const ShapeContext& ctx, const Shape& x) {
+absl::StatusOr<std::vector<Region>> SplitRegions(const Node& n, const ShapeContext& ctx,
+                                                 const Shape& x) {
   ASSIGN_OR_RETURN(int64_t axis, NormAxis(n, n.IntAttr("axis", 0), x.size()));
   ASSIGN_OR_RETURN(std::vector<int64_t> sizes, SplitSizes(n, ctx, x[axis]));
   std::vector<Region> regions;
@@ -256,7 +268,8 @@ absl::Status LowerSplit(const FusedNode& f, LoweringContext& ctx) {
   ASSIGN_OR_RETURN(std::vector<Region> regions, SplitRegions(n, ShapeContext(ctx.graph()), x));
   ASSIGN_OR_RETURN(Val src, ctx.PlainVal(n.inputs[0]));
   for (size_t k = 0; k < regions.size(); ++k) {
-    RETURN_IF_ERROR(DefineRegion(n.outputs[k], src, x, regions[k], absl::StrCat(n.name, " output ", k), ctx));
+    RETURN_IF_ERROR(
+        DefineRegion(n.outputs[k], src, x, regions[k], absl::StrCat(n.name, " output ", k), ctx));
   }
   return absl::OkStatus();
 }

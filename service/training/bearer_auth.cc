@@ -37,7 +37,8 @@ absl::Status BearerAuth::Check(const grpc::ServerContextBase& context) const {
     }
   }
   return absl::UnauthenticatedError(
-      "the training endpoint needs \"authorization: Bearer <token>\" metadata or a client certificate");
+      "the training endpoint needs \"authorization: Bearer <token>\" metadata or a client "
+      "certificate");
 }
 
 }  // namespace normserve

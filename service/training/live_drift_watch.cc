@@ -44,9 +44,8 @@ void LiveDriftWatch::Offer(std::shared_ptr<const Servable> servable, std::vector
 void LiveDriftWatch::Flush() {
   absl::MutexLock lock(&mu_);
   mu_.Await(absl::Condition(
-      +[](LiveDriftWatch* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w->mu_) {
-        return w->queue_.empty() && !w->busy_;
-      },
+      +[](LiveDriftWatch* w)
+           ABSL_EXCLUSIVE_LOCKS_REQUIRED(w->mu_) { return w->queue_.empty() && !w->busy_; },
       this));
 }
 
@@ -56,9 +55,8 @@ void LiveDriftWatch::Loop() {
     {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
-          +[](LiveDriftWatch* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w->mu_) {
-            return w->stop_ || !w->queue_.empty();
-          },
+          +[](LiveDriftWatch* w)
+               ABSL_EXCLUSIVE_LOCKS_REQUIRED(w->mu_) { return w->stop_ || !w->queue_.empty(); },
           this));
       if (stop_) return;
       item = std::move(queue_.front());
@@ -111,7 +109,8 @@ void LiveDriftWatch::Process(const Item& item) {
     return;
   }
   if (shadow.window.empty() || shadow.window[0].requests() >= options_.window) {
-    for (size_t i = 0; i < shadow.layers.size(); ++i) shadow.window[i] = LayerAccumulator(shadow.layers[i].channels);
+    for (size_t i = 0; i < shadow.layers.size(); ++i)
+      shadow.window[i] = LayerAccumulator(shadow.layers[i].channels);
   }
   // All layers finite, or nothing merged (as for training requests).
   for (size_t i = 0; i < shadow.layers.size(); ++i) {
@@ -134,8 +133,8 @@ void LiveDriftWatch::Process(const Item& item) {
   if (shadow.window[0].requests() < std::max<int64_t>(2, options_.min_requests)) return;
   std::vector<LiveDrift> drift;
   for (size_t i = 0; i < shadow.layers.size(); ++i) {
-    const StatsDrift d =
-        ComputeDrift(shadow.frozen[i], shadow.window[i].Mean(), shadow.window[i].UnbiasedVariance());
+    const StatsDrift d = ComputeDrift(shadow.frozen[i], shadow.window[i].Mean(),
+                                      shadow.window[i].UnbiasedVariance());
     drift.push_back(LiveDrift{shadow.layers[i].name, d.mean_shift, d.log_var_ratio, d.kl});
   }
   metrics_->SetLiveDrift(s.name, drift);

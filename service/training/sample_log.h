@@ -62,7 +62,8 @@ class SampleLog {
   int64_t size() const { return size_; }
 
  private:
-  SampleLog(std::string path, int fd, int64_t size) : path_(std::move(path)), fd_(fd), size_(size) {}
+  SampleLog(std::string path, int fd, int64_t size)
+      : path_(std::move(path)), fd_(fd), size_(size) {}
   std::string path_;
   int fd_ = -1;
   int64_t size_ = 0;

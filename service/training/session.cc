@@ -71,7 +71,8 @@ absl::StatusOr<SessionConfig> ParseManifest(const std::string& text) {
   int seen = 0;
   for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
     const size_t eq = line.find('=');
-    if (eq == absl::string_view::npos) return absl::DataLossError(absl::StrCat("bad line \"", line, "\""));
+    if (eq == absl::string_view::npos)
+      return absl::DataLossError(absl::StrCat("bad line \"", line, "\""));
     const absl::string_view key = line.substr(0, eq);
     const std::string value(line.substr(eq + 1));
     bool ok = true;
@@ -125,8 +126,9 @@ LayerSummary SummarizeLayer(const BnLayerInfo& info, const LayerAccumulator& acc
     sum += v;
   }
   s.max_relative_sem = s.relative_standard_error.empty() ? inf : max;
-  s.mean_relative_sem =
-      s.relative_standard_error.empty() ? inf : sum / static_cast<double>(s.relative_standard_error.size());
+  s.mean_relative_sem = s.relative_standard_error.empty()
+                            ? inf
+                            : sum / static_cast<double>(s.relative_standard_error.size());
   if (s.requests > 0 && !frozen.mean.empty()) s.drift = ComputeDrift(frozen, s.mean, s.variance);
   return s;
 }
@@ -150,7 +152,8 @@ void ApplyGate(int64_t min_values, double max_rsem, SessionSummary* summary) {
 std::string GateFailures(const SessionSummary& summary) {
   std::vector<std::string> parts;
   for (const LayerSummary& l : summary.layers) {
-    if (!l.gate_passed) parts.push_back(absl::StrCat("layer \"", l.info.name, "\": ", l.gate_reason));
+    if (!l.gate_passed)
+      parts.push_back(absl::StrCat("layer \"", l.info.name, "\": ", l.gate_reason));
   }
   return absl::StrJoin(parts, "; ");
 }
@@ -166,8 +169,8 @@ Session::Session(SessionConfig config, std::string dir, SessionEnv env)
 absl::StatusOr<std::shared_ptr<const Session::Base>> Session::MakeBase(
     std::shared_ptr<const Model> model, const SessionEnv& env, uint64_t generation) {
   if (model->inputs().size() != 1) {
-    return absl::UnimplementedError(absl::StrCat("training needs a single-input model; this one has ",
-                                                 model->inputs().size(), " inputs"));
+    return absl::UnimplementedError(absl::StrCat(
+        "training needs a single-input model; this one has ", model->inputs().size(), " inputs"));
   }
   if (model->bn_layers().empty()) {
     // The usual cause: torch.onnx.export's default training=TrainingMode.EVAL folds every
@@ -218,9 +221,9 @@ absl::StatusOr<std::shared_ptr<Session>> Session::Recover(SessionConfig config, 
   const std::string log_path = s->dir_ + "/" + kLogFile;
   ASSIGN_OR_RETURN(SampleLogRecovery rec, SampleLog::Recover(log_path));
   if (rec.torn_tail) {
-    Log(LogLevel::kWarning, absl::StrCat("training session ", s->id_, ": truncated a torn tail of ",
-                                         rec.torn_bytes, " bytes from ", log_path,
-                                         " (an append that was never acknowledged)"));
+    Log(LogLevel::kWarning,
+        absl::StrCat("training session ", s->id_, ": truncated a torn tail of ", rec.torn_bytes,
+                     " bytes from ", log_path, " (an append that was never acknowledged)"));
     if (env.metrics != nullptr) env.metrics->WalTornTail();
   }
   ASSIGN_OR_RETURN(std::unique_ptr<SampleLog> log, SampleLog::Open(log_path));
@@ -241,7 +244,8 @@ absl::StatusOr<std::shared_ptr<Session>> Session::Recover(SessionConfig config, 
     s->samples_.push_back(std::move(r.inputs[0]));
   }
   if (rec.corrupt) {
-    s->corrupt_ = absl::StrCat(log_path, " at offset ", rec.corrupt_offset, ": ", rec.corrupt_reason);
+    s->corrupt_ =
+        absl::StrCat(log_path, " at offset ", rec.corrupt_offset, ": ", rec.corrupt_reason);
     Log(LogLevel::kError, absl::StrCat("training session ", s->id_, ": sample log is corrupt: ",
                                        s->corrupt_, "; the session refuses Accumulate and Commit"));
   }
@@ -287,7 +291,8 @@ absl::StatusOr<Session::Moments> Session::ComputeMoments(const Base& base,
   for (size_t i = 0; i < layers.size(); ++i) {
     auto it = observations.per_layer.find(layers[i].name);
     if (it == observations.per_layer.end()) {
-      return absl::InternalError(absl::StrCat("BN layer \"", layers[i].name, "\" was not observed"));
+      return absl::InternalError(
+          absl::StrCat("BN layer \"", layers[i].name, "\" was not observed"));
     }
     for (size_t b = 0; b < it->second.size(); ++b) {
       const ChannelMoments& cm = it->second[b];
@@ -318,8 +323,8 @@ absl::StatusOr<std::vector<LayerAccumulator>> Session::ReplayLocked(const Base& 
   for (const Tensor& t : samples_) {
     absl::StatusOr<Moments> m = ComputeMoments(base, absl::MakeConstSpan(&t, 1));
     if (!m.ok()) {
-      return absl::DataLossError(absl::StrCat("session ", id_, ": a kept sample cannot be replayed: ",
-                                              m.status().message()));
+      return absl::DataLossError(absl::StrCat(
+          "session ", id_, ": a kept sample cannot be replayed: ", m.status().message()));
     }
     for (size_t i = 0; i < m->per_layer.size(); ++i) {
       // Checked finite with the right channel count: Add cannot refuse here.
@@ -338,8 +343,8 @@ absl::Status Session::UsableLocked() const {
                                             "; nothing after it is used; Abort the session"));
   }
   if (config_.state != "open") {
-    return absl::FailedPreconditionError(absl::StrCat("session ", id_, " is already committed (as version ",
-                                                      config_.published_version, ")"));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "session ", id_, " is already committed (as version ", config_.published_version, ")"));
   }
   return absl::OkStatus();
 }
@@ -354,8 +359,9 @@ absl::StatusOr<AccumulateOutcome> Session::Accumulate(const std::string& request
     return status;
   };
   if (!ValidRequestId(request_id)) {
-    return refuse(TrainingMetrics::Refusal::kInvalidInput,
-                  absl::InvalidArgumentError("request_id must be 1 to 128 printable ASCII characters"));
+    return refuse(
+        TrainingMetrics::Refusal::kInvalidInput,
+        absl::InvalidArgumentError("request_id must be 1 to 128 printable ASCII characters"));
   }
   std::shared_ptr<const Base> base;
   {
@@ -401,17 +407,18 @@ absl::StatusOr<AccumulateOutcome> Session::Accumulate(const std::string& request
     if (requests_accepted_ + n > config_.max_samples) {
       ++requests_refused_;
       if (metrics != nullptr) metrics->Refused(model_, TrainingMetrics::Refusal::kLimit);
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "session ", id_, " keeps at most max_samples=", config_.max_samples, " samples for the exact commit (",
-          requests_accepted_, " kept, this request has ", n, "); commit or start a new session"));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("session ", id_, " keeps at most max_samples=", config_.max_samples,
+                       " samples for the exact commit (", requests_accepted_,
+                       " kept, this request has ", n, "); commit or start a new session"));
     }
     // Durable first: only a record that is on disk may change the statistics.
     SampleRecord record{request_id, *std::move(tensors)};
     if (absl::Status s = log_->Append(record); !s.ok()) {
       if (metrics != nullptr) metrics->WalFsyncFailure();
       Log(LogLevel::kError, absl::StrCat("training session ", id_, ": ", s.message()));
-      return absl::UnavailableError(absl::StrCat("sample not durable, not applied (retry with the same request_id): ",
-                                                 s.message()));
+      return absl::UnavailableError(absl::StrCat(
+          "sample not durable, not applied (retry with the same request_id): ", s.message()));
     }
     // Durable but unacknowledged here: recovery applies it, a retry is a duplicate.
     RETURN_IF_ERROR(FaultPoint(env_.fault_hook, "accumulate.logged"));
@@ -468,8 +475,9 @@ void Session::ExportMetricsLocked() const {
   const SessionSummary s = LiveSummaryLocked();
   std::vector<LayerQuality> q;
   for (const LayerSummary& l : s.layers) {
-    q.push_back(LayerQuality{l.info.name, static_cast<double>(l.values_per_channel), l.max_relative_sem,
-                             l.mean_relative_sem, l.drift.mean_shift, l.drift.log_var_ratio, l.drift.kl});
+    q.push_back(LayerQuality{l.info.name, static_cast<double>(l.values_per_channel),
+                             l.max_relative_sem, l.mean_relative_sem, l.drift.mean_shift,
+                             l.drift.log_var_ratio, l.drift.kl});
   }
   env_.metrics->SetSessionQuality(model_, id_, q, s.gate_passed);
 }
@@ -495,7 +503,8 @@ absl::StatusOr<SessionSummary> Session::Commit(
   next.published_version = version;
   // The version is published whatever happens here; a failure only means a restart
   // shows the session open again, where a second Commit is refused as stale-base.
-  if (absl::Status s = WriteFileAtomically(dir_ + "/" + kManifestFile, SerializeManifest(next)); !s.ok()) {
+  if (absl::Status s = WriteFileAtomically(dir_ + "/" + kManifestFile, SerializeManifest(next));
+      !s.ok()) {
     Log(LogLevel::kError, absl::StrCat("training session ", id_, ": published v", version,
                                        " but cannot mark the session committed: ", s.message()));
   }
@@ -518,7 +527,8 @@ absl::Status Session::Rebase(int64_t version, std::shared_ptr<const Model> base)
   absl::MutexLock lock(&mu_);
   RETURN_IF_ERROR(UsableLocked());
   if (config_.base_version == version) return absl::OkStatus();
-  ASSIGN_OR_RETURN(std::shared_ptr<const Base> b, MakeBase(std::move(base), env_, base_->generation + 1));
+  ASSIGN_OR_RETURN(std::shared_ptr<const Base> b,
+                   MakeBase(std::move(base), env_, base_->generation + 1));
   if (b->model->inputs()[0].shape != base_->model->inputs()[0].shape ||
       b->model->bn_layers().size() != base_->model->bn_layers().size()) {
     return absl::FailedPreconditionError(absl::StrCat(

@@ -96,8 +96,8 @@ struct SessionEnv {
   int intra_op_threads = 1;
   int64_t max_batch = 64;
   int64_t commit_cache_bytes = int64_t{512} << 20;  // CalibrationOptions::max_cached_bytes
-  TrainingMetrics* metrics = nullptr;  // may be null
-  FaultHook fault_hook;                // empty outside tests
+  TrainingMetrics* metrics = nullptr;               // may be null
+  FaultHook fault_hook;                             // empty outside tests
 };
 
 // Life cycle, all transitions under the session's mutex: open -> committed (Commit),
@@ -114,8 +114,9 @@ class Session {
       const std::function<absl::Status()>& materialize = {});
   // Rebuilds a session from `dir`: replays the sample log through `base`. A torn tail is
   // truncated and counted; a corrupt record marks the session corrupt (DATA_LOSS on use).
-  static absl::StatusOr<std::shared_ptr<Session>> Recover(
-      SessionConfig config, std::string dir, std::shared_ptr<const Model> base, SessionEnv env);
+  static absl::StatusOr<std::shared_ptr<Session>> Recover(SessionConfig config, std::string dir,
+                                                          std::shared_ptr<const Model> base,
+                                                          SessionEnv env);
 
   const std::string& id() const { return id_; }
   const std::string& model() const { return model_; }

@@ -11,7 +11,6 @@ std::vector<RequestTensor> TrainingInputs(const v1::AccumulateRequest& request) 
   return out;
 }
 
-
 void SummaryToReport(const SessionSummary& s, bool per_channel, v1::ReportResponse* out) {
   out->set_session_id(s.config.id);
   out->mutable_base()->set_name(s.config.model);

@@ -88,7 +88,7 @@ absl::StatusOr<int64_t> TrainingManager::LatestServing(const std::string& model)
 }
 
 absl::StatusOr<std::shared_ptr<const Model>> TrainingManager::LoadBase(const std::string& model,
-                                                                      int64_t version) {
+                                                                       int64_t version) {
   absl::StatusOr<std::shared_ptr<const Servable>> servable = manager_->Get(model, version);
   if (servable.ok()) return (*servable)->compiled->model_ptr();
   return Model::LoadFile(publisher_.ModelPath(model, version));
@@ -122,7 +122,8 @@ absl::Status TrainingManager::Recover() {
       absl::StatusOr<std::shared_ptr<const Servable>> s = manager_->Get(info.name, 0);
       if (s.ok()) {
         int undefined = 0;
-        for (const BnLayerInfo& l : (*s)->model().bn_layers()) undefined += l.values_per_channel == 1;
+        for (const BnLayerInfo& l : (*s)->model().bn_layers())
+          undefined += l.values_per_channel == 1;
         metrics_->SetRequestUndefinedLayers(info.name, undefined);
       }
     }
@@ -173,7 +174,8 @@ absl::Status TrainingManager::Recover() {
       // A commit interrupted between its manifest and deleting the log: finish it.
       fs::remove(dir / kLogFile, ec);
       absl::MutexLock lock(&mu_);
-      committed_[config->id] = SessionListing{config->id, config->model, config->base_version, 0, config->state};
+      committed_[config->id] =
+          SessionListing{config->id, config->model, config->base_version, 0, config->state};
       continue;
     }
     if (!fs::exists(dir / kLogFile)) {
@@ -190,7 +192,8 @@ absl::Status TrainingManager::Recover() {
       }
       continue;
     }
-    absl::StatusOr<std::shared_ptr<const Model>> base = LoadBase(config->model, config->base_version);
+    absl::StatusOr<std::shared_ptr<const Model>> base =
+        LoadBase(config->model, config->base_version);
     absl::StatusOr<std::shared_ptr<Session>> session =
         base.ok() ? Session::Recover(*config, dir.string(), *base, Env())
                   : absl::StatusOr<std::shared_ptr<Session>>(base.status());
@@ -199,9 +202,9 @@ absl::Status TrainingManager::Recover() {
                                          session.status().message(), " (left on disk)"));
       continue;
     }
-    Log(LogLevel::kInfo, absl::StrCat("training session ", config->id, " recovered: model ",
-                                      config->model, " v", config->base_version, ", ",
-                                      (*session)->requests_accepted(), " requests"));
+    Log(LogLevel::kInfo,
+        absl::StrCat("training session ", config->id, " recovered: model ", config->model, " v",
+                     config->base_version, ", ", (*session)->requests_accepted(), " requests"));
     {
       absl::MutexLock lock(&mu_);
       sessions_[config->id] = *session;
@@ -235,12 +238,13 @@ absl::StatusOr<StartedSession> TrainingManager::StartSession(const std::string& 
                                                              const std::string& requested_id) {
   if (o.min_values_per_channel < 0 || o.max_relative_sem < 0 || o.prior_strength < 0 ||
       o.max_samples < 0 || !std::isfinite(o.max_relative_sem) || !std::isfinite(o.prior_strength)) {
-    return absl::InvalidArgumentError("session options must be finite and >= 0 (0: server default)");
+    return absl::InvalidArgumentError(
+        "session options must be finite and >= 0 (0: server default)");
   }
   if (o.max_samples > options_.max_samples) {
-    return absl::InvalidArgumentError(absl::StrCat("max_samples=", o.max_samples,
-                                                   " exceeds the server limit --training_max_samples=",
-                                                   options_.max_samples));
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_samples=", o.max_samples,
+                     " exceeds the server limit --training_max_samples=", options_.max_samples));
   }
   if (!requested_id.empty() && !ValidSessionId(requested_id)) {
     return absl::InvalidArgumentError("session_id must match [A-Za-z0-9_-]{1,64}");
@@ -268,9 +272,9 @@ absl::StatusOr<StartedSession> TrainingManager::StartSession(const std::string& 
     if (static_cast<int>(sessions_.size() + reserved_.size() + aborting_.size()) >=
         options_.max_sessions) {
       if (metrics_ != nullptr) metrics_->Refused(config.model, TrainingMetrics::Refusal::kLimit);
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "at most --training_max_sessions=", options_.max_sessions,
-          " training sessions may be open; commit or abort one first"));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("at most --training_max_sessions=", options_.max_sessions,
+                       " training sessions may be open; commit or abort one first"));
     }
     reserved_[config.id] = {config.model, config.base_version};
   }
@@ -325,17 +329,19 @@ absl::StatusOr<StartedSession> TrainingManager::StartSession(const std::string& 
   UpdateSessionGauge(config.model);
   if (metrics_ != nullptr) {
     int undefined = 0;
-    for (const BnLayerInfo& l : servable->model().bn_layers()) undefined += l.values_per_channel == 1;
+    for (const BnLayerInfo& l : servable->model().bn_layers())
+      undefined += l.values_per_channel == 1;
     metrics_->SetRequestUndefinedLayers(config.model, undefined);
   }
   Log(LogLevel::kInfo, absl::StrCat("training session ", config.id, " started on ", config.model,
                                     " v", config.base_version));
-  return StartedSession{config.id, config.model, config.base_version, servable->model().bn_layers()};
+  return StartedSession{config.id, config.model, config.base_version,
+                        servable->model().bn_layers()};
 }
 
-absl::StatusOr<AccumulateOutcome> TrainingManager::Accumulate(const std::string& session_id,
-                                                              const std::string& request_id,
-                                                              absl::Span<const RequestTensor> inputs) {
+absl::StatusOr<AccumulateOutcome> TrainingManager::Accumulate(
+    const std::string& session_id, const std::string& request_id,
+    absl::Span<const RequestTensor> inputs) {
   ASSIGN_OR_RETURN(std::shared_ptr<Session> session, Find(session_id));
   return session->Accumulate(request_id, inputs);
 }
@@ -358,9 +364,9 @@ absl::StatusOr<int64_t> TrainingManager::PublishLocked(const std::string& model,
   ASSIGN_OR_RETURN(int64_t version, publisher_.Publish(model, onnx));
   absl::StatusOr<std::vector<ModelStatusInfo>> reloaded = manager_->Reload(model);
   if (!reloaded.ok()) {
-    return absl::InternalError(absl::StrCat("published ", model, " v", version,
-                                            " but serving did not switch to it: ",
-                                            reloaded.status().message()));
+    return absl::InternalError(
+        absl::StrCat("published ", model, " v", version,
+                     " but serving did not switch to it: ", reloaded.status().message()));
   }
   if (metrics_ != nullptr) {
     absl::StatusOr<int64_t> latest = LatestServing(model);
@@ -376,13 +382,16 @@ absl::StatusOr<SessionSummary> TrainingManager::Commit(const std::string& sessio
   const std::string model = session->model();
   absl::MutexLock publish_lock(&publish_mu_);
   TrainingMetrics::CommitResult result = TrainingMetrics::CommitResult::kError;
-  auto publish = [&](const SessionConfig& config, SessionSummary& summary) -> absl::StatusOr<int64_t> {
+  auto publish = [&](const SessionConfig& config,
+                     SessionSummary& summary) -> absl::StatusOr<int64_t> {
     ASSIGN_OR_RETURN(int64_t latest, LatestServing(model));
     if (latest != config.base_version) {
       result = TrainingMetrics::CommitResult::kStaleBase;
-      return absl::FailedPreconditionError(absl::StrCat(
-          "session ", config.id, " is based on ", model, " v", config.base_version, " but v", latest,
-          " is the latest serving version; Rebase the session (its samples are replayed) or start a new one"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("session ", config.id, " is based on ", model, " v", config.base_version,
+                       " but v", latest,
+                       " is the latest serving version; Rebase the session (its samples are "
+                       "replayed) or start a new one"));
     }
     if (!summary.gate_passed && !force) {
       result = TrainingMetrics::CommitResult::kGateFailed;

@@ -50,8 +50,9 @@ const char* CommitName(TrainingMetrics::CommitResult r) {
 
 TrainingMetrics::TrainingMetrics(std::shared_ptr<prometheus::Registry> registry)
     : registry_(std::move(registry)),
-      requests_(Counter(*registry_, "normserve_training_requests_total",
-                        "Training requests (samples) by session and result (accepted, duplicate).")),
+      requests_(
+          Counter(*registry_, "normserve_training_requests_total",
+                  "Training requests (samples) by session and result (accepted, duplicate).")),
       refused_(Counter(*registry_, "normserve_training_refused_total",
                        "Training requests refused whole, by reason.")),
       values_min_(Gauge(*registry_, "normserve_training_values_per_channel_min",
@@ -71,10 +72,9 @@ TrainingMetrics::TrainingMetrics(std::shared_ptr<prometheus::Registry> registry)
       gate_passed_(Gauge(*registry_, "normserve_training_gate_passed",
                          "1 when the session's one-pass statistics pass the quality gate.")),
       sessions_(Gauge(*registry_, "normserve_training_sessions", "Open training sessions.")),
-      commits_(Counter(*registry_, "normserve_training_commits_total",
-                       "Commit attempts by result.")),
-      rollbacks_(Counter(*registry_, "normserve_training_rollbacks_total",
-                         "Rollbacks published.")),
+      commits_(
+          Counter(*registry_, "normserve_training_commits_total", "Commit attempts by result.")),
+      rollbacks_(Counter(*registry_, "normserve_training_rollbacks_total", "Rollbacks published.")),
       serving_version_(Gauge(*registry_, "normserve_training_serving_version",
                              "Latest serving version of the model.")),
       last_commit_(Gauge(*registry_, "normserve_training_last_commit_timestamp_seconds",
@@ -87,11 +87,13 @@ TrainingMetrics::TrainingMetrics(std::shared_ptr<prometheus::Registry> registry)
       torn_tails_(Counter(*registry_, "normserve_training_wal_torn_tails_total",
                           "Session logs whose incomplete last record was truncated at recovery.")
                       .Add({})),
-      fsync_failures_(Counter(*registry_, "normserve_training_wal_fsync_failures_total",
-                              "Sample log appends that failed to write or fsync (not acknowledged).")
-                          .Add({})),
-      live_mean_(Gauge(*registry_, "normserve_live_drift_mean_shift",
-                       "Live traffic: mean |mu - mu_frozen| / sigma_frozen over a layer's channels.")),
+      fsync_failures_(
+          Counter(*registry_, "normserve_training_wal_fsync_failures_total",
+                  "Sample log appends that failed to write or fsync (not acknowledged).")
+              .Add({})),
+      live_mean_(
+          Gauge(*registry_, "normserve_live_drift_mean_shift",
+                "Live traffic: mean |mu - mu_frozen| / sigma_frozen over a layer's channels.")),
       live_logvar_(Gauge(*registry_, "normserve_live_drift_log_var_ratio",
                          "Live traffic: mean |log(var / var_frozen)| over a layer's channels.")),
       live_kl_(Gauge(*registry_, "normserve_live_drift_kl",
@@ -121,8 +123,7 @@ void TrainingMetrics::Refused(const std::string& model, Refusal reason) {
 }
 
 void TrainingMetrics::SetSessionQuality(const std::string& model, const std::string& session,
-                                        const std::vector<LayerQuality>& layers,
-                                        bool gate_passed) {
+                                        const std::vector<LayerQuality>& layers, bool gate_passed) {
   absl::MutexLock lock(&mu_);
   SessionSeries& s = sessions_series_[{model, session}];
   for (const LayerQuality& q : layers) {

@@ -8,8 +8,8 @@
 #include <map>
 #include <memory>
 #include <set>
-#include <utility>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -102,7 +102,8 @@ class TrainingMetrics {
 
   absl::Mutex mu_;
   // Series created for a session, so RemoveSession can drop exactly them.
-  std::map<std::pair<std::string, std::string>, SessionSeries> sessions_series_ ABSL_GUARDED_BY(mu_);
+  std::map<std::pair<std::string, std::string>, SessionSeries> sessions_series_
+      ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace normserve

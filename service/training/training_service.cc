@@ -2,8 +2,8 @@
 #include "service/training/training_service.h"
 
 #include "absl/strings/str_cat.h"
-#include "service/status_util.h"
 #include "service/normserve_conversion.h"
+#include "service/status_util.h"
 #include "service/training/training_conversion.h"
 
 namespace normserve {
@@ -11,10 +11,10 @@ namespace {
 namespace v1 = ::normserve::v1;
 }  // namespace
 
-#define NS_AUTHENTICATE(context)                                       \
-  do {                                                                 \
-    absl::Status ns_auth_ = auth_->Check(*(context));                  \
-    if (!ns_auth_.ok()) return ToGrpcStatus(ns_auth_);                 \
+#define NS_AUTHENTICATE(context)                       \
+  do {                                                 \
+    absl::Status ns_auth_ = auth_->Check(*(context));  \
+    if (!ns_auth_.ok()) return ToGrpcStatus(ns_auth_); \
   } while (0)
 
 grpc::Status TrainingServiceImpl::StartSession(grpc::ServerContext* context,
@@ -44,9 +44,9 @@ grpc::Status TrainingServiceImpl::Accumulate(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status TrainingServiceImpl::AccumulateStream(grpc::ServerContext* context,
-                                                   grpc::ServerReader<v1::AccumulateRequest>* reader,
-                                                   v1::AccumulateStreamResponse* response) {
+grpc::Status TrainingServiceImpl::AccumulateStream(
+    grpc::ServerContext* context, grpc::ServerReader<v1::AccumulateRequest>* reader,
+    v1::AccumulateStreamResponse* response) {
   NS_AUTHENTICATE(context);
   v1::AccumulateRequest request;
   int64_t index = 0;

@@ -72,9 +72,9 @@ absl::Status FsyncDirectory(const std::string& dir) {
 
 absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents) {
   const fs::path p(path);
-  const std::string tmp = (p.parent_path() / absl::StrCat(".", p.filename().string(), ".tmp.",
-                                                          RandomSuffix()))
-                              .string();
+  const std::string tmp =
+      (p.parent_path() / absl::StrCat(".", p.filename().string(), ".tmp.", RandomSuffix()))
+          .string();
   if (absl::Status s = WriteAndFsync(tmp, contents); !s.ok()) {
     ::unlink(tmp.c_str());
     return s;
@@ -184,7 +184,9 @@ absl::StatusOr<int64_t> VersionPublisher::Publish(const std::string& model,
   const fs::path tmp_dir = model_dir / absl::StrCat(kPublishPrefix, next, ".", RandomSuffix());
   std::error_code ec;
   fs::create_directories(tmp_dir, ec);
-  if (ec) return absl::InternalError(absl::StrCat("cannot create ", tmp_dir.string(), ": ", ec.message()));
+  if (ec)
+    return absl::InternalError(
+        absl::StrCat("cannot create ", tmp_dir.string(), ": ", ec.message()));
   absl::Status s = WriteAndFsync((tmp_dir / "model.onnx").string(), onnx);
   if (s.ok()) s = WriteAndFsync((tmp_dir / kPublishedMarker).string(), "");
   if (s.ok()) s = FsyncDirectory(tmp_dir.string());

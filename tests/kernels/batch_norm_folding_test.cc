@@ -75,7 +75,8 @@ TEST(FoldBatchNorms, GemmThenBatchNorm1dFoldsWithTransposedWeights) {
   m.Output("y", {-1, 4});
   m.Initializer("w", {5, 4}, w);
   m.Initializer("c", {4}, c);
-  for (auto [name, v] : {std::pair{"g", &gamma}, {"b", &beta}, {"m", &mean}, {"v", &var}}) m.Initializer(name, {4}, *v);
+  for (auto [name, v] : {std::pair{"g", &gamma}, {"b", &beta}, {"m", &mean}, {"v", &var}})
+    m.Initializer(name, {4}, *v);
   auto* gemm = m.Node("Gemm", "fc", {"x", "w", "c"}, {"h"});
   testing::OnnxBuilder::Float(gemm, "alpha", 0.5f);
   m.Node("BatchNormalization", "bn1d", {"h", "g", "b", "m", "v"}, {"y"});

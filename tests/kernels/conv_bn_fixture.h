@@ -83,8 +83,8 @@ struct ConvBnFixture {
     return y;
   }
   std::vector<double> Ref(const std::vector<float>& x, int n, int H = kH, int W = kW) const {
-    return Ref(x, n, std::vector<double>(mean.begin(), mean.end()), std::vector<double>(var.begin(), var.end()), H,
-               W);
+    return Ref(x, n, std::vector<double>(mean.begin(), mean.end()),
+               std::vector<double>(var.begin(), var.end()), H, W);
   }
 };
 

@@ -44,7 +44,8 @@ int64_t Count(const std::vector<int64_t>& s) {
 
 // Loads, compiles and runs the model on `x`; all outputs.
 absl::StatusOr<std::vector<Tensor>> RunModel(const std::string& bytes, const std::vector<float>& x,
-                                             const std::vector<int64_t>& shape, std::string* plan = nullptr) {
+                                             const std::vector<int64_t>& shape,
+                                             std::string* plan = nullptr) {
   auto m = Model::LoadBytes(bytes);
   if (!m.ok()) return m.status();
   auto c = CompiledModel::Compile(*m);
@@ -67,7 +68,8 @@ absl::Status LoadAndCompile(const std::string& bytes) {
 }
 
 // Element of a row-major [n, c, h, w] tensor.
-double At(const std::vector<float>& x, const std::vector<int64_t>& s, int64_t n, int64_t c, int64_t h, int64_t w) {
+double At(const std::vector<float>& x, const std::vector<int64_t>& s, int64_t n, int64_t c,
+          int64_t h, int64_t w) {
   return x[((n * s[1] + c) * s[2] + h) * s[3] + w];
 }
 
@@ -105,11 +107,12 @@ TEST(PadOp, RefusalsNameTheNodeAndThePads) {
     std::vector<int64_t> pads;
     std::string why;
   };
-  for (const Case& k : std::vector<Case>{{"wrap", {0, 0, 1, 1, 0, 0, 1, 1}, "\"wrap\" is not supported"},
-                                         {"reflect", {0, 0, 5, 0, 0, 0, 0, 0}, "smaller than the dim"},
-                                         {"constant", {0, 0, 1, 1}, "expected 8"},
-                                         {"constant", {0, 0, -5, 0, 0, 0, 0, 0}, "leave no elements"},
-                                         {"edge", {0, 0, int64_t{1} << 40, 0, 0, 0, 0, 0}, "1048576"}}) {
+  for (const Case& k :
+       std::vector<Case>{{"wrap", {0, 0, 1, 1, 0, 0, 1, 1}, "\"wrap\" is not supported"},
+                         {"reflect", {0, 0, 5, 0, 0, 0, 0, 0}, "smaller than the dim"},
+                         {"constant", {0, 0, 1, 1}, "expected 8"},
+                         {"constant", {0, 0, -5, 0, 0, 0, 0, 0}, "leave no elements"},
+                         {"edge", {0, 0, int64_t{1} << 40, 0, 0, 0, 0, 0}, "1048576"}}) {
     OnnxBuilder b(13);
     b.Input("x", {-1, 3, 5, 6});
     b.Output("y", {-1, -1, -1, -1});
@@ -138,7 +141,8 @@ TEST(SliceOp, AttributeFormBeforeOpset10) {
     for (int64_t c = 0; c < 2; ++c)
       for (int64_t h = 0; h < 5; ++h)
         for (int64_t w = 0; w < 4; ++w) {
-          ASSERT_EQ((*out)[0].data[((n * 2 + c) * 5 + h) * 4 + w], At(x, kShape, n, c + 1, h, w + 2));
+          ASSERT_EQ((*out)[0].data[((n * 2 + c) * 5 + h) * 4 + w],
+                    At(x, kShape, n, c + 1, h, w + 2));
         }
 }
 
@@ -153,7 +157,8 @@ TEST(SliceOp, StepsOnEveryAxisAtOnce) {
   b.Node("Slice", "slice", {"x", "starts", "ends", "axes", "steps"}, {"y"});
   // ends 0 < start 4 on H: empty, refused.
   absl::Status empty = LoadAndCompile(b.Bytes());
-  EXPECT_THAT(std::string(empty.message()), AllOf(HasSubstr("slice"), HasSubstr("axis 2"), HasSubstr("empty")));
+  EXPECT_THAT(std::string(empty.message()),
+              AllOf(HasSubstr("slice"), HasSubstr("axis 2"), HasSubstr("empty")));
 
   OnnxBuilder ok(13);
   ok.Input("x", {-1, 3, 5, 6});
@@ -171,7 +176,8 @@ TEST(SliceOp, StepsOnEveryAxisAtOnce) {
     for (int64_t c = 0; c < 2; ++c)
       for (int64_t h = 0; h < 2; ++h)
         for (int64_t w = 0; w < 2; ++w) {
-          ASSERT_EQ((*out)[0].data[((n * 2 + c) * 2 + h) * 2 + w], At(x, kShape, n, 2 * c, 1 + 3 * h, 1 + 3 * w));
+          ASSERT_EQ((*out)[0].data[((n * 2 + c) * 2 + h) * 2 + w],
+                    At(x, kShape, n, 2 * c, 1 + 3 * h, 1 + 3 * w));
         }
 }
 
@@ -194,7 +200,8 @@ TEST(SliceOp, NegativeStepsReadBackwards) {
     for (int64_t c = 0; c < 3; ++c)
       for (int64_t h = 0; h < 5; ++h)
         for (int64_t w = 0; w < 3; ++w) {
-          ASSERT_EQ((*out)[0].data[((n * 3 + c) * 5 + h) * 3 + w], At(x, kShape, n, c, 4 - h, 5 - 2 * w));
+          ASSERT_EQ((*out)[0].data[((n * 3 + c) * 5 + h) * 3 + w],
+                    At(x, kShape, n, c, 4 - h, 5 - 2 * w));
         }
 }
 
@@ -235,7 +242,8 @@ TEST(SplitOp, EqualPartsWithoutSizesAndTheFirstPartIsAView) {
     ASSERT_EQ(out->size(), 3u);
     for (int64_t k = 0; k < 3; ++k) {
       for (int64_t n = 0; n < batch; ++n)
-        for (int64_t i = 0; i < 30; ++i) ASSERT_EQ((*out)[k].data[n * 30 + i], x[(n * 3 + k) * 30 + i]);
+        for (int64_t i = 0; i < 30; ++i)
+          ASSERT_EQ((*out)[k].data[n * 30 + i], x[(n * 3 + k) * 30 + i]);
     }
     EXPECT_EQ(plan.find("split_c output 0") == std::string::npos, batch == 1) << plan;
     EXPECT_NE(plan.find("split_c output 2"), std::string::npos) << plan;
@@ -254,7 +262,8 @@ TEST(SplitOp, SizesThatDoNotCoverTheDimAreRefused) {
   OnnxBuilder::Int(axis, "axis", -1);
   absl::Status s = LoadAndCompile(b.Bytes());
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(s.message()), AllOf(HasSubstr("split_w"), HasSubstr("add up to 5"), HasSubstr("is 6")));
+  EXPECT_THAT(std::string(s.message()),
+              AllOf(HasSubstr("split_w"), HasSubstr("add up to 5"), HasSubstr("is 6")));
 }
 
 // [1, 3, 1, 6] expanded to [2, 1, 1, 4, 1]: [2, 1, 3, 4, 6], the rank grows on the left.
@@ -285,7 +294,8 @@ TEST(ExpandOp, BroadcastsOnesAndPrependsAxes) {
   bad.Node("Expand", "bad_expand", {"x", "shape"}, {"y"});
   absl::Status s = LoadAndCompile(bad.Bytes());
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(s.message()), AllOf(HasSubstr("bad_expand"), HasSubstr("do not broadcast")));
+  EXPECT_THAT(std::string(s.message()),
+              AllOf(HasSubstr("bad_expand"), HasSubstr("do not broadcast")));
 }
 
 }  // namespace

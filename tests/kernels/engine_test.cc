@@ -39,7 +39,8 @@ void ExpectEverySampleEqualsItsBatch1Output(const CompileOptions& o) {
   for (int s = 0; s < n; ++s) {
     std::vector<Tensor> single;
     ASSERT_TRUE(ctx->Run({TensorView{x.data() + s * per, {1, 3, 9, 9}}}, &single).ok());
-    for (size_t i = 0; i < out_per; ++i) EXPECT_NEAR(single[0].data[i], batched[0].data[s * out_per + i], 1e-5);
+    for (size_t i = 0; i < out_per; ++i)
+      EXPECT_NEAR(single[0].data[i], batched[0].data[s * out_per + i], 1e-5);
   }
 }
 
@@ -80,7 +81,8 @@ TEST(Engine, PlansForManyBatchSizesStayUnderTheByteBudget) {
     std::vector<Tensor> again;
     ASSERT_TRUE(c->NewContext()->Run({TensorView{x.data(), {b, 3, 9, 9}}}, &again).ok()) << b;
     EXPECT_EQ(out[0].data, again[0].data);
-    EXPECT_LE(c->plan_cache_stats().bytes - c->plan_cache_stats().pinned_bytes, static_cast<int64_t>(pinned * 3));
+    EXPECT_LE(c->plan_cache_stats().bytes - c->plan_cache_stats().pinned_bytes,
+              static_cast<int64_t>(pinned * 3));
   }
   EXPECT_GT(c->plan_cache_stats().evictions, 0);
   EXPECT_EQ(c->plan_cache_stats().compiles, 11);
@@ -99,8 +101,10 @@ TEST(Engine, ContextsRunConcurrentlyWithIdenticalResults) {
       auto ctx = c->NewContext();
       for (int i = 0; i < 200; ++i) {
         std::vector<Tensor> got;
-        if (!ctx->Run({TensorView{x.data(), {1, 3, 9, 9}}}, &got).ok()) ++failures;
-        else if (got[0].data != want[0].data) ++mismatches;
+        if (!ctx->Run({TensorView{x.data(), {1, 3, 9, 9}}}, &got).ok())
+          ++failures;
+        else if (got[0].data != want[0].data)
+          ++mismatches;
       }
     });
   }
@@ -124,7 +128,8 @@ TEST(Engine, DynamicSpatialDimsServeEverySizeAgainstTheReference) {
   auto ctx = (*c)->NewContext();
   std::mt19937 rng(21);
   int compiles = 0;
-  for (auto [n, h, w] : std::vector<std::array<int, 3>>{{1, 9, 9}, {1, 16, 12}, {2, 16, 12}, {1, 31, 7}, {1, 16, 12}}) {
+  for (auto [n, h, w] : std::vector<std::array<int, 3>>{
+           {1, 9, 9}, {1, 16, 12}, {2, 16, 12}, {1, 31, 7}, {1, 16, 12}}) {
     auto x = testing::RandomVector(static_cast<size_t>(n) * 3 * h * w, &rng);
     std::vector<Tensor> out;
     ASSERT_TRUE(ctx->Run({TensorView{x.data(), {n, 3, h, w}}}, &out).ok()) << h << "x" << w;
@@ -141,7 +146,8 @@ TEST(Engine, DynamicSpatialDimsServeEverySizeAgainstTheReference) {
   std::vector<Tensor> out;
   auto s = ctx->Run({TensorView{big.data(), {1, 3, 41, 9}}}, &out);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(s.message()), HasSubstr("dim 2 (41) is outside [1, 40] (max_dynamic_dim)"));
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("dim 2 (41) is outside [1, 40] (max_dynamic_dim)"));
 }
 
 TEST(Engine, WrongShapeNamesTheInput) {
@@ -150,7 +156,8 @@ TEST(Engine, WrongShapeNamesTheInput) {
   std::vector<Tensor> out;
   auto s = c->NewContext()->Run({TensorView{x.data(), {1, 3, 8, 9}}}, &out);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(s.message()), HasSubstr("input \"x\": expected shape [1,3,9,9], got [1,3,8,9]"));
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("input \"x\": expected shape [1,3,9,9], got [1,3,8,9]"));
 }
 
 TEST(Engine, BatchAboveLimitIsRefused) {
@@ -222,7 +229,8 @@ TEST(Engine, RunIntoChecksTheOutputBuffers) {
   EXPECT_EQ(none.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(none.message()), HasSubstr("expected 1 output buffers"));
   std::vector<float*> null_out = {nullptr};
-  EXPECT_EQ(ctx->RunInto({TensorView{x.data(), {1, 3, 9, 9}}}, null_out).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ctx->RunInto({TensorView{x.data(), {1, 3, 9, 9}}}, null_out).code(),
+            absl::StatusCode::kInvalidArgument);
   std::vector<float*> out = {y.data()};
   ASSERT_TRUE(ctx->RunInto({TensorView{x.data(), {1, 3, 9, 9}}}, out).ok());
   std::vector<Tensor> ref;

@@ -42,7 +42,8 @@ TEST(GroupNormFusion, FusedEqualsUnfusedAndPyTorch) {
   ASSERT_TRUE(fused.ok()) << fused.status();
   EXPECT_NE((*fused)->DescribePlan().find("group_norm"), std::string::npos);
   std::vector<Tensor> out;
-  ASSERT_TRUE((*fused)->NewContext()->Run({TensorView{input->data.data(), input->shape}}, &out).ok());
+  ASSERT_TRUE(
+      (*fused)->NewContext()->Run({TensorView{input->data.data(), input->shape}}, &out).ok());
   double err = 0, scale = 0;
   for (size_t i = 0; i < want->data.size(); ++i) {
     err = std::max(err, static_cast<double>(std::fabs(out[0].data[i] - want->data[i])));

@@ -17,8 +17,9 @@ struct Case {
 };
 
 // x in [N, C, S] order; result in [N, C, S] order.
-std::vector<double> Reference(const Case& k, const std::vector<float>& x, const std::vector<float>& gamma,
-                              const std::vector<float>& beta, double eps) {
+std::vector<double> Reference(const Case& k, const std::vector<float>& x,
+                              const std::vector<float>& gamma, const std::vector<float>& beta,
+                              double eps) {
   std::vector<double> y(x.size());
   const int64_t per = k.channels / k.groups;
   for (int64_t b = 0; b < k.batch; ++b) {
@@ -57,7 +58,8 @@ std::vector<float> ToLayout(const Case& k, const std::vector<float>& x) {
 }
 
 float At(const Case& k, const std::vector<float>& y, int64_t b, int64_t c, int64_t s) {
-  return k.channels_last ? y[(b * k.spatial + s) * k.channels + c] : y[(b * k.channels + c) * k.spatial + s];
+  return k.channels_last ? y[(b * k.spatial + s) * k.channels + c]
+                         : y[(b * k.channels + c) * k.spatial + s];
 }
 
 class GroupNormKernelTest : public ::testing::TestWithParam<Case> {};
@@ -90,20 +92,24 @@ TEST_P(GroupNormKernelTest, MatchesFloat64Reference) {
   for (int64_t b = 0; b < k.batch; ++b) {
     Case one = k;
     one.batch = 1;
-    std::vector<float> xb(x.begin() + b * k.channels * k.spatial, x.begin() + (b + 1) * k.channels * k.spatial);
+    std::vector<float> xb(x.begin() + b * k.channels * k.spatial,
+                          x.begin() + (b + 1) * k.channels * k.spatial);
     const std::vector<float> inb = ToLayout(one, xb);
     std::vector<float> outb(inb.size());
     GroupNormShape s1{1, k.channels, k.spatial, k.groups, k.channels_last};
     GroupNormForward(s1, inb.data(), gamma.data(), beta.data(), eps, k.relu, outb.data());
     for (int64_t c = 0; c < k.channels; ++c)
-      for (int64_t s = 0; s < k.spatial; ++s) ASSERT_EQ(At(one, outb, 0, c, s), At(k, out, b, c, s));
+      for (int64_t s = 0; s < k.spatial; ++s)
+        ASSERT_EQ(At(one, outb, 0, c, s), At(k, out, b, c, s));
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, GroupNormKernelTest,
-                         ::testing::Values(Case{1, 64, 56 * 56, 8, true, true}, Case{3, 64, 7 * 7, 32, true, false},
+                         ::testing::Values(Case{1, 64, 56 * 56, 8, true, true},
+                                           Case{3, 64, 7 * 7, 32, true, false},
                                            Case{2, 48, 5 * 3, 48, false, false},  // instance norm
-                                           Case{2, 12, 17, 3, false, true}, Case{1, 20, 1, 4, true, false},
+                                           Case{2, 12, 17, 3, false, true},
+                                           Case{1, 20, 1, 4, true, false},
                                            Case{4, 30, 9, 5, true, true}));
 
 }  // namespace

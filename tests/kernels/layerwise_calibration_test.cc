@@ -27,8 +27,10 @@ void ExpectSameStatistics(const CalibrationResult& got, const CalibrationResult&
     const BnStatistics& g = got.layers[i].committed;
     ASSERT_EQ(g.mean.size(), w.mean.size()) << want.layers[i].info.name;
     for (size_t ch = 0; ch < w.mean.size(); ++ch) {
-      EXPECT_NEAR(g.mean[ch], w.mean[ch], rel * std::sqrt(w.var[ch]) + 1e-7) << want.layers[i].info.name << " channel " << ch;
-      EXPECT_NEAR(g.var[ch], w.var[ch], rel * w.var[ch] + 1e-9) << want.layers[i].info.name << " channel " << ch;
+      EXPECT_NEAR(g.mean[ch], w.mean[ch], rel * std::sqrt(w.var[ch]) + 1e-7)
+          << want.layers[i].info.name << " channel " << ch;
+      EXPECT_NEAR(g.var[ch], w.var[ch], rel * w.var[ch] + 1e-9)
+          << want.layers[i].info.name << " channel " << ch;
     }
   }
 }
@@ -52,10 +54,12 @@ TEST(LayerwiseCalibration, SingleLayerEqualsFloat64MomentsOfItsInput) {
   const auto conv = f.ConvRef(all, 7);
   for (int c = 0; c < 8; ++c) {
     double sum = 0, n = 0;
-    for (int k = 0; k < 7; ++k) for (int i = 0; i < 25; ++i) sum += conv[(k * 8 + c) * 25 + i], ++n;
+    for (int k = 0; k < 7; ++k)
+      for (int i = 0; i < 25; ++i) sum += conv[(k * 8 + c) * 25 + i], ++n;
     const double mean = sum / n;
     double m2 = 0;
-    for (int k = 0; k < 7; ++k) for (int i = 0; i < 25; ++i) m2 += std::pow(conv[(k * 8 + c) * 25 + i] - mean, 2);
+    for (int k = 0; k < 7; ++k)
+      for (int i = 0; i < 25; ++i) m2 += std::pow(conv[(k * 8 + c) * 25 + i] - mean, 2);
     EXPECT_NEAR(r->layers[0].committed.mean[c], mean, 1e-5);
     EXPECT_NEAR(r->layers[0].committed.var[c], m2 / (n - 1), 1e-5 * m2 / n);
   }
@@ -76,7 +80,8 @@ std::vector<Tensor> OracleSamples(const std::string& name) {
   for (int64_t i = 0; i < k; ++i) {
     std::vector<int64_t> shape = samples_t->shape;
     shape[0] = 1;
-    samples.push_back(Tensor{shape, std::vector<float>(samples_t->data.begin() + i * per, samples_t->data.begin() + (i + 1) * per)});
+    samples.push_back(Tensor{shape, std::vector<float>(samples_t->data.begin() + i * per,
+                                                       samples_t->data.begin() + (i + 1) * per)});
   }
   return samples;
 }
@@ -99,7 +104,8 @@ std::string WithFlattenedBnHead(const std::string& conv_bn, bool fixed_batch) {
     t->set_name(name);
     t->set_data_type(onnx::TensorProto::FLOAT);
     t->add_dims(200);
-    for (int i = 0; i < 200; ++i) t->add_float_data(std::string(name) == "g2" || std::string(name) == "v2" ? 1.f : 0.f);
+    for (int i = 0; i < 200; ++i)
+      t->add_float_data(std::string(name) == "g2" || std::string(name) == "v2" ? 1.f : 0.f);
   }
   auto* reshape = g->add_node();
   reshape->set_op_type("Reshape");
@@ -130,7 +136,8 @@ TEST(LayerwiseCalibration, FixedBatchModelRunsSampleBySample) {
   ASSERT_TRUE(md.ok() && mf.ok()) << md.status() << mf.status();
   std::mt19937 rng(3);
   std::vector<Tensor> samples;
-  for (int k = 0; k < 5; ++k) samples.push_back(Tensor{{1, 3, 9, 9}, testing::RandomVector(3 * 81, &rng)});
+  for (int k = 0; k < 5; ++k)
+    samples.push_back(Tensor{{1, 3, 9, 9}, testing::RandomVector(3 * 81, &rng)});
   auto a = CalibrateLayerwise(*md, samples);
   auto b = CalibrateLayerwise(*mf, samples);
   ASSERT_TRUE(a.ok()) << a.status();
@@ -165,8 +172,10 @@ TEST_P(OracleTest, MatchesPyTorchFloat64LayerByLayer) {
     ASSERT_EQ(mean->data.size(), l.committed.mean.size());
     for (size_t c = 0; c < mean->data.size(); ++c) {
       const double sd = std::sqrt(var->data[c]);
-      EXPECT_NEAR(l.committed.mean[c], mean->data[c], 1e-4 * sd + 1e-6) << l.info.name << " channel " << c;
-      EXPECT_NEAR(l.committed.var[c], var->data[c], 1e-4 * var->data[c] + 1e-9) << l.info.name << " channel " << c;
+      EXPECT_NEAR(l.committed.mean[c], mean->data[c], 1e-4 * sd + 1e-6)
+          << l.info.name << " channel " << c;
+      EXPECT_NEAR(l.committed.var[c], var->data[c], 1e-4 * var->data[c] + 1e-9)
+          << l.info.name << " channel " << c;
     }
   }
 }
@@ -208,7 +217,8 @@ TEST(LayerwiseCalibration, KeptCutsMatchTheReplayOnMobileNetV2) {
   ASSERT_TRUE(m.ok()) << m.status();
   std::mt19937 rng(17);
   std::vector<Tensor> samples;
-  for (int k = 0; k < 3; ++k) samples.push_back(Tensor{{1, 3, 224, 224}, testing::RandomVector(3 * 224 * 224, &rng)});
+  for (int k = 0; k < 3; ++k)
+    samples.push_back(Tensor{{1, 3, 224, 224}, testing::RandomVector(3 * 224 * 224, &rng)});
   CalibrationOptions replay, kept;
   replay.max_cached_bytes = 0;
   auto a = CalibrateLayerwise(*m, samples, replay);

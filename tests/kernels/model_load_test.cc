@@ -1,10 +1,9 @@
 // A malformed, truncated or unsupported model fails the load with an error naming the
 // node and the reason; nothing half-loaded is returned.
-#include "kernels/model.h"
-#include "kernels/tensor.h"
-
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kernels/model.h"
+#include "kernels/tensor.h"
 #include "tests/kernels/conv_bn_fixture.h"
 #include "tests/kernels/onnx_builder.h"
 
@@ -66,7 +65,8 @@ TEST(ModelLoad, ShapeErrorNamesTheNode) {
 }
 
 TEST(ModelLoad, MissingFileIsNotFound) {
-  EXPECT_EQ(Model::LoadFile("/nonexistent/model.onnx").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(Model::LoadFile("/nonexistent/model.onnx").status().code(),
+            absl::StatusCode::kNotFound);
 }
 
 TEST(ModelLoad, OversizedModelIsRefusedBeforeParsing) {
@@ -96,13 +96,15 @@ std::string ReluModel(std::vector<int64_t> shape) {
 // with SIGFPE at every start; [1, 3, 2^31, 2^31] loaded and would have needed exabytes.
 TEST(ModelLoad, HugeDeclaredDimsAreRefusedNamingTheLimit) {
   const int64_t big = int64_t{1} << 62, large = int64_t{1} << 31;
-  for (const auto& shape : {std::vector<int64_t>{1, big, big, 4}, std::vector<int64_t>{1, 3, large, large},
-                            std::vector<int64_t>{1, 0, 4, 4}}) {
+  for (const auto& shape :
+       {std::vector<int64_t>{1, big, big, 4}, std::vector<int64_t>{1, 3, large, large},
+        std::vector<int64_t>{1, 0, 4, 4}}) {
     auto m = Model::LoadBytes(ReluModel(shape));
     ASSERT_FALSE(m.ok()) << ShapeToString(shape);
     EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(std::string(m.status().message()), ::testing::HasSubstr("graph value \"x\": dim "));
-    EXPECT_THAT(std::string(m.status().message()), ::testing::HasSubstr("at most 4294967296 elements"));
+    EXPECT_THAT(std::string(m.status().message()),
+                ::testing::HasSubstr("at most 4294967296 elements"));
   }
   EXPECT_TRUE(Model::LoadBytes(ReluModel({1, 3, 64, 64})).ok());
 }

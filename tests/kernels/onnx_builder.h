@@ -23,10 +23,15 @@ class OnnxBuilder {
   }
 
   // Input with a dynamic batch dim (-1 written as a dim_param).
-  void Input(const std::string& name, std::vector<int64_t> shape) { AddValue(model_.mutable_graph()->add_input(), name, shape); }
-  void Output(const std::string& name, std::vector<int64_t> shape) { AddValue(model_.mutable_graph()->add_output(), name, shape); }
+  void Input(const std::string& name, std::vector<int64_t> shape) {
+    AddValue(model_.mutable_graph()->add_input(), name, shape);
+  }
+  void Output(const std::string& name, std::vector<int64_t> shape) {
+    AddValue(model_.mutable_graph()->add_output(), name, shape);
+  }
 
-  void Initializer(const std::string& name, std::vector<int64_t> dims, const std::vector<float>& values) {
+  void Initializer(const std::string& name, std::vector<int64_t> dims,
+                   const std::vector<float>& values) {
     auto* t = model_.mutable_graph()->add_initializer();
     t->set_name(name);
     t->set_data_type(onnx::TensorProto::FLOAT);
@@ -34,8 +39,8 @@ class OnnxBuilder {
     for (float v : values) t->add_float_data(v);
   }
 
-  onnx::NodeProto* Node(const std::string& op, const std::string& name, std::vector<std::string> inputs,
-                        std::vector<std::string> outputs) {
+  onnx::NodeProto* Node(const std::string& op, const std::string& name,
+                        std::vector<std::string> inputs, std::vector<std::string> outputs) {
     auto* n = model_.mutable_graph()->add_node();
     n->set_op_type(op);
     n->set_name(name);
@@ -66,20 +71,24 @@ class OnnxBuilder {
   onnx::ModelProto& proto() { return model_; }
 
  private:
-  static void AddValue(onnx::ValueInfoProto* v, const std::string& name, const std::vector<int64_t>& shape) {
+  static void AddValue(onnx::ValueInfoProto* v, const std::string& name,
+                       const std::vector<int64_t>& shape) {
     v->set_name(name);
     auto* tt = v->mutable_type()->mutable_tensor_type();
     tt->set_elem_type(onnx::TensorProto::FLOAT);
     for (int64_t d : shape) {
       auto* dim = tt->mutable_shape()->add_dim();
-      if (d < 0) dim->set_dim_param("batch");
-      else dim->set_dim_value(d);
+      if (d < 0)
+        dim->set_dim_param("batch");
+      else
+        dim->set_dim_value(d);
     }
   }
   onnx::ModelProto model_;
 };
 
-inline std::vector<float> RandomVector(size_t n, std::mt19937* rng, float lo = -1.f, float hi = 1.f) {
+inline std::vector<float> RandomVector(size_t n, std::mt19937* rng, float lo = -1.f,
+                                       float hi = 1.f) {
   std::uniform_real_distribution<float> d(lo, hi);
   std::vector<float> v(n);
   for (auto& x : v) x = d(*rng);

@@ -28,13 +28,13 @@ void IntInitializer(OnnxBuilder& b, const std::string& name, const std::vector<i
 }
 
 struct Variant {
-  bool block = false;        // Identity between each Pad and its consumer
+  bool block = false;  // Identity between each Pad and its consumer
   std::string mode = "constant";
   float value = 0.f;
-  int64_t channel_pad = 0;   // pads C too
+  int64_t channel_pad = 0;  // pads C too
   std::string pool = "AveragePool";
   int64_t ceil_mode = 0;
-  bool second_use = false;   // the conv's Pad output is also a graph output
+  bool second_use = false;  // the conv's Pad output is also a graph output
 };
 
 // x [N,4,9,8] -> Pad(1,2 | 0,1) -> Conv 3x3 pads (1,0,0,1), bias -> a
@@ -94,9 +94,9 @@ TEST(PadFolding, OnlyZeroSpatialPadsIntoConvAndCountingAveragePoolFold) {
   EXPECT_EQ(Folded({.mode = "reflect"}), 0);
   EXPECT_EQ(Folded({.mode = "edge"}), 0);
   EXPECT_EQ(Folded({.value = 1.f}), 0);
-  EXPECT_EQ(Folded({.channel_pad = 1}), 1);  // the pool's Pad still folds
+  EXPECT_EQ(Folded({.channel_pad = 1}), 1);   // the pool's Pad still folds
   EXPECT_EQ(Folded({.pool = "MaxPool"}), 1);  // max pooling pads with -inf, not 0
-  EXPECT_EQ(Folded({.ceil_mode = 1}), 1);  // a ceil-mode window past the end counts fewer
+  EXPECT_EQ(Folded({.ceil_mode = 1}), 1);     // a ceil-mode window past the end counts fewer
   EXPECT_EQ(Folded({.second_use = true}), 1);
 }
 
@@ -112,15 +112,20 @@ TEST(PadFolding, FoldedEqualsUnfoldedAtTwoBatchSizes) {
     auto unfolded = CompiledModel::Compile(*unfolded_m);
     ASSERT_TRUE(folded.ok()) << folded.status();
     ASSERT_TRUE(unfolded.ok()) << unfolded.status();
-    EXPECT_EQ((*folded)->DescribePlan().find("pad pad_"), std::string::npos) << (*folded)->DescribePlan();
-    EXPECT_NE((*unfolded)->DescribePlan().find("pad pad_conv"), std::string::npos) << (*unfolded)->DescribePlan();
-    EXPECT_NE((*unfolded)->DescribePlan().find("pad pad_pool"), std::string::npos) << (*unfolded)->DescribePlan();
+    EXPECT_EQ((*folded)->DescribePlan().find("pad pad_"), std::string::npos)
+        << (*folded)->DescribePlan();
+    EXPECT_NE((*unfolded)->DescribePlan().find("pad pad_conv"), std::string::npos)
+        << (*unfolded)->DescribePlan();
+    EXPECT_NE((*unfolded)->DescribePlan().find("pad pad_pool"), std::string::npos)
+        << (*unfolded)->DescribePlan();
     for (int64_t batch : {1, 3}) {
       std::mt19937 rng(static_cast<unsigned>(batch));
       const std::vector<float> x = testing::RandomVector(batch * 4 * 9 * 8, &rng);
       std::vector<Tensor> got, want;
-      ASSERT_TRUE((*folded)->NewContext()->Run({TensorView{x.data(), {batch, 4, 9, 8}}}, &got).ok());
-      ASSERT_TRUE((*unfolded)->NewContext()->Run({TensorView{x.data(), {batch, 4, 9, 8}}}, &want).ok());
+      ASSERT_TRUE(
+          (*folded)->NewContext()->Run({TensorView{x.data(), {batch, 4, 9, 8}}}, &got).ok());
+      ASSERT_TRUE(
+          (*unfolded)->NewContext()->Run({TensorView{x.data(), {batch, 4, 9, 8}}}, &want).ok());
       ASSERT_EQ(got.size(), 2u);
       for (size_t k = 0; k < 2; ++k) {
         ASSERT_EQ(got[k].shape, want[k].shape);

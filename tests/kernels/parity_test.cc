@@ -52,7 +52,8 @@ TEST_P(ParityTest, MatchesPyTorchAtBatch1And3) {
   const bool resnet = name.rfind("resnet", 0) == 0;
   if (resnet) {
     // ResNets have 3x3 stride-1 convolutions: the algorithm asked for must be the one run.
-    EXPECT_EQ(absl::StrContains((*compiled)->DescribePlan(), "wino"), algorithm == ConvAlgorithm::kWinograd)
+    EXPECT_EQ(absl::StrContains((*compiled)->DescribePlan(), "wino"),
+              algorithm == ConvAlgorithm::kWinograd)
         << (*compiled)->DescribePlan();
   }
   auto ctx = (*compiled)->NewContext();
@@ -76,19 +77,20 @@ TEST_P(ParityTest, MatchesPyTorchAtBatch1And3) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, ParityTest,
-                         ::testing::Combine(::testing::Values("resnet18", "resnet50", "mobilenet_v2", "gn_resnet",
-                                                              "instnorm_net", "layernorm_net", "layernorm_net_op13",
-                                                              "bn1d_head", "concat_net", "resize_nearest_up",
-                                                              "resize_nearest_size", "resize_bilinear_up",
-                                                              "resize_bilinear_down", "resize_bilinear_corners",
-                                                              "resize_bilinear_to_input", "resize_bilinear_corners_up",
-                                                              "upsample_nearest_op9", "seg_head",
-                                                              "gelu_mlp", "gelu_mlp_op13", "gelu_tanh_mlp", "convnext_block",
-                                                              "convnext_block_op13", "minmax_reduce_net",
-                                                              "pad_net", "pad_net_op10", "slice_net", "slice_net_op11",
-                                                              "densenet121", "shufflenet_v2"),
-                                            ::testing::Values(ConvAlgorithm::kDirect, ConvAlgorithm::kWinograd)));
+INSTANTIATE_TEST_SUITE_P(
+    Models, ParityTest,
+    ::testing::Combine(::testing::Values("resnet18", "resnet50", "mobilenet_v2", "gn_resnet",
+                                         "instnorm_net", "layernorm_net", "layernorm_net_op13",
+                                         "bn1d_head", "concat_net", "resize_nearest_up",
+                                         "resize_nearest_size", "resize_bilinear_up",
+                                         "resize_bilinear_down", "resize_bilinear_corners",
+                                         "resize_bilinear_to_input", "resize_bilinear_corners_up",
+                                         "upsample_nearest_op9", "seg_head", "gelu_mlp",
+                                         "gelu_mlp_op13", "gelu_tanh_mlp", "convnext_block",
+                                         "convnext_block_op13", "minmax_reduce_net", "pad_net",
+                                         "pad_net_op10", "slice_net", "slice_net_op11",
+                                         "densenet121", "shufflenet_v2"),
+                       ::testing::Values(ConvAlgorithm::kDirect, ConvAlgorithm::kWinograd)));
 
 }  // namespace
 }  // namespace normserve

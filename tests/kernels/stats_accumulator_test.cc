@@ -47,10 +47,12 @@ TEST(StatsAccumulator, AnyOrderAndSplitEqualsTwoPassOverAllValues) {
   std::vector<double> want_mean(3), want_var(3);
   for (int c = 0; c < 3; ++c) {
     double sum = 0, n = 0;
-    for (auto& r : sim.requests) for (double x : r[c]) sum += x, ++n;
+    for (auto& r : sim.requests)
+      for (double x : r[c]) sum += x, ++n;
     want_mean[c] = sum / n;
     double m2 = 0;
-    for (auto& r : sim.requests) for (double x : r[c]) m2 += (x - want_mean[c]) * (x - want_mean[c]);
+    for (auto& r : sim.requests)
+      for (double x : r[c]) m2 += (x - want_mean[c]) * (x - want_mean[c]);
     want_var[c] = m2 / (n - 1);
   }
   std::mt19937 rng(2);
@@ -60,7 +62,8 @@ TEST(StatsAccumulator, AnyOrderAndSplitEqualsTwoPassOverAllValues) {
     std::shuffle(order.begin(), order.end(), rng);
     // Split into 4 partial accumulators (as 4 concurrent workers would), then merge.
     std::vector<LayerAccumulator> parts(4, LayerAccumulator(3));
-    for (size_t i = 0; i < order.size(); ++i) ASSERT_TRUE(parts[rng() % 4].Add(MakeSample(sim.requests[order[i]])).ok());
+    for (size_t i = 0; i < order.size(); ++i)
+      ASSERT_TRUE(parts[rng() % 4].Add(MakeSample(sim.requests[order[i]])).ok());
     LayerAccumulator total(3);
     for (auto& p : parts) total.Merge(p);
     EXPECT_EQ(total.requests(), 300);
@@ -92,7 +95,8 @@ TEST(StatsAccumulator, IssueSimulationTotalVarianceAndRequestLevelSem) {
     EXPECT_NEAR(acc.StandardError()[c], 0.0225, 0.002);
     const double per_value = std::sqrt(acc.UnbiasedVariance()[c] / acc.values_per_channel());
     EXPECT_LT(per_value, 0.005);
-    EXPECT_NEAR(acc.RelativeStandardError()[c], acc.StandardError()[c] / std::sqrt(acc.UnbiasedVariance()[c]), 1e-12);
+    EXPECT_NEAR(acc.RelativeStandardError()[c],
+                acc.StandardError()[c] / std::sqrt(acc.UnbiasedVariance()[c]), 1e-12);
   }
 }
 
@@ -110,7 +114,8 @@ TEST(StatsAccumulator, NonFiniteSampleIsRefusedWhole) {
   LayerAccumulator acc(2);
   ASSERT_TRUE(acc.Add(ChannelMoments{4, {1, 2}, {3, 4}}).ok());
   const double nan = std::numeric_limits<double>::quiet_NaN();
-  EXPECT_EQ(acc.Add(ChannelMoments{4, {1, nan}, {3, 4}}).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(acc.Add(ChannelMoments{4, {1, nan}, {3, 4}}).code(),
+            absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(acc.Add(ChannelMoments{4, {1, 2}, {std::numeric_limits<double>::infinity(), 4}}).code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(acc.Add(ChannelMoments{4, {1}, {3}}).code(), absl::StatusCode::kInvalidArgument);
@@ -124,7 +129,7 @@ TEST(StatsAccumulator, DriftAndPriorBlend) {
   EXPECT_DOUBLE_EQ(same.mean_shift, 0);
   EXPECT_DOUBLE_EQ(same.kl, 0);
   auto d = ComputeDrift(frozen, {1, 1}, {1, 16});
-  EXPECT_DOUBLE_EQ(d.mean_shift, 0.5);                          // (1/1 + 0/2) / 2
+  EXPECT_DOUBLE_EQ(d.mean_shift, 0.5);  // (1/1 + 0/2) / 2
   EXPECT_NEAR(d.log_var_ratio, std::log(4.0) / 2, 1e-12);
   EXPECT_NEAR(d.kl, (0.5 * 1 + 0.5 * (4 - 1 - std::log(4.0))) / 2, 1e-12);
   auto blended = BlendWithPrior(frozen, {2, 3}, {3, 8}, 3, 1);

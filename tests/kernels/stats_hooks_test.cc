@@ -95,10 +95,15 @@ TEST(StatsHooks, NewStatisticsGiveANewPlanAndSurviveOnnxExport) {
 TEST(StatsHooks, InvalidStatisticsAreRefused) {
   testing::ConvBnFixture f;
   auto m = Model::LoadBytes(f.onnx);
-  EXPECT_EQ((*m)->WithBnStatistics({{"bn", BnStatistics{{0}, {1}}}}).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ((*m)->WithBnStatistics({{"bn", BnStatistics{std::vector<double>(8, 0), std::vector<double>(8, -1)}}}).status().code(),
+  EXPECT_EQ((*m)->WithBnStatistics({{"bn", BnStatistics{{0}, {1}}}}).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ((*m)->WithBnStatistics({{"zz", BnStatistics{}}}).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ((*m)->WithBnStatistics(
+                    {{"bn", BnStatistics{std::vector<double>(8, 0), std::vector<double>(8, -1)}}})
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*m)->WithBnStatistics({{"zz", BnStatistics{}}}).status().code(),
+            absl::StatusCode::kNotFound);
 }
 
 }  // namespace

@@ -1,6 +1,5 @@
 // Every way a client can get an input wrong, and the exact message it gets back.
 #include "service/request_validation.h"
-#include "service/normserve_conversion.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -10,6 +9,8 @@
 #include <limits>
 #include <string>
 #include <vector>
+
+#include "service/normserve_conversion.h"
 
 namespace normserve {
 namespace {
@@ -263,7 +264,9 @@ TEST(RequestValidationTest, DynamicImageSideBeyondTheLimitIsRefused) {
   t.raw = raw;
   const absl::Status s = ValidateInputs({in}, {t}, options).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(s.message()), HasSubstr("dim 2 of [1,3,513,8] is 513, the model expects [1, 512] (max_dynamic_dim)"));
+  EXPECT_THAT(
+      std::string(s.message()),
+      HasSubstr("dim 2 of [1,3,513,8] is 513, the model expects [1, 512] (max_dynamic_dim)"));
   t.shape = {1, 3, 512, 8};
   values.resize(3 * 512 * 8);
   const std::string ok_raw = Raw(values);

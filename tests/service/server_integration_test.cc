@@ -537,10 +537,12 @@ class LimitsTest : public ::testing::Test {
     testing::WriteFile(repo_->path() + "/gn_big/config.json", R"({"max_batch_size": 4096})");
     // ResNet-50: ~4 GFLOP for a 600 KB request, so compute outlasts arrival by far.
     const std::string heavy = testing::TestDataDir() + "/resnet50/model.onnx";
-    ASSERT_TRUE(fs::exists(heavy)) << heavy << " missing (CTest fixture service.export_oracle_models)";
+    ASSERT_TRUE(fs::exists(heavy))
+        << heavy << " missing (CTest fixture service.export_oracle_models)";
     AddModel(repo_->path(), "heavy", 1, heavy);
     auto server = ServerProcess::Start(
-        repo_->path(), {"--workers=1", "--intra_op_threads=1", "--max_queue=1", "--max_message_bytes=16777216"});
+        repo_->path(),
+        {"--workers=1", "--intra_op_threads=1", "--max_queue=1", "--max_message_bytes=16777216"});
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
     stub_ = NewStub(*server_);

@@ -22,9 +22,9 @@ std::string ModelPath() {
   return std::string(NORMSERVE_SOURCE_DIR) + "/models/repository/fashion_bn_cnn/1/model.onnx";
 }
 
-
 TEST(LiveDriftWatchTest, ExportsTheDriftASessionReportsForTheSameSamples) {
-  auto servable = LoadServable("fashion_bn_cnn", 1, ModelPath(), FileStamp{}, {}, ServableOptions{});
+  auto servable =
+      LoadServable("fashion_bn_cnn", 1, ModelPath(), FileStamp{}, {}, ServableOptions{});
   ASSERT_TRUE(servable.ok()) << servable.status();
   auto registry = std::make_shared<prometheus::Registry>();
   TrainingMetrics metrics(registry);
@@ -61,16 +61,22 @@ TEST(LiveDriftWatchTest, ExportsTheDriftASessionReportsForTheSameSamples) {
   }
   watch.Flush();
   const std::string text = prometheus::TextSerializer().Serialize(registry->Collect());
-  EXPECT_EQ(testing::MetricValue(text, "normserve_live_drift_requests_total{model=\"fashion_bn_cnn\",result=\"observed\"}"), 40);
+  EXPECT_EQ(
+      testing::MetricValue(
+          text,
+          "normserve_live_drift_requests_total{model=\"fashion_bn_cnn\",result=\"observed\"}"),
+      40);
   auto report = (*session)->Report(false);
   ASSERT_TRUE(report.ok());
   for (const LayerSummary& l : report->layers) {
-    const std::string labels = absl::StrCat("{layer=\"", l.info.name, "\",model=\"fashion_bn_cnn\"}");
-    EXPECT_NEAR(testing::MetricValue(text, "normserve_live_drift_mean_shift" + labels), l.drift.mean_shift,
-                1e-9 * (1 + l.drift.mean_shift));
-    EXPECT_NEAR(testing::MetricValue(text, "normserve_live_drift_log_var_ratio" + labels), l.drift.log_var_ratio,
-                1e-9 * (1 + l.drift.log_var_ratio));
-    EXPECT_NEAR(testing::MetricValue(text, "normserve_live_drift_kl" + labels), l.drift.kl, 1e-9 * (1 + l.drift.kl));
+    const std::string labels =
+        absl::StrCat("{layer=\"", l.info.name, "\",model=\"fashion_bn_cnn\"}");
+    EXPECT_NEAR(testing::MetricValue(text, "normserve_live_drift_mean_shift" + labels),
+                l.drift.mean_shift, 1e-9 * (1 + l.drift.mean_shift));
+    EXPECT_NEAR(testing::MetricValue(text, "normserve_live_drift_log_var_ratio" + labels),
+                l.drift.log_var_ratio, 1e-9 * (1 + l.drift.log_var_ratio));
+    EXPECT_NEAR(testing::MetricValue(text, "normserve_live_drift_kl" + labels), l.drift.kl,
+                1e-9 * (1 + l.drift.kl));
     EXPECT_GT(l.drift.kl, 0);
   }
   std::error_code ec;
@@ -84,7 +90,8 @@ TEST(LiveDriftWatchTest, OffSamplesNothingAndAFullQueueDrops) {
     LiveDriftWatch off(LiveDriftOptions{}, &metrics);
     for (int i = 0; i < 100; ++i) EXPECT_FALSE(off.Sample());
   }
-  auto servable = LoadServable("fashion_bn_cnn", 1, ModelPath(), FileStamp{}, {}, ServableOptions{});
+  auto servable =
+      LoadServable("fashion_bn_cnn", 1, ModelPath(), FileStamp{}, {}, ServableOptions{});
   ASSERT_TRUE(servable.ok());
   LiveDriftOptions options;
   options.fraction = 1;
@@ -94,10 +101,10 @@ TEST(LiveDriftWatchTest, OffSamplesNothingAndAFullQueueDrops) {
   for (int i = 0; i < 50; ++i) watch.Offer(*servable, {t});
   watch.Flush();
   const std::string text = prometheus::TextSerializer().Serialize(registry->Collect());
-  const double observed =
-      testing::MetricValue(text, "normserve_live_drift_requests_total{model=\"fashion_bn_cnn\",result=\"observed\"}");
-  const double dropped =
-      testing::MetricValue(text, "normserve_live_drift_requests_total{model=\"fashion_bn_cnn\",result=\"dropped\"}");
+  const double observed = testing::MetricValue(
+      text, "normserve_live_drift_requests_total{model=\"fashion_bn_cnn\",result=\"observed\"}");
+  const double dropped = testing::MetricValue(
+      text, "normserve_live_drift_requests_total{model=\"fashion_bn_cnn\",result=\"dropped\"}");
   EXPECT_GT(dropped, 0);
   EXPECT_EQ(observed + dropped, 50);
 }
@@ -107,9 +114,9 @@ TEST(LiveDriftWatchTest, OffSamplesNothingAndAFullQueueDrops) {
 TEST(LiveDriftWatchTest, AModelWithoutBatchNormIsIgnored) {
   auto registry = std::make_shared<prometheus::Registry>();
   TrainingMetrics metrics(registry);
-  auto servable = LoadServable("gn_small", 1,
-                               std::string(NORMSERVE_SOURCE_DIR) + "/models/repository/gn_small/1/model.onnx",
-                               FileStamp{}, {}, ServableOptions{});
+  auto servable = LoadServable(
+      "gn_small", 1, std::string(NORMSERVE_SOURCE_DIR) + "/models/repository/gn_small/1/model.onnx",
+      FileStamp{}, {}, ServableOptions{});
   ASSERT_TRUE(servable.ok()) << servable.status();
   ASSERT_TRUE((*servable)->model().bn_layers().empty());
   LiveDriftOptions options;
@@ -119,7 +126,8 @@ TEST(LiveDriftWatchTest, AModelWithoutBatchNormIsIgnored) {
   for (int i = 0; i < 40; ++i) watch.Offer(*servable, {t});
   watch.Flush();
   const std::string text = prometheus::TextSerializer().Serialize(registry->Collect());
-  EXPECT_EQ(text.find("normserve_live_drift_mean_shift{model=\"gn_small\""), std::string::npos) << text;
+  EXPECT_EQ(text.find("normserve_live_drift_mean_shift{model=\"gn_small\""), std::string::npos)
+      << text;
 }
 
 }  // namespace

@@ -14,9 +14,9 @@
 #include <random>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "absl/strings/str_cat.h"
 #include "kernels/layerwise_calibration.h"
 #include "prometheus/registry.h"
 #include "prometheus/text_serializer.h"
@@ -120,9 +120,7 @@ class SessionTest : public ::testing::Test {
     return s.Accumulate(id, absl::MakeConstSpan(&r.tensor, 1));
   }
 
-  std::string MetricsText() {
-    return prometheus::TextSerializer().Serialize(registry_->Collect());
-  }
+  std::string MetricsText() { return prometheus::TextSerializer().Serialize(registry_->Collect()); }
 
   TempDir dir_;
   std::shared_ptr<const Model> model_;
@@ -214,7 +212,8 @@ TEST_F(SessionTest, ConcurrentAccumulationMatchesOneThreadAndTwoPassReference) {
 // Issue 8 item 6: a torch.onnx.export with the default training=EVAL folds every BN into
 // its convolution; the refusal says how to export instead. (gn_small has no BN either.)
 TEST_F(SessionTest, AModelWithoutBatchNormIsRefusedWithHowToExport) {
-  auto gn = Model::LoadFile(std::string(NORMSERVE_SOURCE_DIR) + "/models/repository/gn_small/1/model.onnx");
+  auto gn = Model::LoadFile(std::string(NORMSERVE_SOURCE_DIR) +
+                            "/models/repository/gn_small/1/model.onnx");
   ASSERT_TRUE(gn.ok()) << gn.status();
   ASSERT_TRUE((*gn)->bn_layers().empty());
   const std::string d = dir_.path() + "/nobn";
@@ -239,8 +238,8 @@ TEST_F(SessionTest, RetriedRequestIdIsCountedOnce) {
   EXPECT_TRUE(b->duplicate);
   EXPECT_EQ(b->requests_accepted, 1);
   const std::string text = MetricsText();
-  EXPECT_THAT(text, HasSubstr(
-      "normserve_training_requests_total{model=\"fashion_bn_cnn\",result=\"duplicate\",session=\"dup\"} 1"));
+  EXPECT_THAT(text, HasSubstr("normserve_training_requests_total{model=\"fashion_bn_cnn\",result="
+                              "\"duplicate\",session=\"dup\"} 1"));
 }
 
 TEST_F(SessionTest, NonFiniteInputIsRefusedWholeAndCounted) {
@@ -265,10 +264,10 @@ TEST_F(SessionTest, NonFiniteInputIsRefusedWholeAndCounted) {
   EXPECT_EQ(rep->requests_refused, 3);
   for (const LayerSummary& l : rep->layers) EXPECT_EQ(l.requests, 0);
   const std::string text = MetricsText();
-  EXPECT_THAT(text, HasSubstr(
-      "normserve_training_refused_total{model=\"fashion_bn_cnn\",reason=\"non_finite_input\"} 2"));
-  EXPECT_THAT(text, HasSubstr(
-      "normserve_training_refused_total{model=\"fashion_bn_cnn\",reason=\"non_finite_activation\"} 1"));
+  EXPECT_THAT(text, HasSubstr("normserve_training_refused_total{model=\"fashion_bn_cnn\",reason="
+                              "\"non_finite_input\"} 2"));
+  EXPECT_THAT(text, HasSubstr("normserve_training_refused_total{model=\"fashion_bn_cnn\",reason="
+                              "\"non_finite_activation\"} 1"));
 }
 
 TEST_F(SessionTest, BatchNCountsEachSampleAsOneRequest) {
@@ -434,7 +433,8 @@ TEST_F(SessionTest, CorruptRecordIsReportedNeverUsed) {
   EXPECT_THAT(std::string(a.status().message()), HasSubstr(wal));
   EXPECT_THAT(std::string(a.status().message()), HasSubstr(absl::StrCat("offset ", record)));
   EXPECT_THAT(std::string(a.status().message()), HasSubstr("checksum"));
-  auto c = (*r)->Commit([](const SessionConfig&, SessionSummary&) -> absl::StatusOr<int64_t> { return 2; });
+  auto c = (*r)->Commit(
+      [](const SessionConfig&, SessionSummary&) -> absl::StatusOr<int64_t> { return 2; });
   EXPECT_EQ(c.status().code(), absl::StatusCode::kDataLoss);
 }
 

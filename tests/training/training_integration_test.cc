@@ -47,13 +47,15 @@ v1::Tensor ToTensor(const std::vector<float>& values, int64_t batch) {
   v1::Tensor t;
   t.set_dtype(v1::DATA_TYPE_FP32);
   for (int64_t d : {batch, int64_t{1}, int64_t{28}, int64_t{28}}) t.add_shape(d);
-  t.set_raw_data(std::string(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float)));
+  t.set_raw_data(
+      std::string(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float)));
   return t;
 }
 
 class TrainingServer {
  public:
-  TrainingServer(const std::string& repo, const std::string& state, std::vector<std::string> extra = {}) {
+  TrainingServer(const std::string& repo, const std::string& state,
+                 std::vector<std::string> extra = {}) {
     token_file_ = dir_.path() + "/token";
     std::ofstream(token_file_) << kToken << "\n";
     training_port_ = testing::FreePort();
@@ -61,7 +63,8 @@ class TrainingServer {
                                       "--training_token_file=" + token_file_,
                                       "--training_state_dir=" + state,
                                       "--training_min_values_per_channel=32",
-                                      "--training_max_relative_sem=0.5", "--workers=2"};
+                                      "--training_max_relative_sem=0.5",
+                                      "--workers=2"};
     flags.insert(flags.end(), extra.begin(), extra.end());
     auto p = ServerProcess::Start(repo, flags);
     EXPECT_TRUE(p.ok()) << p.status();
@@ -79,7 +82,9 @@ class TrainingServer {
   // Like kill -9 of the process (ServerProcess's destructor sends SIGKILL).
   void Kill() { process_.reset(); }
 
-  void Authorize(grpc::ClientContext* ctx) { ctx->AddMetadata("authorization", absl::StrCat("Bearer ", kToken)); }
+  void Authorize(grpc::ClientContext* ctx) {
+    ctx->AddMetadata("authorization", absl::StrCat("Bearer ", kToken));
+  }
 
   std::string StartSession(const std::string& id = "", int64_t version = 0) {
     grpc::ClientContext ctx;
@@ -273,21 +278,26 @@ TEST_F(TrainingIntegrationTest, AccumulateGateForceCommitExportAndMetrics) {
   EXPECT_THAT(nan.error_message(), HasSubstr("NaN"));
 
   std::string text = server.Metrics();
-  EXPECT_EQ(testing::MetricValue(text, absl::StrCat("normserve_training_requests_total{model=\"", kModel,
-                                                    "\",result=\"accepted\",session=\"flow\"}")),
-            24);
-  EXPECT_EQ(testing::MetricValue(text, absl::StrCat("normserve_training_requests_total{model=\"", kModel,
-                                                    "\",result=\"duplicate\",session=\"flow\"}")),
+  EXPECT_EQ(
+      testing::MetricValue(text, absl::StrCat("normserve_training_requests_total{model=\"", kModel,
+                                              "\",result=\"accepted\",session=\"flow\"}")),
+      24);
+  EXPECT_EQ(
+      testing::MetricValue(text, absl::StrCat("normserve_training_requests_total{model=\"", kModel,
+                                              "\",result=\"duplicate\",session=\"flow\"}")),
+      1);
+  EXPECT_EQ(testing::MetricValue(text, absl::StrCat("normserve_training_refused_total{model=\"",
+                                                    kModel, "\",reason=\"non_finite_input\"}")),
             1);
-  EXPECT_EQ(testing::MetricValue(text, absl::StrCat("normserve_training_refused_total{model=\"", kModel,
-                                                    "\",reason=\"non_finite_input\"}")),
+  EXPECT_EQ(testing::MetricValue(
+                text, absl::StrCat("normserve_training_sessions{model=\"", kModel, "\"}")),
             1);
-  EXPECT_EQ(testing::MetricValue(text, absl::StrCat("normserve_training_sessions{model=\"", kModel, "\"}")), 1);
-  EXPECT_EQ(testing::MetricValue(text, absl::StrCat("normserve_training_request_undefined_layers{model=\"",
-                                                    kModel, "\"}")),
+  EXPECT_EQ(testing::MetricValue(
+                text, absl::StrCat("normserve_training_request_undefined_layers{model=\"", kModel,
+                                   "\"}")),
             1);
-  EXPECT_EQ(testing::MetricValue(text, absl::StrCat("normserve_training_gate_passed{model=\"", kModel,
-                                                    "\",session=\"flow\"}")),
+  EXPECT_EQ(testing::MetricValue(text, absl::StrCat("normserve_training_gate_passed{model=\"",
+                                                    kModel, "\",session=\"flow\"}")),
             0);
 
   // Report (live) and metrics agree on the BatchNorm1d layer: 1 value per request.
@@ -299,7 +309,8 @@ TEST_F(TrainingIntegrationTest, AccumulateGateForceCommitExportAndMetrics) {
   for (const v1::LayerReport& l : live.layers()) {
     EXPECT_EQ(l.requests(), 24);
     EXPECT_EQ(l.channels_detail_size(), l.channels());
-    const std::string series = absl::StrCat("{layer=\"", l.name(), "\",model=\"", kModel, "\",session=\"flow\"}");
+    const std::string series =
+        absl::StrCat("{layer=\"", l.name(), "\",model=\"", kModel, "\",session=\"flow\"}");
     EXPECT_EQ(testing::MetricValue(text, "normserve_training_values_per_channel_min" + series),
               l.min_values_per_channel());
     EXPECT_NEAR(testing::MetricValue(text, "normserve_training_relative_sem_max" + series),
@@ -316,7 +327,9 @@ TEST_F(TrainingIntegrationTest, AccumulateGateForceCommitExportAndMetrics) {
   std::string check_output;
   const std::string metrics_file = state_dir_.path() + "/metrics.txt";
   std::ofstream(metrics_file) << text;
-  EXPECT_EQ(testing::RunCommand({"/bin/sh", "-c", "promtool check metrics < " + metrics_file}, &check_output), 0)
+  EXPECT_EQ(testing::RunCommand({"/bin/sh", "-c", "promtool check metrics < " + metrics_file},
+                                &check_output),
+            0)
       << check_output;
   EXPECT_EQ(check_output, "");
 
@@ -324,7 +337,8 @@ TEST_F(TrainingIntegrationTest, AccumulateGateForceCommitExportAndMetrics) {
   v1::CommitResponse commit;
   grpc::Status gate = server.Commit(session, false, &commit);
   EXPECT_EQ(gate.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
-  EXPECT_THAT(gate.error_message(), HasSubstr("\"" + undefined_layer + "\": 24 values per channel < 32"));
+  EXPECT_THAT(gate.error_message(),
+              HasSubstr("\"" + undefined_layer + "\": 24 values per channel < 32"));
 
   ASSERT_TRUE(server.Commit(session, true, &commit).ok());
   EXPECT_EQ(commit.published().version(), 2);
@@ -352,8 +366,10 @@ TEST_F(TrainingIntegrationTest, AccumulateGateForceCommitExportAndMetrics) {
     ASSERT_TRUE(stats.ok());
     for (size_t c = 0; c < l.committed.mean.size(); ++c) {
       // The ONNX file stores float32.
-      EXPECT_NEAR(stats->mean[c], l.committed.mean[c], 1e-6 * (1 + std::abs(l.committed.mean[c]))) << l.info.name;
-      EXPECT_NEAR(stats->var[c], l.committed.var[c], 1e-6 * (1 + l.committed.var[c])) << l.info.name;
+      EXPECT_NEAR(stats->mean[c], l.committed.mean[c], 1e-6 * (1 + std::abs(l.committed.mean[c])))
+          << l.info.name;
+      EXPECT_NEAR(stats->var[c], l.committed.var[c], 1e-6 * (1 + l.committed.var[c]))
+          << l.info.name;
     }
   }
   // The repository holds version 2 on disk; no temp dirs are left behind.
@@ -363,16 +379,21 @@ TEST_F(TrainingIntegrationTest, AccumulateGateForceCommitExportAndMetrics) {
   }
 
   text = server.Metrics();
-  EXPECT_EQ(testing::MetricValue(text, absl::StrCat("normserve_training_commits_total{model=\"", kModel,
-                                                    "\",result=\"published\"}")),
+  EXPECT_EQ(testing::MetricValue(text, absl::StrCat("normserve_training_commits_total{model=\"",
+                                                    kModel, "\",result=\"published\"}")),
             1);
-  EXPECT_EQ(testing::MetricValue(text, absl::StrCat("normserve_training_commits_total{model=\"", kModel,
-                                                    "\",result=\"gate_failed\"}")),
+  EXPECT_EQ(testing::MetricValue(text, absl::StrCat("normserve_training_commits_total{model=\"",
+                                                    kModel, "\",result=\"gate_failed\"}")),
             1);
-  EXPECT_EQ(testing::MetricValue(text, absl::StrCat("normserve_training_serving_version{model=\"", kModel, "\"}")), 2);
-  EXPECT_EQ(testing::MetricValue(text, absl::StrCat("normserve_training_sessions{model=\"", kModel, "\"}")), 0);
-  EXPECT_GT(testing::MetricValue(text, absl::StrCat("normserve_training_last_commit_timestamp_seconds{model=\"",
-                                                    kModel, "\"}")),
+  EXPECT_EQ(testing::MetricValue(
+                text, absl::StrCat("normserve_training_serving_version{model=\"", kModel, "\"}")),
+            2);
+  EXPECT_EQ(testing::MetricValue(
+                text, absl::StrCat("normserve_training_sessions{model=\"", kModel, "\"}")),
+            0);
+  EXPECT_GT(testing::MetricValue(
+                text, absl::StrCat("normserve_training_last_commit_timestamp_seconds{model=\"",
+                                   kModel, "\"}")),
             1.7e9);
   // The committed session's series are gone.
   EXPECT_THAT(text, ::testing::Not(HasSubstr("session=\"flow\"")));
@@ -460,11 +481,15 @@ TEST_F(TrainingIntegrationTest, StaleBaseRebaseRollbackAndCommitUnderLoad) {
   const std::string v4_bytes((std::istreambuf_iterator<char>(v4f)), {});
   EXPECT_EQ(v1_bytes, v4_bytes);
   const std::string text = server.Metrics();
-  EXPECT_EQ(testing::MetricValue(text, absl::StrCat("normserve_training_rollbacks_total{model=\"", kModel, "\"}")), 1);
-  EXPECT_EQ(testing::MetricValue(text, absl::StrCat("normserve_training_commits_total{model=\"", kModel,
-                                                    "\",result=\"stale_base\"}")),
+  EXPECT_EQ(testing::MetricValue(
+                text, absl::StrCat("normserve_training_rollbacks_total{model=\"", kModel, "\"}")),
             1);
-  EXPECT_EQ(testing::MetricValue(text, absl::StrCat("normserve_training_serving_version{model=\"", kModel, "\"}")), 4);
+  EXPECT_EQ(testing::MetricValue(text, absl::StrCat("normserve_training_commits_total{model=\"",
+                                                    kModel, "\",result=\"stale_base\"}")),
+            1);
+  EXPECT_EQ(testing::MetricValue(
+                text, absl::StrCat("normserve_training_serving_version{model=\"", kModel, "\"}")),
+            4);
 }
 
 TEST_F(TrainingIntegrationTest, KillNineKeepsEveryAcknowledgedRequestExactlyOnce) {
@@ -520,7 +545,8 @@ TEST_F(TrainingIntegrationTest, KillNineKeepsEveryAcknowledgedRequestExactlyOnce
   v1::ReportResponse after;
   ASSERT_TRUE(server.Report("durable", false, &after).ok());
   EXPECT_EQ(after.requests_accepted(), report.requests_accepted());
-  for (const v1::LayerReport& l : after.layers()) EXPECT_EQ(l.requests(), after.requests_accepted());
+  for (const v1::LayerReport& l : after.layers())
+    EXPECT_EQ(l.requests(), after.requests_accepted());
 }
 
 TEST(TrainingFlagsTest, ExplicitPortWithoutCredentialsIsAFlagError) {
@@ -531,10 +557,11 @@ TEST(TrainingFlagsTest, ExplicitPortWithoutCredentialsIsAFlagError) {
                                 &out),
             2);
   EXPECT_THAT(out, HasSubstr("--training_port=0 needs --training_token_file"));
-  EXPECT_EQ(testing::RunCommand({testing::NormserveBinary(), "--model_repository=" + repo.path(),
-                                 "--training_port=0", "--training_token_file=" + repo.path() + "/none"},
-                                &out),
-            2);
+  EXPECT_EQ(
+      testing::RunCommand({testing::NormserveBinary(), "--model_repository=" + repo.path(),
+                           "--training_port=0", "--training_token_file=" + repo.path() + "/none"},
+                          &out),
+      2);
   EXPECT_THAT(out, HasSubstr("cannot read"));
 }
 
@@ -545,10 +572,11 @@ TEST(TrainingTlsTest, ClientCertificateAuthenticatesWithoutToken) {
   std::string out;
   for (const auto& [k, c, cn] : {std::make_tuple(key, cert, std::string("localhost")),
                                  std::make_tuple(ckey, ccert, std::string("trainer"))}) {
-    if (testing::RunCommand({"/usr/bin/openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj",
-                             "/CN=" + cn, "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-days",
-                             "1", "-keyout", k, "-out", c},
-                            &out) != 0) {
+    if (testing::RunCommand(
+            {"/usr/bin/openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj",
+             "/CN=" + cn, "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-days", "1",
+             "-keyout", k, "-out", c},
+            &out) != 0) {
       GTEST_SKIP() << "openssl cannot make a test certificate: " << out;
     }
   }

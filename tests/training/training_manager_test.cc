@@ -408,7 +408,8 @@ TEST_F(TrainingManagerTest, ConcurrentCallsOnOneSessionKeepTableDiskAndRestartCo
     EXPECT_EQ(outside.load(), 0);
     for (const std::string& f : failures) ADD_FAILURE() << f;
     ExpectConsistent(*server, "after the hammer");
-    // Retention held throughout: at most v1 (the operator's) + keep (2) + serving (1) + session bases (2).
+    // Retention held throughout: at most v1 (the operator's) + keep (2) + serving (1) + session
+    // bases (2).
     EXPECT_LE(VersionDirs(fs::path(repo_) / kModel).size(), 6u);
     for (const SessionListing& l : t.List()) before[l.id] = {l.requests_accepted, l.state};
     // Every open session's directory holds its log; a committed one does not.

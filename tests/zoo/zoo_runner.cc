@@ -25,17 +25,19 @@ namespace {
 constexpr size_t kMaxMessage = 200;
 
 double MillisSince(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+      .count();
 }
 
 // One line, no tabs, at most kMaxMessage characters: messages go into a TSV and a table.
 std::string OneLine(std::string text) {
-  std::replace_if(text.begin(), text.end(), [](char c) { return c == '\n' || c == '\t' || c == '|'; }, ' ');
+  std::replace_if(
+      text.begin(), text.end(), [](char c) { return c == '\n' || c == '\t' || c == '|'; }, ' ');
   return text.size() > kMaxMessage ? text.substr(0, kMaxMessage) : text;
 }
 
-void PrintLine(const std::string& label, const char* status, double err, double compile_ms, double run_ms,
-               const std::string& message) {
+void PrintLine(const std::string& label, const char* status, double err, double compile_ms,
+               double run_ms, const std::string& message) {
   std::printf("%s\t%s\t%.3g\t%.0f\t%.0f\t%s\n", label.c_str(), status, err, compile_ms, run_ms,
               OneLine(message).c_str());
   std::fflush(stdout);
@@ -82,7 +84,8 @@ int Main(int argc, char** argv) {
   {
     std::ifstream export_error(dir + "/export_error.txt");
     if (export_error) {
-      std::string message((std::istreambuf_iterator<char>(export_error)), std::istreambuf_iterator<char>());
+      std::string message((std::istreambuf_iterator<char>(export_error)),
+                          std::istreambuf_iterator<char>());
       return refuse_all("export_refused", 0, message);
     }
   }
@@ -98,7 +101,8 @@ int Main(int argc, char** argv) {
   options.conv_algorithm = ConvAlgorithm::kDirect;
   auto compiled = CompiledModel::Compile(*model, options);
   const double compile_ms = MillisSince(start);
-  if (!compiled.ok()) return refuse_all("compile_refused", compile_ms, compiled.status().ToString());
+  if (!compiled.ok())
+    return refuse_all("compile_refused", compile_ms, compiled.status().ToString());
   auto ctx = (*compiled)->NewContext();
 
   for (const Case& c : cases) {
@@ -118,7 +122,8 @@ int Main(int argc, char** argv) {
       PrintLine(c.label, "run_refused", NAN, compile_ms, run_ms, run.ToString());
     } else if (out.size() != 1 || out[0].shape != want->shape) {
       PrintLine(c.label, "shape_mismatch", NAN, compile_ms, run_ms,
-                "output shape " + (out.empty() ? std::string("(none)") : ShapeToString(out[0].shape)) +
+                "output shape " +
+                    (out.empty() ? std::string("(none)") : ShapeToString(out[0].shape)) +
                     ", PyTorch " + ShapeToString(want->shape));
     } else {
       PrintLine(c.label, "ran", MaxRelativeError(out[0], *want), compile_ms, run_ms, "");
