@@ -16,6 +16,9 @@ BUILD_PACKAGES=(
 )
 PACKAGES=(
   "${BUILD_PACKAGES[@]}"
+  # the clang phases of scripts/run_tests.sh: -Wthread-safety, ASan/UBSan/TSan, libFuzzer,
+  # clang's OpenMP for the clang builds, and the format check
+  clang-14 libclang-rt-14-dev libomp-14-dev clang-format-14
   # oracles, peers and test clients
   python3-torch python3-torchvision python3-onnx python3-grpcio python3-numpy
   dataset-fashion-mnist prometheus openssl
