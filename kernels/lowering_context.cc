@@ -13,10 +13,6 @@
 namespace normserve {
 namespace {
 
-using md = dnnl::memory::desc;
-using dt = dnnl::memory::data_type;
-using tag = dnnl::memory::format_tag;
-using dims = dnnl::memory::dims;
 using Kind = MemRef::Kind;
 
 constexpr size_t kAlign = 64;

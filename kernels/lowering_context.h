@@ -18,6 +18,12 @@
 
 namespace normserve {
 
+// Short names for oneDNN's memory types, shared by the context and every op lowering.
+using md = dnnl::memory::desc;
+using dt = dnnl::memory::data_type;
+using tag = dnnl::memory::format_tag;
+using dims = dnnl::memory::dims;
+
 // Plain (row-major) float32 layout of `d`, and the "let the primitive choose" one.
 dnnl::memory::desc Plain(const dnnl::memory::dims& d);
 dnnl::memory::desc Any(const dnnl::memory::dims& d);

@@ -13,11 +13,6 @@
 namespace normserve {
 namespace {
 
-using md = dnnl::memory::desc;
-using dt = dnnl::memory::data_type;
-using tag = dnnl::memory::format_tag;
-using dims = dnnl::memory::dims;
-
 // One binary step dst = alg(a, b) + post, where `av` has the output shape `y` and `b` is
 // a runtime or constant value broadcastable to it. `plain_a` gives `av` in the plain
 // layout, for when oneDNN cannot pair a's layout with a plain broadcast operand.

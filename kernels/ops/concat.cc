@@ -10,15 +10,6 @@
 #include "kernels/tensor.h"
 
 namespace normserve {
-namespace {
-
-using md = dnnl::memory::desc;
-using dt = dnnl::memory::data_type;
-using tag = dnnl::memory::format_tag;
-using dims = dnnl::memory::dims;
-
-}  // namespace
-
 absl::Status LowerConcat(const FusedNode& f, LoweringContext& ctx) {
   const Node& n = f.node;
   const dims y = ctx.DimsOf(n.outputs[0]);

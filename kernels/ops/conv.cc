@@ -16,15 +16,6 @@
 namespace normserve {
 namespace {
 
-using md = dnnl::memory::desc;
-using dt = dnnl::memory::data_type;
-using tag = dnnl::memory::format_tag;
-using dims = dnnl::memory::dims;
-
-}  // namespace
-
-namespace {
-
 bool WantWinograd(const std::string& conv, const LoweringContext& ctx) {
   // Statistics plans feed float64 accumulators that must not depend on how requests
   // were batched; oneDNN's Winograd kernels round differently at batch 1 and batch N.

@@ -12,15 +12,6 @@
 #include "kernels/status_macros.h"
 
 namespace normserve {
-namespace {
-
-using md = dnnl::memory::desc;
-using dt = dnnl::memory::data_type;
-using tag = dnnl::memory::format_tag;
-using dims = dnnl::memory::dims;
-
-}  // namespace
-
 absl::Status LowerActivation(const FusedNode& f, LoweringContext& ctx) {
   ASSIGN_OR_RETURN(auto acts, ActivationOf(f.node, ctx.graph()));
   ASSIGN_OR_RETURN(Val v, ctx.Get(f.node.inputs[0]));

@@ -13,15 +13,6 @@
 namespace normserve {
 namespace {
 
-using md = dnnl::memory::desc;
-using dt = dnnl::memory::data_type;
-using tag = dnnl::memory::format_tag;
-using dims = dnnl::memory::dims;
-
-}  // namespace
-
-namespace {
-
 bool IsInnerProduct(const Node& n, const LoweringContext& ctx) {
   return ctx.IsConst(n.inputs[1]) && ctx.DimsOf(n.inputs[0]).size() == 2 &&
          ctx.DimsOf(n.inputs[1]).size() == 2;

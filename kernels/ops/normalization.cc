@@ -13,15 +13,6 @@
 #include "kernels/status_macros.h"
 
 namespace normserve {
-namespace {
-
-using md = dnnl::memory::desc;
-using dt = dnnl::memory::data_type;
-using tag = dnnl::memory::format_tag;
-using dims = dnnl::memory::dims;
-
-}  // namespace
-
 absl::Status LowerBatchNorm(const FusedNode& f, LoweringContext& ctx) {
   const Node& n = f.node;
   const dims x = ctx.DimsOf(n.inputs[0]);

@@ -19,8 +19,6 @@
 namespace normserve {
 namespace {
 
-using dims = dnnl::memory::dims;
-
 // At most this many pads are echoed in an error.
 constexpr size_t kEchoedPads = 12;
 

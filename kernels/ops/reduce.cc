@@ -13,11 +13,6 @@
 namespace normserve {
 namespace {
 
-using md = dnnl::memory::desc;
-using dt = dnnl::memory::data_type;
-using tag = dnnl::memory::format_tag;
-using dims = dnnl::memory::dims;
-
 // One flag per input dim: reduced or not. Axes are checked here, so shape inference and
 // lowering agree on them.
 absl::StatusOr<std::vector<bool>> ReducedDims(const Node& n, const ShapeContext& ctx, size_t rank) {

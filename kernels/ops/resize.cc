@@ -19,8 +19,6 @@
 namespace normserve {
 namespace {
 
-using dims = dnnl::memory::dims;
-
 // Everything a Resize/Upsample node means for one concrete input shape.
 struct ResizeSpec {
   bool linear = false;

@@ -20,9 +20,6 @@
 namespace normserve {
 namespace {
 
-using md = dnnl::memory::desc;
-using dims = dnnl::memory::dims;
-
 // The part of the input one output reads: per axis, first index, count and step.
 struct Region {
   dims start, count, step;

@@ -9,15 +9,6 @@
 #include "kernels/status_macros.h"
 
 namespace normserve {
-namespace {
-
-using md = dnnl::memory::desc;
-using dt = dnnl::memory::data_type;
-using tag = dnnl::memory::format_tag;
-using dims = dnnl::memory::dims;
-
-}  // namespace
-
 // Flatten/Reshape/Squeeze/Unsqueeze: a plain view of the input's buffer with the output's
 // dims (no copy).
 absl::Status LowerView(const FusedNode& f, LoweringContext& ctx) {
