@@ -36,16 +36,6 @@ int FreePort() {
   return ntohs(addr.sin_port);
 }
 
-TempDir::TempDir() {
-  std::string tmpl = (fs::temp_directory_path() / "normserve_test_XXXXXX").string();
-  path_ = ::mkdtemp(tmpl.data());
-}
-
-TempDir::~TempDir() {
-  std::error_code ec;
-  fs::remove_all(path_, ec);
-}
-
 void WriteFile(const std::string& path, const std::string& contents) {
   fs::create_directories(fs::path(path).parent_path());
   std::ofstream(path, std::ios::binary) << contents;

@@ -10,22 +10,12 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "tests/service/temp_dir.h"
 
 namespace normserve::testing {
 
 // A free TCP port on 127.0.0.1 (bound then released: a tiny race, fine on a test box).
 int FreePort();
-
-// A fresh directory under $TMPDIR, removed by the destructor.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 // Copies `model_onnx` to <repo>/<name>/<version>/model.onnx.
 void AddModel(const std::string& repo, const std::string& name, int version,

@@ -22,31 +22,17 @@
 #include "prometheus/text_serializer.h"
 #include "service/training/sample_log.h"
 #include "service/training/training_metrics.h"
+#include "tests/service/temp_dir.h"
 
 namespace normserve {
 namespace {
 namespace fs = std::filesystem;
+using ::normserve::testing::TempDir;
 using ::testing::HasSubstr;
 
 std::string ModelPath() {
   return std::string(NORMSERVE_SOURCE_DIR) + "/models/repository/fashion_bn_cnn/1/model.onnx";
 }
-
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "normserve_session_XXXXXX").string();
-    path_ = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 // Fashion-MNIST-like images: per-image brightness offset (between-image spread) plus
 // pixel noise, so means differ between requests as they do on real data.

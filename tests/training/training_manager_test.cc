@@ -25,32 +25,18 @@
 #include "service/model_repository.h"
 #include "service/servable_manager.h"
 #include "service/training/training_metrics.h"
+#include "tests/service/temp_dir.h"
 
 namespace normserve {
 namespace {
 namespace fs = std::filesystem;
+using ::normserve::testing::TempDir;
 using ::testing::HasSubstr;
 
 constexpr char kModel[] = "fashion_bn_cnn";
 
 struct CrashForTest {
   std::string step;
-};
-
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "normserve_training_mgr_XXXXXX").string();
-    path_ = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
 };
 
 // One Fashion-MNIST-sized request of batch 1, deterministic per seed.
