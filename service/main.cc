@@ -1,5 +1,6 @@
 // normserve: the gRPC inference server binary. Flags live here only; they fill
 // ServerOptions, are checked before anything starts, and SIGTERM/SIGINT drain the server.
+#include <poll.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -288,6 +289,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "normserve: cannot start: %s\n",
                  std::string(server.status().message()).c_str());
     return 1;
+  }
+  // poll() before read(): ThreadSanitizer runs a signal handler only when the thread it
+  // hit is in a call it treats as blocking; a read() on a pipe is not one, so under TSan
+  // the SIGTERM waited there forever (poll() is, and costs nothing otherwise).
+  pollfd ready = {g_signal_pipe[0], POLLIN, 0};
+  while (::poll(&ready, 1, -1) < 0 && errno == EINTR) {
   }
   char byte = 0;
   while (::read(g_signal_pipe[0], &byte, 1) < 0 && errno == EINTR) {
