@@ -10,6 +10,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <iostream>
 #include <map>
 #include <thread>
@@ -238,6 +239,32 @@ class Progress {
   double last_print_ = 0;
 };
 
+// Runs `call` (one long RPC: commit, exact report) while telling the operator it is still
+// running: the elapsed time redrawn on a terminal, a line every `interval_s` otherwise. The
+// server does not report the replay's progress (waves done) yet, so time is all we show.
+template <typename Call>
+absl::Status WithElapsed(const std::string& what, double interval_s, Call call) {
+  std::future<absl::Status> result = std::async(std::launch::async, call);
+  const bool tty = isatty(STDERR_FILENO) == 1;
+  const auto start = std::chrono::steady_clock::now();
+  const auto period = tty ? std::chrono::milliseconds(200)
+                          : std::chrono::milliseconds(static_cast<int64_t>(interval_s * 1000));
+  bool printed = false;
+  while (result.wait_for(std::max(period, std::chrono::milliseconds(50))) !=
+         std::future_status::ready) {
+    const double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (tty) {
+      std::cerr << "\r" << what << ": " << absl::StrFormat("%.1f", s) << " s" << std::flush;
+    } else {
+      std::cerr << what << ": still running after " << absl::StrFormat("%.0f", s) << " s\n";
+    }
+    printed = true;
+  }
+  if (printed && tty) std::cerr << "\r\x1b[K" << std::flush;
+  return result.get();
+}
+
 int Accumulate(TrainingClient& client, const CliOptions& options, const TrainOptions& train,
                const std::vector<std::string>& args) {
   const std::string session_id = args[2];
@@ -322,7 +349,10 @@ int ReportCmd(TrainingClient& client, const TrainOptions& train,
   req.set_per_channel(train.per_channel);
   req.set_exact(train.exact);
   v1::ReportResponse resp;
-  if (absl::Status s = client.Call(&Stub::Report, req, &resp); !s.ok()) return Fail(s);
+  absl::Status s = WithElapsed(
+      absl::StrCat("report ", args[2], train.exact ? " (exact replay)" : ""),
+      train.progress_interval_s, [&] { return client.Call(&Stub::Report, req, &resp); });
+  if (!s.ok()) return Fail(s);
   PrintReport(resp, train.per_channel);
   return kExitOk;
 }
@@ -333,7 +363,9 @@ int Commit(TrainingClient& client, const TrainOptions& train,
   req.set_session_id(args[2]);
   req.set_force(train.force);
   v1::CommitResponse resp;
-  absl::Status s = client.Call(&Stub::Commit, req, &resp);
+  absl::Status s = WithElapsed(absl::StrCat("commit ", args[2], " (layer-by-layer replay)"),
+                               train.progress_interval_s,
+                               [&] { return client.Call(&Stub::Commit, req, &resp); });
   if (!s.ok()) {
     const int code = Fail(s);
     if (s.code() == absl::StatusCode::kFailedPrecondition && !train.force) {

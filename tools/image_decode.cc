@@ -77,7 +77,10 @@ int PngDecode(PngReader* reader, png_uint_32* w, png_uint_32* h, int* channels,
   png_read_update_info(png, info);
   *channels = png_get_channels(png, info);
   if (rows != nullptr &&
-      *channels * static_cast<int64_t>(*w) == static_cast<int64_t>(png_get_rowbytes(png, info))) {
+      *channels * static_cast<int64_t>(*w) != static_cast<int64_t>(png_get_rowbytes(png, info))) {
+    png_error(png, "unexpected row size after the 8-bit transforms");
+  }
+  if (rows != nullptr) {
     for (int pass = 0; pass < interlace_passes; ++pass) {
       for (png_uint_32 y = 0; y < *h; ++y) {
         png_read_row(png, rows + static_cast<size_t>(y) * *w * *channels, nullptr);
