@@ -144,6 +144,12 @@ absl::StatusOr<Tensor> PreprocessImage(const Image& image, const v1::Preprocess&
     const int64_t longer = wide ? img.width : img.height;
     const int64_t new_long = s * longer / shorter;
     const int64_t oh = wide ? s : new_long, ow = wide ? new_long : s;
+    // A thin image grows by s / shorter on both sides: bound the result, not just the file.
+    if (new_long > kMaxImagePixels / s) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          name, ": image is ", img.width, "x", img.height, "; resizing its shorter side to ", s,
+          " gives ", ow, "x", oh, ", more than ", kMaxImagePixels, " pixels"));
+    }
     if (oh != img.height || ow != img.width) img = ResizeBilinear(img, oh, ow);
   }
   // 3. centre crop.

@@ -165,6 +165,15 @@ class ImagePreprocessOracleTest(unittest.TestCase):
         self.assertEqual(r.returncode, 1)
         self.assertIn("wrong.png: image is 12x10 (9x9 after preprocessing), the model expects 8x8",
                       r.stderr)
+        # A thin image must not grow past the pixel bound when its shorter side is resized.
+        thin = os.path.join(self.tmp.name, "thin.png")
+        Image.fromarray(photo(8192, 1, 10)).save(thin)
+        r = subprocess.run([DUMP, thin, thin + ".npy", "3", "224", "224",
+                            '{"resize_shorter_side": 256, "center_crop": [224, 224]}'],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("thin.png: image is 8192x1; resizing its shorter side to 256 gives "
+                      "2097152x256, more than 67108864 pixels", r.stderr)
         with open(path, "wb") as f:
             f.write(data[: len(data) // 2])
         r = subprocess.run([DUMP, path, path + ".npy", "3", "10", "12"], capture_output=True,
