@@ -192,6 +192,23 @@ TEST_F(CliTrainTest, WholeWorkflowStartAccumulateReportCommitExportRollback) {
   EXPECT_EQ(Cli({"train", "rollback", "tiny_bn", "99"}, &out), 64 + 5) << out;  // NOT_FOUND
 }
 
+TEST_F(CliTrainTest, ProgressIsABarOnATerminal) {
+  std::string out;
+  ASSERT_EQ(Cli({"train", "start", "tiny_bn", "--session_id=tty"}, &out), 0) << out;
+  const std::string inputs = WriteInputs("tty", 5);
+  testing::WriteFile(inputs + "/broken.png", "\x89PNG\r\n\x1a\nnot really");
+  std::string command;
+  for (const std::string& a : Argv({"train", "accumulate", "tty", inputs})) {
+    absl::StrAppend(&command, "'", a, "' ");
+  }
+  // util-linux script(1) gives the CLI a pseudo-terminal as stdout and stderr.
+  const int code = RunCommand({"/usr/bin/script", "-qec", command, "/dev/null"}, &out);
+  EXPECT_EQ(code, 64 + 3) << out;
+  EXPECT_THAT(out, HasSubstr("\r[########################] 6/6 files"));
+  EXPECT_THAT(out, HasSubstr("5 accepted, 0 duplicates, 1 unreadable"));
+  EXPECT_THAT(out, ::testing::Not(HasSubstr("accumulate: ")));  // no plain lines on a TTY
+}
+
 TEST_F(CliTrainTest, GateRefusalForceAbortAndRebase) {
   std::string out;
   ASSERT_EQ(
@@ -211,8 +228,21 @@ TEST_F(CliTrainTest, GateRefusalForceAbortAndRebase) {
   EXPECT_EQ(Cli({"train", "abort", "gone"}, &out), 64 + 5) << out;
   EXPECT_EQ(Cli({"train", "accumulate", "gone", files_.path()}, &out), 64 + 5) << out;
 
+  // A session opened before the commit below has a stale base afterwards.
+  ASSERT_EQ(Cli({"train", "start", "tiny_bn", "--session_id=stale", "--min_values_per_channel=1",
+                 "--max_relative_sem=100"},
+                &out),
+            0)
+      << out;
+  ASSERT_EQ(Cli({"train", "accumulate", "stale", WriteInputs("stale", 3)}, &out), 0) << out;
   ASSERT_EQ(Cli({"train", "commit", "gate", "--force"}, &out), 0) << out;
-  EXPECT_THAT(out, HasSubstr("published tiny_bn version"));
+  const size_t at = out.find("published tiny_bn version ");
+  ASSERT_NE(at, std::string::npos) << out;
+  const std::string published = out.substr(at + 26, out.find(' ', at + 26) - at - 26);
+  EXPECT_EQ(Cli({"train", "commit", "stale"}, &out), 64 + 9) << out;  // base no longer serving
+  ASSERT_EQ(Cli({"train", "rebase", "stale"}, &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("session stale now on tiny_bn version " + published));
+  ASSERT_EQ(Cli({"train", "commit", "stale"}, &out), 0) << out;
   EXPECT_EQ(Cli({"train", "frobnicate"}, &out), 2) << out;
   EXPECT_EQ(Cli({"train", "export", "tiny_bn"}, &out), 2) << out;  // no -o
 }
