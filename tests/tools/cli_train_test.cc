@@ -153,6 +153,11 @@ TEST_F(CliTrainTest, WholeWorkflowStartAccumulateReportCommitExportRollback) {
   testing::WriteFile(inputs + "/img.png", Png(8, 12, 7));
   testing::WriteFile(inputs + "/copy.npy", RandomNpy(1000));
 
+  // predict reads the same declaration from the metadata.
+  ASSERT_EQ(Cli({"metadata", "tiny_bn"}, &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("image preprocessing: resize shorter side 8, centre crop [8,8]"));
+  ASSERT_EQ(Cli({"predict", "tiny_bn", "--input=" + inputs + "/img.png"}, &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("output output [1,10]"));
   ASSERT_EQ(Cli({"train", "accumulate", "flow", inputs, "--progress_interval_s=0"}, &out), 0)
       << out;
   EXPECT_THAT(out, HasSubstr("14 files, 13 accepted, 1 duplicates"));
@@ -326,6 +331,67 @@ TEST_F(CliTrainTest, CtrlCInTheMiddleThenRerunCountsEveryFileOnce) {
   EXPECT_THAT(out, HasSubstr(absl::StrCat(kFiles, " files, ", kFiles - before, " accepted, ",
                                           before, " duplicates")));
   EXPECT_EQ(Accepted("crash"), kFiles);
+}
+
+}  // namespace
+}  // namespace normserve
+
+namespace normserve {
+namespace {
+
+TEST(CliTrainTlsTest, ClientCertificateAuthenticatesWithoutAToken) {
+  testing::TempDir dir;
+  std::string out;
+  auto cert = [&](const std::string& name) {
+    return testing::RunCommand(
+        {"/usr/bin/openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj",
+         "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-days", "1",
+         "-keyout", dir.path() + "/" + name + ".key", "-out", dir.path() + "/" + name + ".pem"},
+        &out);
+  };
+  if (cert("server") != 0 || cert("client") != 0) {
+    GTEST_SKIP() << "openssl cannot make test certificates: " << out;
+  }
+  testing::TempDir repo;
+  testing::AddModel(repo.path(), "tiny_bn", 1, testing::DefaultRepositoryModel("tiny_bn"));
+  const int training_port = testing::FreePort();
+  auto server = testing::ServerProcess::Start(
+      repo.path(),
+      {"--tls_cert=" + dir.path() + "/server.pem", "--tls_key=" + dir.path() + "/server.key",
+       "--training_client_ca=" + dir.path() + "/client.pem",
+       absl::StrCat("--training_port=", training_port),
+       "--training_state_dir=" + dir.path() + "/state"},
+      60, /*wait_ready=*/false);
+  ASSERT_TRUE(server.ok()) << server.status();
+  unsetenv("NORMSERVE_TRAINING_TOKEN");
+  std::vector<std::string> base = {NORMSERVE_CLI, "--server=" + (*server)->address(),
+                                   absl::StrCat("--training_server=localhost:", training_port),
+                                   "--tls_ca=" + dir.path() + "/server.pem", "--timeout_s=2"};
+  std::vector<std::string> with_cert = base;
+  with_cert.insert(with_cert.end(), {"--tls_client_cert=" + dir.path() + "/client.pem",
+                                     "--tls_client_key=" + dir.path() + "/client.key"});
+  int code = 1;
+  for (int i = 0; i < 100 && code != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    std::vector<std::string> argv = with_cert;
+    argv.push_back("train");
+    argv.push_back("sessions");
+    code = testing::RunCommand(argv, &out);
+  }
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_THAT(out, ::testing::HasSubstr("session"));
+  std::vector<std::string> start = with_cert;
+  start.insert(start.end(), {"train", "start", "tiny_bn", "--session_id=mtls"});
+  EXPECT_EQ(testing::RunCommand(start, &out), 0) << out;
+  // Without the client certificate the handshake is refused.
+  std::vector<std::string> no_cert = base;
+  no_cert.insert(no_cert.end(), {"train", "sessions"});
+  EXPECT_EQ(testing::RunCommand(no_cert, &out), 64 + 14) << out;  // UNAVAILABLE
+  std::vector<std::string> half = base;
+  half.insert(half.end(), {"--tls_client_cert=" + dir.path() + "/client.pem", "train", "sessions"});
+  EXPECT_EQ(testing::RunCommand(half, &out), 64 + 3) << out;
+  EXPECT_THAT(out, ::testing::HasSubstr("--tls_client_cert and --tls_client_key go together"));
+  EXPECT_EQ((*server)->Terminate(), 0) << (*server)->Log();
 }
 
 }  // namespace
