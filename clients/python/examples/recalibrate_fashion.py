@@ -29,10 +29,12 @@ def main():
     p.add_argument("--token_file", default=None, help="else NORMSERVE_TRAINING_TOKEN")
     p.add_argument("--shift", default="brightness", choices=data.SHIFTS)
     p.add_argument("--k", type=int, default=64, help="calibration images (batch-1 requests)")
+    p.add_argument("--test_images", type=int, default=10000, help="first N of the test split")
     p.add_argument("--rollback", action="store_true", help="restore the old version at the end")
     args = p.parse_args()
 
     x_test, y_test = data.shifted_test_set(args.shift)
+    x_test, y_test = x_test[:args.test_images], y_test[:args.test_images]
     calib = data.calibration_samples(args.shift, args.k)
     with Client(args.server, args.training_server, token_file=args.token_file) as client:
         before_version = client.metadata(MODEL).model_spec.version
