@@ -28,6 +28,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       libgrpc++1.51 libprotobuf32 libabsl20220623 libdnnl2 ocl-icd-libopencl1 libgomp1 \
       libonnx1 libprometheus-cpp-pull1.0 libprometheus-cpp-core1.0 ca-certificates \
+      libpng16-16 libjpeg62-turbo \
  && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 normserve \
  && useradd --system --uid 10001 --gid normserve --home-dir /var/lib/normserve \

@@ -13,6 +13,7 @@ BUILD_PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   libdnnl-dev ocl-icd-opencl-dev opencl-headers  # Debian's dnnl CMake config requires OpenCL
   prometheus-cpp-dev libonnx-dev libgtest-dev libgmock-dev libbenchmark-dev
+  libpng-dev libjpeg-dev libssl-dev  # normserve-cli: PNG/JPEG input, SHA-256 request ids
 )
 PACKAGES=(
   "${BUILD_PACKAGES[@]}"

@@ -67,7 +67,7 @@ TEST_F(CliTest, HealthListMetadata) {
   EXPECT_THAT(out, HasSubstr("server: SERVING"));
   EXPECT_EQ(Cli({"health", "tiny_bn"}, &out), 0) << out;
   EXPECT_THAT(out, HasSubstr("tiny_bn: SERVING"));
-  EXPECT_EQ(Cli({"health", "nope"}, &out), 1) << out;
+  EXPECT_EQ(Cli({"health", "nope"}, &out), 64 + 5) << out;  // NOT_FOUND
   EXPECT_EQ(Cli({"list"}, &out), 0) << out;
   EXPECT_THAT(out, HasSubstr("tiny_bn\tversions 1"));
   EXPECT_EQ(Cli({"metadata", "tiny_bn"}, &out), 0) << out;
@@ -122,7 +122,7 @@ TEST_F(CliTest, PredictRawAndGreyPgmReplicatedToRgb) {
 
   std::string big = "P5 16 16 255\n" + std::string(256, '\x10');
   testing::WriteFile(files_.path() + "/big.pgm", big);
-  EXPECT_EQ(Cli({"predict", "tiny_bn", "--input=" + files_.path() + "/big.pgm"}, &out), 1);
+  EXPECT_EQ(Cli({"predict", "tiny_bn", "--input=" + files_.path() + "/big.pgm"}, &out), 64 + 3);
   EXPECT_THAT(out, HasSubstr("image is 16x16, the model expects 8x8"));
 }
 
@@ -130,9 +130,9 @@ TEST_F(CliTest, ServerErrorsAndUsage) {
   std::string out;
   const std::string raw = files_.path() + "/short.raw";
   testing::WriteFile(raw, std::string(100, '\0'));
-  EXPECT_EQ(Cli({"predict", "tiny_bn", "--input=" + raw, "--shape=1,3,8,8"}, &out), 1);
+  EXPECT_EQ(Cli({"predict", "tiny_bn", "--input=" + raw, "--shape=1,3,8,8"}, &out), 64 + 3);
   EXPECT_THAT(out, HasSubstr("expected 768 bytes for shape [1,3,8,8] FP32, got 100"));
-  EXPECT_EQ(Cli({"metadata", "nope"}, &out), 1);
+  EXPECT_EQ(Cli({"metadata", "nope"}, &out), 64 + 5);
   EXPECT_THAT(out, HasSubstr("model \"nope\" is not loaded"));
   EXPECT_EQ(Cli({"predict", "tiny_bn"}, &out), 2);
   EXPECT_EQ(Cli({"frobnicate"}, &out), 2);
@@ -165,7 +165,8 @@ TEST(CliTlsTest, TlsServerAnswersTheCliWithTheCaAndRefusesPlaintext) {
   }
   EXPECT_EQ(code, 0) << out;
   EXPECT_THAT(out, HasSubstr("server: SERVING"));
-  EXPECT_EQ(RunCommand({NORMSERVE_CLI, "--server=" + address, "--timeout_s=1", "health"}, &out), 1);
+  EXPECT_EQ(RunCommand({NORMSERVE_CLI, "--server=" + address, "--timeout_s=1", "health"}, &out),
+            64 + 14);  // UNAVAILABLE
   EXPECT_EQ((*server)->Terminate(), 0) << (*server)->Log();
   EXPECT_THAT((*server)->Log(), HasSubstr("drained"));
 }
