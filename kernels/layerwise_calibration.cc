@@ -264,7 +264,11 @@ absl::StatusOr<CalibrationResult> CalibrateLayerwise(std::shared_ptr<const Model
 
   absl::flat_hash_map<std::string, BnStatistics> committed;
   std::vector<float> chunk;
+  auto report = [&](int waves_done, int64_t samples_done) {
+    if (options.on_progress) options.on_progress({waves_done, result.waves, samples_done, total});
+  };
   for (int w = 0; w < result.waves; ++w) {
+    report(w, 0);
     std::vector<CalibratedLayer*> in_wave;
     std::vector<std::string> targets, layer_outputs;
     for (auto& l : result.layers) {
@@ -328,6 +332,7 @@ absl::StatusOr<CalibrationResult> CalibrateLayerwise(std::shared_ptr<const Model
         RETURN_IF_ERROR(ctx->RunInto(inputs, outputs, &obs));
         for (auto& [name, moments] : obs.per_layer)
           RETURN_IF_ERROR(AddMoments(observed.at(name), start, moments));
+        report(w, start + n);
       }
     }
     result.waves_from_cache += seg.from_cache ? 1 : 0;
@@ -365,6 +370,7 @@ absl::StatusOr<CalibrationResult> CalibrateLayerwise(std::shared_ptr<const Model
     }
   }
   ASSIGN_OR_RETURN(result.model, model->WithBnStatistics(committed));
+  report(result.waves, total);
   return result;
 }
 

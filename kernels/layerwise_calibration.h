@@ -16,6 +16,7 @@
 #ifndef NORMSERVE_KERNELS_LAYERWISE_CALIBRATION_H_
 #define NORMSERVE_KERNELS_LAYERWISE_CALIBRATION_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -32,6 +33,15 @@ namespace normserve {
 // upstream, else 1 + the largest wave of its upstream BN layers.
 std::vector<int> BnLayerWaves(const Model& model);
 
+// Where a replay stands: reported when a wave starts, after every forward chunk, and at
+// the end (waves_done == waves_total).
+struct CalibrationProgress {
+  int waves_done = 0;
+  int waves_total = 0;
+  int64_t samples_done = 0;   // of the current wave
+  int64_t samples_total = 0;  // batch-1 samples every wave replays
+};
+
 struct CalibrationOptions {
   int64_t batch = 8;  // samples per forward pass (ResNet-18, K=64: 8 beat 4 and 16)
   int intra_op_threads = 0;
@@ -39,6 +49,9 @@ struct CalibrationOptions {
   // Largest set of cut activations kept between waves (all samples, float32). Peak use
   // is up to twice this while a wave reads one cut and writes the next. 0: never cache.
   int64_t max_cached_bytes = int64_t{512} << 20;
+  // Called on the calibrating thread (a long commit is otherwise a silent wait); must be
+  // cheap. Empty: no reports.
+  std::function<void(const CalibrationProgress&)> on_progress;
 };
 
 struct CalibratedLayer {

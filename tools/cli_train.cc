@@ -239,11 +239,25 @@ class Progress {
   double last_print_ = 0;
 };
 
-// Runs `call` (one long RPC: commit, exact report) while telling the operator it is still
-// running: the elapsed time redrawn on a terminal, a line every `interval_s` otherwise. The
-// server does not report the replay's progress (waves done) yet, so time is all we show.
+// "wave 5/17, 1200/4096 samples" of the session's running replay; "" when none runs or
+// the server cannot say (an older server: elapsed time is then all we show).
+std::string ReplayProgressText(TrainingClient& client, const std::string& session_id) {
+  v1::ReportRequest req;
+  req.set_session_id(session_id);
+  req.set_progress_only(true);
+  v1::ReportResponse resp;
+  if (!client.Call(&Stub::Report, req, &resp).ok() || !resp.progress().running()) return "";
+  const v1::ReplayProgress& p = resp.progress();
+  return absl::StrFormat("wave %d/%d, %d/%d samples", std::min(p.waves_done() + 1, p.waves_total()),
+                         p.waves_total(), p.samples_done(), p.samples_total());
+}
+
+// Runs `call` (one long RPC: commit, exact report) while telling the operator how far the
+// server's layer-by-layer replay is (Report progress_only answers without waiting for the
+// session): redrawn on a terminal, a line every `interval_s` otherwise.
 template <typename Call>
-absl::Status WithElapsed(const std::string& what, double interval_s, Call call) {
+absl::Status WithReplayProgress(TrainingClient& client, const std::string& session_id,
+                                const std::string& what, double interval_s, Call call) {
   std::future<absl::Status> result = std::async(std::launch::async, call);
   const bool tty = isatty(STDERR_FILENO) == 1;
   const auto start = std::chrono::steady_clock::now();
@@ -254,10 +268,13 @@ absl::Status WithElapsed(const std::string& what, double interval_s, Call call) 
          std::future_status::ready) {
     const double s =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::string where = ReplayProgressText(client, session_id);
+    if (!where.empty()) where = absl::StrCat(where, ", ");
     if (tty) {
-      std::cerr << "\r" << what << ": " << absl::StrFormat("%.1f", s) << " s" << std::flush;
+      std::cerr << "\r\x1b[K" << what << ": " << where << absl::StrFormat("%.1f", s) << " s"
+                << std::flush;
     } else {
-      std::cerr << what << ": still running after " << absl::StrFormat("%.0f", s) << " s\n";
+      std::cerr << what << ": " << where << absl::StrFormat("%.0f", s) << " s\n";
     }
     printed = true;
   }
@@ -349,8 +366,8 @@ int ReportCmd(TrainingClient& client, const TrainOptions& train,
   req.set_per_channel(train.per_channel);
   req.set_exact(train.exact);
   v1::ReportResponse resp;
-  absl::Status s = WithElapsed(
-      absl::StrCat("report ", args[2], train.exact ? " (exact replay)" : ""),
+  absl::Status s = WithReplayProgress(
+      client, args[2], absl::StrCat("report ", args[2], train.exact ? " (exact replay)" : ""),
       train.progress_interval_s, [&] { return client.Call(&Stub::Report, req, &resp); });
   if (!s.ok()) return Fail(s);
   PrintReport(resp, train.per_channel);
@@ -363,9 +380,9 @@ int Commit(TrainingClient& client, const TrainOptions& train,
   req.set_session_id(args[2]);
   req.set_force(train.force);
   v1::CommitResponse resp;
-  absl::Status s = WithElapsed(absl::StrCat("commit ", args[2], " (layer-by-layer replay)"),
-                               train.progress_interval_s,
-                               [&] { return client.Call(&Stub::Commit, req, &resp); });
+  absl::Status s = WithReplayProgress(
+      client, args[2], absl::StrCat("commit ", args[2], " (layer-by-layer replay)"),
+      train.progress_interval_s, [&] { return client.Call(&Stub::Commit, req, &resp); });
   if (!s.ok()) {
     const int code = Fail(s);
     if (s.code() == absl::StatusCode::kFailedPrecondition && !train.force) {

@@ -447,7 +447,7 @@ SessionSummary Session::LiveSummaryLocked() const {
   return s;
 }
 
-absl::StatusOr<SessionSummary> Session::ExactSummaryLocked() const {
+absl::StatusOr<SessionSummary> Session::ExactSummaryLocked(const std::string& operation) const {
   if (samples_.empty()) {
     return absl::FailedPreconditionError(absl::StrCat("session ", id_, " has no accepted samples"));
   }
@@ -455,7 +455,28 @@ absl::StatusOr<SessionSummary> Session::ExactSummaryLocked() const {
   options.intra_op_threads = env_.intra_op_threads;
   options.prior_strength = config_.prior_strength;
   options.max_cached_bytes = env_.commit_cache_bytes;
-  ASSIGN_OR_RETURN(CalibrationResult result, CalibrateLayerwise(base_->model, samples_, options));
+  {
+    absl::MutexLock lock(&progress_mu_);
+    progress_ = ReplayProgress{true, operation, {}, absl::Now(), absl::InfinitePast()};
+  }
+  options.on_progress = [this](const CalibrationProgress& p) {
+    {
+      absl::MutexLock lock(&progress_mu_);
+      progress_.calibration = p;
+    }
+    // Observation only (nothing durable happened): lets a test read Progress() while the
+    // replay holds the session's lock.
+    (void)FaultPoint(env_.fault_hook, "replay.progress");
+  };
+  absl::StatusOr<CalibrationResult> calibrated =
+      CalibrateLayerwise(base_->model, samples_, options);
+  {
+    absl::MutexLock lock(&progress_mu_);
+    progress_.running = false;
+    progress_.finished = absl::Now();
+  }
+  if (!calibrated.ok()) return calibrated.status();
+  const CalibrationResult& result = *calibrated;
   SessionSummary s;
   s.config = config_;
   s.requests_accepted = requests_accepted_;
@@ -487,16 +508,21 @@ absl::StatusOr<SessionSummary> Session::Report(bool exact) {
   if (aborted_) return UsableLocked();
   if (exact) {
     if (!corrupt_.empty()) return UsableLocked();
-    return ExactSummaryLocked();
+    return ExactSummaryLocked("report");
   }
   return LiveSummaryLocked();
+}
+
+ReplayProgress Session::Progress() const {
+  absl::MutexLock lock(&progress_mu_);
+  return progress_;
 }
 
 absl::StatusOr<SessionSummary> Session::Commit(
     const std::function<absl::StatusOr<int64_t>(const SessionConfig&, SessionSummary&)>& publish) {
   absl::MutexLock lock(&mu_);
   RETURN_IF_ERROR(UsableLocked());
-  ASSIGN_OR_RETURN(SessionSummary summary, ExactSummaryLocked());
+  ASSIGN_OR_RETURN(SessionSummary summary, ExactSummaryLocked("commit"));
   ASSIGN_OR_RETURN(int64_t version, publish(config_, summary));
   SessionConfig next = config_;
   next.state = "committed";

@@ -80,6 +80,17 @@ std::string GateFailures(const SessionSummary& summary);
 LayerSummary SummarizeLayer(const BnLayerInfo& info, const LayerAccumulator& acc,
                             const BnStatistics& frozen);
 
+// The last layer-wise replay of a session (an exact Report or a Commit), readable while it
+// runs: the replay holds the session's lock for seconds on a large model, and an operator
+// waiting on a commit wants to see it move.
+struct ReplayProgress {
+  bool running = false;
+  std::string operation;  // "commit" | "report"; empty before the first replay
+  CalibrationProgress calibration;
+  absl::Time started = absl::InfinitePast();
+  absl::Time finished = absl::InfinitePast();  // InfinitePast while running
+};
+
 struct AccumulateOutcome {
   bool duplicate = false;
   int64_t requests_accepted = 0;
@@ -153,6 +164,9 @@ class Session {
   // a long Report may hold the session's lock). Changes only under the publish lock.
   int64_t base_version() const { return base_version_.load(std::memory_order_acquire); }
 
+  // Never waits for the session's lock (a replay in progress holds it).
+  ReplayProgress Progress() const ABSL_LOCKS_EXCLUDED(progress_mu_);
+
   SessionConfig config() const ABSL_LOCKS_EXCLUDED(mu_);
   int64_t requests_accepted() const ABSL_LOCKS_EXCLUDED(mu_);
   bool open() const ABSL_LOCKS_EXCLUDED(mu_);
@@ -180,7 +194,9 @@ class Session {
   absl::StatusOr<std::vector<LayerAccumulator>> ReplayLocked(const Base& base)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   SessionSummary LiveSummaryLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<SessionSummary> ExactSummaryLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `operation` names the replay in Progress().
+  absl::StatusOr<SessionSummary> ExactSummaryLocked(const std::string& operation) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ExportMetricsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status UsableLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::unique_ptr<ExecutionContext> TakeContext(const Base& base);
@@ -204,6 +220,10 @@ class Session {
   std::string corrupt_ ABSL_GUARDED_BY(mu_);
   bool aborted_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<int64_t> base_version_{0};  // mirrors config_.base_version
+
+  // Written by the replay (under mu_ too), read by Progress() without mu_.
+  mutable absl::Mutex progress_mu_;
+  mutable ReplayProgress progress_ ABSL_GUARDED_BY(progress_mu_);
 
   // Execution contexts of the current base's observed plan, reused across calls.
   absl::Mutex pool_mu_;

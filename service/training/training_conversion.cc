@@ -11,6 +11,18 @@ std::vector<RequestTensor> TrainingInputs(const v1::AccumulateRequest& request) 
   return out;
 }
 
+void ProgressToProto(const ReplayProgress& p, absl::Time now, v1::ReplayProgress* out) {
+  out->set_running(p.running);
+  out->set_operation(p.operation);
+  out->set_waves_done(p.calibration.waves_done);
+  out->set_waves_total(p.calibration.waves_total);
+  out->set_samples_done(p.calibration.samples_done);
+  out->set_samples_total(p.calibration.samples_total);
+  if (p.started != absl::InfinitePast()) {
+    out->set_elapsed_seconds(absl::ToDoubleSeconds((p.running ? now : p.finished) - p.started));
+  }
+}
+
 void SummaryToReport(const SessionSummary& s, bool per_channel, v1::ReportResponse* out) {
   out->set_session_id(s.config.id);
   out->mutable_base()->set_name(s.config.model);

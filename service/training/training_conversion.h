@@ -4,6 +4,7 @@
 
 #include <vector>
 
+#include "absl/time/time.h"
 #include "normserve/v1/training.pb.h"
 #include "service/request_validation.h"
 #include "service/training/session.h"
@@ -16,6 +17,10 @@ std::vector<RequestTensor> TrainingInputs(const normserve::v1::AccumulateRequest
 
 void SummaryToReport(const SessionSummary& summary, bool per_channel,
                      normserve::v1::ReportResponse* out);
+
+// `now`: the time elapsed_seconds of a running replay is measured to.
+void ProgressToProto(const ReplayProgress& progress, absl::Time now,
+                     normserve::v1::ReplayProgress* out);
 
 SessionRequestOptions OptionsFromProto(const normserve::v1::SessionOptions& options);
 

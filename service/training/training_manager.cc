@@ -359,6 +359,11 @@ absl::StatusOr<SessionSummary> TrainingManager::Report(const std::string& sessio
   return session->Report(exact);
 }
 
+absl::StatusOr<ReplayProgress> TrainingManager::Progress(const std::string& session_id) {
+  ASSIGN_OR_RETURN(std::shared_ptr<Session> session, Find(session_id));
+  return session->Progress();
+}
+
 absl::StatusOr<int64_t> TrainingManager::PublishLocked(const std::string& model,
                                                        const std::string& onnx) {
   ASSIGN_OR_RETURN(int64_t version, publisher_.Publish(model, onnx));

@@ -88,6 +88,8 @@ class TrainingManager {
                                                const std::string& request_id,
                                                absl::Span<const RequestTensor> inputs);
   absl::StatusOr<SessionSummary> Report(const std::string& session_id, bool exact);
+  // The session's last layer-wise replay; answers while a commit of it runs.
+  absl::StatusOr<ReplayProgress> Progress(const std::string& session_id);
   // Exact layer-wise statistics, stale-base check, gate (unless `force`), publication.
   absl::StatusOr<SessionSummary> Commit(const std::string& session_id, bool force);
   absl::Status Abort(const std::string& session_id);

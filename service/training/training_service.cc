@@ -75,9 +75,19 @@ grpc::Status TrainingServiceImpl::Report(grpc::ServerContext* context,
                                          const v1::ReportRequest* request,
                                          v1::ReportResponse* response) {
   NS_AUTHENTICATE(context);
+  if (request->progress_only()) {
+    absl::StatusOr<ReplayProgress> p = manager_->Progress(request->session_id());
+    if (!p.ok()) return ToGrpcStatus(p.status());
+    response->set_session_id(request->session_id());
+    ProgressToProto(*p, absl::Now(), response->mutable_progress());
+    return grpc::Status::OK;
+  }
   absl::StatusOr<SessionSummary> s = manager_->Report(request->session_id(), request->exact());
   if (!s.ok()) return ToGrpcStatus(s.status());
   SummaryToReport(*s, request->per_channel(), response);
+  if (absl::StatusOr<ReplayProgress> p = manager_->Progress(request->session_id()); p.ok()) {
+    ProgressToProto(*p, absl::Now(), response->mutable_progress());
+  }
   return grpc::Status::OK;
 }
 

@@ -123,6 +123,13 @@ class PythonClientTest(unittest.TestCase):
             s.commit()
         self.assertEqual(e.exception.code, grpc.StatusCode.FAILED_PRECONDITION)
         self.assertIn("values per channel", e.exception.details)
+        # The refused commit replayed every sample wave by wave; its progress stays readable.
+        p = s.progress()
+        self.assertEqual((p.operation, p.running), ("commit", False))
+        self.assertGreater(p.waves_total, 1)
+        self.assertEqual((p.waves_done, p.samples_done, p.samples_total),
+                         (p.waves_total, 8, 8))
+        self.assertGreater(p.elapsed_seconds, 0)
         s.abort()
         with self.assertRaises(NormserveError) as e:
             s.accumulate(calib[1:2])

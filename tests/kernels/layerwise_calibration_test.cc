@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <numeric>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "kernels/npy_io.h"
@@ -208,6 +210,8 @@ TEST(LayerwiseCalibration, KeptCutsGiveTheStatisticsOfReplaysFromTheInput) {
   replay.max_cached_bytes = 0;
   middle.max_cached_bytes = 16 << 20;
   for (CalibrationOptions* o : {&replay, &middle, &full}) o->batch = 4;  // 4 + 2
+  std::vector<CalibrationProgress> progress;
+  middle.on_progress = [&](const CalibrationProgress& p) { progress.push_back(p); };
   auto a = CalibrateLayerwise(*m, samples, replay);
   auto b = CalibrateLayerwise(*m, samples, middle);
   auto c = CalibrateLayerwise(*m, samples, full);
@@ -221,6 +225,29 @@ TEST(LayerwiseCalibration, KeptCutsGiveTheStatisticsOfReplaysFromTheInput) {
   EXPECT_GE(c->peak_cached_bytes, int64_t{6} * 64 * 112 * 112 * 4);
   ExpectSameStatistics(*b, *a, 1e-5);
   ExpectSameStatistics(*c, *a, 1e-5);
+
+  // Progress: every wave announced at its start, forward chunks of 4 then 2 samples, the
+  // end reported whole, never going back.
+  ASSERT_FALSE(progress.empty());
+  std::vector<int> starts;
+  for (size_t i = 0; i < progress.size(); ++i) {
+    const CalibrationProgress& p = progress[i];
+    EXPECT_EQ(p.waves_total, b->waves);
+    EXPECT_EQ(p.samples_total, 6);
+    EXPECT_TRUE(p.samples_done == 0 || p.samples_done == 4 || p.samples_done == 6) << i;
+    if (p.samples_done == 0) starts.push_back(p.waves_done);
+    if (i > 0) {
+      const CalibrationProgress& q = progress[i - 1];
+      EXPECT_TRUE(p.waves_done > q.waves_done ||
+                  (p.waves_done == q.waves_done && p.samples_done > q.samples_done))
+          << "report " << i << " is not after report " << i - 1;
+    }
+  }
+  std::vector<int> every_wave(b->waves);
+  std::iota(every_wave.begin(), every_wave.end(), 0);
+  EXPECT_EQ(starts, every_wave);
+  EXPECT_EQ(progress.back().waves_done, b->waves);
+  EXPECT_EQ(progress.back().samples_done, 6);
 }
 
 // MobileNetV2: depthwise convolutions, ReLU6 (Clip), residual Adds without an activation,

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <limits>
 #include <random>
 #include <thread>
@@ -90,10 +91,10 @@ class SessionTest : public ::testing::Test {
     return c;
   }
 
-  std::shared_ptr<Session> NewSession(const std::string& id, int64_t max_samples = 1000) {
+  std::shared_ptr<Session> NewSession(const std::string& id, int64_t max_samples = 1000,
+                                      SessionEnv env = {}) {
     const std::string d = dir_.path() + "/" + id;
     fs::create_directories(d);
-    SessionEnv env;
     env.metrics = metrics_.get();
     auto s = Session::Create(Config(id, max_samples), d, model_, env);
     EXPECT_TRUE(s.ok()) << s.status();
@@ -313,6 +314,56 @@ TEST_F(SessionTest, ExactReportEqualsLayerwiseCalibrationAndGateNamesLayers) {
       EXPECT_THAT(failures, HasSubstr("\"" + l.info.name + "\""));
     }
   }
+}
+
+// A replay holds the session's lock from start to end (seconds on a large model); the CLI
+// polls Progress() meanwhile, so it must answer without that lock, from another thread.
+TEST_F(SessionTest, ProgressAnswersWhileTheReplayHoldsTheSession) {
+  std::shared_ptr<Session> s;
+  std::vector<ReplayProgress> seen;
+  int timed_out = 0;
+  SessionEnv env;
+  env.fault_hook = [&](absl::string_view step) {
+    if (step != "replay.progress" || timed_out > 0) return absl::OkStatus();
+    // Detached: if Progress() waited for the session, the replay (this thread) would never
+    // let it finish; the test then fails instead of hanging.
+    auto answer = std::make_shared<std::promise<ReplayProgress>>();
+    std::future<ReplayProgress> got = answer->get_future();
+    std::thread([answer, session = s] { answer->set_value(session->Progress()); }).detach();
+    if (got.wait_for(std::chrono::seconds(10)) != std::future_status::ready) {
+      ++timed_out;
+    } else {
+      seen.push_back(got.get());
+    }
+    return absl::OkStatus();
+  };
+  s = NewSession("progress", 1000, env);
+  ASSERT_NE(s, nullptr);
+  EXPECT_EQ(s->Progress().operation, "");  // no replay yet
+  const std::vector<Tensor> samples = Samples(6, 1, 5);
+  for (int i = 0; i < 6; ++i) ASSERT_TRUE(Add(*s, absl::StrCat(i), samples[i]).ok());
+  ASSERT_TRUE(s->Report(true).ok());
+
+  EXPECT_EQ(timed_out, 0) << "Progress() waited for the replay's session lock";
+  ASSERT_FALSE(seen.empty());
+  const int waves = seen.back().calibration.waves_total;
+  EXPECT_GT(waves, 1);
+  for (size_t i = 0; i < seen.size(); ++i) {
+    EXPECT_TRUE(seen[i].running) << i;
+    EXPECT_EQ(seen[i].operation, "report");
+    EXPECT_EQ(seen[i].calibration.samples_total, 6);
+    EXPECT_EQ(seen[i].calibration.waves_total, waves);
+    if (i == 0) continue;
+    const CalibrationProgress &a = seen[i - 1].calibration, &b = seen[i].calibration;
+    EXPECT_TRUE(b.waves_done > a.waves_done ||
+                (b.waves_done == a.waves_done && b.samples_done >= a.samples_done))
+        << "progress went back at report " << i;
+  }
+  const ReplayProgress done = s->Progress();
+  EXPECT_FALSE(done.running);
+  EXPECT_EQ(done.calibration.waves_done, waves);
+  EXPECT_EQ(done.calibration.samples_done, 6);
+  EXPECT_GE(done.finished, done.started);
 }
 
 TEST_F(SessionTest, FailedFsyncIsNotAppliedAndRetrySucceedsOnce) {

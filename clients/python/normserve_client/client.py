@@ -185,6 +185,12 @@ class Client:
         return self._call(self._trainer.Report, _tr.ReportRequest(
             session_id=session_id, per_channel=per_channel, exact=exact), training=True)
 
+    def progress(self, session_id):
+        """ReplayProgress of the session's last layer-wise replay (commit or exact report):
+        waves and samples done; answered at once, also while that replay runs."""
+        return self._call(self._trainer.Report, _tr.ReportRequest(
+            session_id=session_id, progress_only=True), training=True).progress
+
     def commit(self, session_id, force=False):
         """Publishes the exact layer-wise statistics as a new version; returns it. A failed
         quality gate raises NormserveError(FAILED_PRECONDITION) naming the layers."""
@@ -240,6 +246,9 @@ class Session:
 
     def report(self, per_channel=False, exact=False):
         return self.client.report(self.id, per_channel, exact)
+
+    def progress(self):
+        return self.client.progress(self.id)
 
     def commit(self, force=False):
         return self.client.commit(self.id, force)
