@@ -142,6 +142,7 @@ void ServableToMetadata(const Servable& servable, const std::vector<int64_t>& ve
   response->set_flops_per_sample(servable.compiled->FlopsPerSample());
   response->set_max_batch(servable.compiled->options().max_batch);
   for (const std::string& label : servable.config.labels()) response->add_labels(label);
+  response->set_precision(servable.precision());
 }
 
 void StatusInfoToProto(const ModelStatusInfo& info, v1::ModelStatus* out) {

@@ -42,10 +42,13 @@ absl::Status LowerConv(const FusedNode& f, LoweringContext& ctx) {
   const dims dilates = {dil[0] - 1, dil[1] - 1};
   using CF = dnnl::convolution_forward;
   auto conv_desc = [&](dnnl::algorithm algorithm) {
-    return has_bias ? CF::desc(dnnl::prop_kind::forward_inference, algorithm, Any(x), Any(wdims),
-                               bias_md, Any(dst_dims), strides, dilates, pad_l, pad_r)
-                    : CF::desc(dnnl::prop_kind::forward_inference, algorithm, Any(x), Any(wdims),
-                               Any(dst_dims), strides, dilates, pad_l, pad_r);
+    // In a bf16 plan, source, weights and destination are bf16 (oneDNN accumulates in
+    // f32); the bias stays f32.
+    const md src_any = ctx.ActAny(x), w_any = ctx.ActAny(wdims), dst_any = ctx.ActAny(dst_dims);
+    return has_bias ? CF::desc(dnnl::prop_kind::forward_inference, algorithm, src_any, w_any,
+                               bias_md, dst_any, strides, dilates, pad_l, pad_r)
+                    : CF::desc(dnnl::prop_kind::forward_inference, algorithm, src_any, w_any,
+                               dst_any, strides, dilates, pad_l, pad_r);
   };
   CF::primitive_desc pd(conv_desc(dnnl::algorithm::convolution_direct), ctx.Attr(f.post_ops),
                         CpuEngine());
