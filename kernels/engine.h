@@ -71,6 +71,9 @@ struct CompileOptions {
   // the CPU has no instructions for. Ignored (fp32) when observed_bn_layers is set: the
   // statistics a training commit replays must be those of the float32 network.
   Precision precision = Precision::kFp32;
+  // bf16 plans: convolutions that read a graph input run in f32 (conv.cc says why). false
+  // runs them in bf16 too, to test every operator's bf16 path on one-convolution models.
+  bool input_convs_f32 = true;
 };
 
 // The precision plans of `options` are built in: fp32 for statistics plans.

@@ -156,6 +156,13 @@ bool LoweringContext::IsPlainOrPending(const std::string& name) const {
   return it != vals_.end() && AsF32(it->second.desc) == Plain(DimsOf(name));
 }
 
+bool LoweringContext::IsGraphInput(const std::string& name) const {
+  for (const auto& in : g_.inputs) {
+    if (in.name == name) return true;
+  }
+  return false;
+}
+
 bool LoweringContext::DiesHere(const std::string& name, const Val& v) {
   return last_use_[name] == cur_ && buffer_values_[v.buffer] == 1 && alternates_[name].empty();
 }

@@ -98,6 +98,8 @@ class LoweringContext {
   }
   // True when the value is a graph input not yet materialized or was produced plain.
   bool IsPlainOrPending(const std::string& name) const;
+  // True when `name` is one of the graph's inputs (what a client sent, in f32).
+  bool IsGraphInput(const std::string& name) const;
   // True when `v` (the value `name`) is read for the last time by the current node, is its
   // buffer's only value and has no reordered copies: its buffer may be overwritten.
   bool DiesHere(const std::string& name, const Val& v);

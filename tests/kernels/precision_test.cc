@@ -76,8 +76,10 @@ std::vector<std::string> StepsStartingWith(const std::string& plan, const std::s
   return out;
 }
 
-// The plan of a bf16 ResNet-18 runs every convolution and the classifier in bf16, converts
-// the input once to bf16 and the output once back, and says what the conversions cost.
+// The plan of a bf16 ResNet-18 runs every convolution but the first (which reads the
+// client's f32 input, see conv.cc) and the classifier in bf16, converts to bf16 once after
+// the stem (the stem's output feeds the first block's convolution and its residual sum)
+// and back to f32 once for the output, and says what the conversions cost.
 TEST(Precision, Bf16ResNet18PlanRunsBf16Convolutions) {
   if (!MachineHasBf16()) GTEST_SKIP() << "no avx512_core_bf16 on this CPU";
   auto model = Model::LoadFile(TestDataDir() + "/resnet18/model.onnx");
@@ -90,8 +92,11 @@ TEST(Precision, Bf16ResNet18PlanRunsBf16Convolutions) {
   const std::string plan = (*bf16)->DescribePlan();
   std::printf("%s\n", plan.c_str());
   const auto convs = StepsStartingWith(plan, "conv ");
-  EXPECT_EQ(convs.size(), 20u) << plan;  // 17 + 3 downsampling 1x1, BN folded into all
-  for (const auto& c : convs) EXPECT_TRUE(absl::EndsWith(c, "] (bf16)")) << c;
+  ASSERT_EQ(convs.size(), 20u) << plan;  // 17 + 3 downsampling 1x1, BN folded into all
+  EXPECT_TRUE(absl::StartsWith(convs[0], "conv /conv1/Conv")) << convs[0];
+  EXPECT_TRUE(absl::EndsWith(convs[0], "] (f32)")) << convs[0];
+  for (size_t i = 1; i < convs.size(); ++i)
+    EXPECT_TRUE(absl::EndsWith(convs[i], "] (bf16)")) << convs[i];
   const auto ips = StepsStartingWith(plan, "inner_product ");
   ASSERT_EQ(ips.size(), 1u) << plan;
   EXPECT_TRUE(absl::EndsWith(ips[0], "(bf16)")) << ips[0];
@@ -101,9 +106,9 @@ TEST(Precision, Bf16ResNet18PlanRunsBf16Convolutions) {
     to_bf16 += absl::StrContains(r, "(f32->bf16) conversion");
     to_f32 += absl::StrContains(r, "(bf16->f32) conversion");
   }
-  EXPECT_EQ(to_bf16, 1) << plan;  // the input
+  EXPECT_EQ(to_bf16, 2) << plan;  // the stem's output, for layer1.0's conv1 and residual
   EXPECT_EQ(to_f32, 1) << plan;   // the output
-  EXPECT_TRUE(absl::StrContains(plan, "precision bf16: 2 reorders convert between f32 and bf16"))
+  EXPECT_TRUE(absl::StrContains(plan, "precision bf16: 3 reorders convert between f32 and bf16"))
       << plan;
 
   o.precision = Precision::kFp32;
@@ -173,48 +178,52 @@ ErrorSummary RelativeErrors(const Tensor& got, const Tensor& want) {
 // activations once per primitive (about 20-60 in these models), so the output deviates by
 // a few times 2^-9 relative to its largest value, not 60 times; 3e-2 is 15x the unit
 // roundoff and about 3x the largest deviation measured (pad_net at batch 3, 1.1e-2;
-// the deep classifiers stay under 5.2e-3).
+// the deep classifiers stay under 7.2e-3).
 constexpr double kMaxRelativeError = 3e-2;
-// Twice the largest deviation measured on the classifiers (5.2e-3): a lead bf16 rounding
+// Twice the largest deviation measured on the classifiers (7.2e-3): a lead bf16 rounding
 // does not overturn, though the 3e-2 bound alone would allow it, and a systematically
 // wrong bf16 step (a wrong layout, a lost bias) would.
-constexpr double kTop1Margin = 1e-2;
+constexpr double kTop1Margin = 1.5e-2;
 
-class Bf16AgainstFp32 : public ::testing::TestWithParam<std::string> {};
-
-TEST_P(Bf16AgainstFp32, OutputsWithinBf16RoundingOfTheFp32Plan) {
-  if (!MachineHasBf16()) GTEST_SKIP() << "no avx512_core_bf16 on this CPU";
-  const std::string name = GetParam();
+// Compares the bf16 plan with the fp32 plan on the exported inputs; returns false when they
+// computed the same bits (every convolution reads the input and stayed f32).
+bool CompareWithFp32(const std::string& name, const CompileOptions& options) {
   const std::string dir = TestDataDir() + "/" + name;
   auto model = Model::LoadFile(dir + "/model.onnx");
-  ASSERT_TRUE(model.ok()) << model.status();
-  CompileOptions o;
-  o.intra_op_threads = 2;
-  o.conv_algorithm = ConvAlgorithm::kDirect;
+  EXPECT_TRUE(model.ok()) << model.status();
+  if (!model.ok()) return true;
+  CompileOptions o = options;
+  o.precision = Precision::kFp32;
   auto fp32 = CompiledModel::Compile(*model, o);
-  ASSERT_TRUE(fp32.ok()) << fp32.status();
+  EXPECT_TRUE(fp32.ok()) << fp32.status();
   o.precision = Precision::kBf16;
   auto bf16 = CompiledModel::Compile(*model, o);
-  ASSERT_TRUE(bf16.ok()) << bf16.status();
+  EXPECT_TRUE(bf16.ok()) << bf16.status();
+  if (!fp32.ok() || !bf16.ok()) return true;
+  bool differs = false;
   for (const char* batch : {"b1", "b3"}) {
     SCOPED_TRACE(batch);
     auto input = ReadNpyFile(dir + "/input_" + batch + ".npy");
-    ASSERT_TRUE(input.ok()) << input.status();
+    EXPECT_TRUE(input.ok()) << input.status();
+    if (!input.ok()) return true;
     const TensorView view{input->data.data(), input->shape};
     std::vector<Tensor> want, got;
-    ASSERT_TRUE((*fp32)->NewContext()->Run({view}, &want).ok());
-    ASSERT_TRUE((*bf16)->NewContext()->Run({view}, &got).ok());
-    ASSERT_EQ(want.size(), got.size());
-    for (size_t k = 0; k < want.size(); ++k) {
-      ASSERT_EQ(want[k].shape, got[k].shape);
+    EXPECT_TRUE((*fp32)->NewContext()->Run({view}, &want).ok());
+    EXPECT_TRUE((*bf16)->NewContext()->Run({view}, &got).ok());
+    EXPECT_EQ(want.size(), got.size());
+    for (size_t k = 0; k < std::min(want.size(), got.size()); ++k) {
+      EXPECT_EQ(want[k].shape, got[k].shape);
+      if (want[k].shape != got[k].shape) continue;
+      differs |= want[k].data != got[k].data;
       const ErrorSummary e = RelativeErrors(got[k], want[k]);
-      std::printf("bf16 vs fp32 %-26s %s: median %.2e p99 %.2e max %.2e of max|fp32|\n",
-                  name.c_str(), batch, e.median, e.p99, e.max);
+      std::printf("bf16 vs fp32 %-26s %s%s: median %.2e p99 %.2e max %.2e of max|fp32|\n",
+                  name.c_str(), batch, options.input_convs_f32 ? "" : " (input convs bf16)",
+                  e.median, e.p99, e.max);
       EXPECT_LT(e.max, kMaxRelativeError) << (*bf16)->DescribePlan();
       // Classifiers: the same class wins wherever fp32's winner leads the runner-up by at
       // least kTop1Margin of max|fp32|. These untrained models on random inputs have
-      // near-ties (mobilenet_v2 b1: 0.2 %), which any rounding may swap; the accuracy
-      // that matters is measured on Fashion-MNIST (fashion_bf16_accuracy).
+      // near-ties (mobilenet_v2 b1: 0.04 %), which any rounding may swap; the accuracy
+      // that matters is measured on Fashion-MNIST (fashion_bf16_accuracy_test).
       const auto& s = want[k].shape;
       if (s.size() == 2 && s[1] == 1000) {
         double scale = 0;
@@ -236,6 +245,22 @@ TEST_P(Bf16AgainstFp32, OutputsWithinBf16RoundingOfTheFp32Plan) {
         }
       }
     }
+  }
+  return differs;
+}
+
+class Bf16AgainstFp32 : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(Bf16AgainstFp32, OutputsWithinBf16RoundingOfTheFp32Plan) {
+  if (!MachineHasBf16()) GTEST_SKIP() << "no avx512_core_bf16 on this CPU";
+  CompileOptions o;
+  o.intra_op_threads = 2;
+  o.conv_algorithm = ConvAlgorithm::kDirect;
+  if (!CompareWithFp32(GetParam(), o)) {
+    // The model's only convolutions read its input: run them in bf16 so that its other
+    // operators' bf16 paths (resize, min/max, ...) are tested too.
+    o.input_convs_f32 = false;
+    EXPECT_TRUE(CompareWithFp32(GetParam(), o)) << "no bf16 step at all";
   }
 }
 
