@@ -153,10 +153,10 @@ absl::StatusOr<normserve::v1::ModelConfig> ParseModelConfig(absl::string_view js
     return absl::InvalidArgumentError(
         absl::StrCat(source, ": max_batch_size and intra_op_threads must be >= 0"));
   }
-  if (!config.precision().empty()) {
-    const absl::StatusOr<Precision> precision = ParsePrecision(config.precision(), "precision");
-    if (!precision.ok())
-      return absl::InvalidArgumentError(absl::StrCat(source, ": ", precision.status().message()));
+  if (!config.precision().empty() && !ParsePrecision(config.precision(), "precision").ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": precision \"",
+                                                   Echo(config.precision()),
+                                                   "\" is not a precision (fp32, bf16, int8)"));
   }
   if (!config.platform().empty() && config.platform() != "onnx") {
     return absl::InvalidArgumentError(
