@@ -59,12 +59,12 @@ absl::StatusOr<ConvPeakResult> MeasureConvPeakOrThrow(const ConvPeakOptions& o) 
   const dnnl::memory::dims dst_dims = {o.batch, o.out_channels, o.height, o.width};
   const dnnl::memory::dims strides = {1, 1}, padding = {1, 1};
 
+  const dt act = o.bf16 ? dt::bf16 : dt::f32;
   dnnl::convolution_forward::desc desc(
       dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
-      dnnl::memory::desc(src_dims, dt::f32, tag::any),
-      dnnl::memory::desc(wei_dims, dt::f32, tag::any),
-      dnnl::memory::desc(bias_dims, dt::f32, tag::any),
-      dnnl::memory::desc(dst_dims, dt::f32, tag::any), strides, padding, padding);
+      dnnl::memory::desc(src_dims, act, tag::any), dnnl::memory::desc(wei_dims, act, tag::any),
+      dnnl::memory::desc(bias_dims, dt::f32, tag::any), dnnl::memory::desc(dst_dims, act, tag::any),
+      strides, padding, padding);
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   dnnl::convolution_forward::primitive_desc pd(desc, attr, eng);

@@ -22,6 +22,8 @@ struct ConvPeakOptions {
   double seconds = 3.0;  // timed budget after warmup
   int warmup = 10;
   int min_iters = 20;
+  // bf16 source, weights and destination (f32 bias), as in a bf16 plan.
+  bool bf16 = false;
 };
 
 struct ConvPeakResult {

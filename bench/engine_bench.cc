@@ -37,6 +37,9 @@ ABSL_FLAG(bool, conv_peak, false,
           "instead of a model, measure oneDNN's throughput on one 3x3 convolution "
           "(N=1, C=K=256, 56x56, pad 1, format_tag::any)");
 ABSL_FLAG(double, peak_seconds, 3.0, "timed budget of --conv_peak");
+ABSL_FLAG(std::string, precision, "fp32",
+          "fp32 or bf16: the plan's precision (config.json \"precision\"); with --conv_peak, "
+          "the convolution's data type");
 
 namespace normserve {
 namespace bench {
@@ -53,6 +56,7 @@ struct EngineBenchOptions {
   int min_iters = 20;
   int max_iters = 100000;
   bool describe_plan = false;
+  Precision precision = Precision::kFp32;
 };
 
 struct EngineBenchResult {
@@ -88,7 +92,8 @@ std::string JsonString(const std::string& s) {
 }
 
 absl::StatusOr<EngineBenchResult> RunEngineBench(const EngineBenchOptions& o) {
-  ASSIGN_OR_RETURN(std::unique_ptr<PreparedEngine> engine, PrepareEngine(o.model_path, o.threads));
+  ASSIGN_OR_RETURN(std::unique_ptr<PreparedEngine> engine,
+                   PrepareEngine(o.model_path, o.threads, 1234, o.precision));
   const std::shared_ptr<const CompiledModel>& compiled = engine->compiled;
   if (o.describe_plan) std::fprintf(stderr, "%s\n", compiled->DescribePlan().c_str());
   const std::vector<TensorView>& inputs = engine->inputs;
@@ -127,8 +132,12 @@ int Fail(const absl::Status& status) {
 }
 
 int Main() {
+  absl::StatusOr<Precision> precision =
+      ParsePrecision(absl::GetFlag(FLAGS_precision), "--precision");
+  if (!precision.ok()) return Fail(precision.status());
   if (absl::GetFlag(FLAGS_conv_peak)) {
     ConvPeakOptions peak;
+    peak.bf16 = *precision == Precision::kBf16;
     peak.threads = absl::GetFlag(FLAGS_threads);
     peak.seconds = absl::GetFlag(FLAGS_peak_seconds);
     absl::StatusOr<ConvPeakResult> r = MeasureConvPeak(peak);
@@ -136,12 +145,13 @@ int Main() {
     std::printf(
         "{\"runner\":\"conv_peak\",\"gflops\":%.2f,\"gflops_best\":%.2f,\"gflop_per_run\":%.4f,"
         "\"median_ms\":%.4f,\"min_ms\":%.4f,\"iters\":%lld,\"threads\":%d,"
-        "\"shape\":\"N=%lld C=%lld K=%lld %lldx%lld 3x3 pad 1\",\"implementation\":%s}\n",
+        "\"shape\":\"N=%lld C=%lld K=%lld %lldx%lld 3x3 pad 1\",\"implementation\":%s,"
+        "\"precision\":\"%s\"}\n",
         r->gflops, r->gflops_best, r->gflop_per_run, r->median_ms, r->min_ms,
         static_cast<long long>(r->iters), peak.threads, static_cast<long long>(peak.batch),
         static_cast<long long>(peak.channels), static_cast<long long>(peak.out_channels),
         static_cast<long long>(peak.height), static_cast<long long>(peak.width),
-        JsonString(r->implementation).c_str());
+        JsonString(r->implementation).c_str(), std::string(PrecisionName(*precision)).c_str());
     return 0;
   }
 
@@ -158,6 +168,7 @@ int Main() {
   o.min_iters = std::max(1, absl::GetFlag(FLAGS_min_iters));
   o.max_iters = std::max(o.min_iters, absl::GetFlag(FLAGS_max_iters));
   o.describe_plan = absl::GetFlag(FLAGS_describe_plan);
+  o.precision = *precision;
 
   absl::StatusOr<EngineBenchResult> r = RunEngineBench(o);
   if (!r.ok()) return Fail(r.status());
@@ -165,10 +176,11 @@ int Main() {
   std::printf(
       "{\"runner\":\"normserve\",\"model\":%s,\"median_ms\":%.6f,\"p90_ms\":%.6f,"
       "\"mean_ms\":%.6f,\"min_ms\":%.6f,\"iters\":%lld,\"threads\":%d,"
-      "\"gflop_per_run\":%.6f,\"gflops_achieved\":%.2f}\n",
+      "\"gflop_per_run\":%.6f,\"gflops_achieved\":%.2f,\"precision\":\"%s\"}\n",
       JsonString(o.name).c_str(), l.median_ms, l.p90_ms, l.mean_ms, l.min_ms,
       static_cast<long long>(l.iters), o.threads, r->gflop_per_run,
-      l.median_ms > 0 ? r->gflop_per_run / (l.median_ms / 1e3) : 0.0);
+      l.median_ms > 0 ? r->gflop_per_run / (l.median_ms / 1e3) : 0.0,
+      std::string(PrecisionName(o.precision)).c_str());
   return 0;
 }
 

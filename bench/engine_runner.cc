@@ -39,12 +39,14 @@ absl::StatusOr<std::vector<int64_t>> Batch1Shape(const ValueSpec& spec) {
 }
 
 absl::StatusOr<std::unique_ptr<PreparedEngine>> PrepareEngine(const std::string& model_path,
-                                                              int intra_op_threads, uint32_t seed) {
+                                                              int intra_op_threads, uint32_t seed,
+                                                              Precision precision) {
   auto e = std::make_unique<PreparedEngine>();
   ASSIGN_OR_RETURN(e->model, Model::LoadFile(model_path));
   CompileOptions compile_options;
   compile_options.intra_op_threads = intra_op_threads;
   compile_options.precompile_batch_sizes = {1};
+  compile_options.precision = precision;
   ASSIGN_OR_RETURN(e->compiled, CompiledModel::Compile(e->model, compile_options));
 
   std::mt19937 gen(seed);

@@ -33,9 +33,9 @@ absl::StatusOr<std::vector<int64_t>> Batch1Shape(const ValueSpec& spec);
 
 // Loads and compiles `model_path` with `intra_op_threads`, and fills uniform [-1, 1)
 // inputs (no denormals; the same data for every run and every process using `seed`).
-absl::StatusOr<std::unique_ptr<PreparedEngine>> PrepareEngine(const std::string& model_path,
-                                                              int intra_op_threads,
-                                                              uint32_t seed = 1234);
+absl::StatusOr<std::unique_ptr<PreparedEngine>> PrepareEngine(
+    const std::string& model_path, int intra_op_threads, uint32_t seed = 1234,
+    Precision precision = Precision::kFp32);
 
 // Closed-loop runs of the engine in-process: `streams` threads, each with its own
 // ExecutionContext (what the server's workers do), running back to back. Runs during

@@ -41,6 +41,10 @@ int64_t ElementsPerSample(const std::vector<int64_t>& shape) {
 
 }  // namespace
 
+Precision EffectivePrecision(const CompileOptions& options) {
+  return options.observed_bn_layers.empty() ? options.precision : Precision::kFp32;
+}
+
 CompiledModel::CompiledModel(std::shared_ptr<const Model> model, const CompileOptions& options)
     : model_(std::move(model)), options_(options) {}
 
@@ -52,6 +56,8 @@ absl::StatusOr<std::shared_ptr<const CompiledModel>> CompiledModel::Compile(
   if (options.max_batch <= 0) return absl::InvalidArgumentError("max_batch must be positive");
   if (options.max_dynamic_dim <= 0)
     return absl::InvalidArgumentError("max_dynamic_dim must be positive");
+  RETURN_IF_ERROR(
+      CheckPrecisionSupported(EffectivePrecision(options), dnnl::get_effective_cpu_isa()));
   std::shared_ptr<CompiledModel> cm(new CompiledModel(std::move(model), options));
   const Graph& graph = cm->model_->graph();
   cm->primary_shapes_ =
@@ -169,6 +175,12 @@ std::unique_ptr<ExecutionContext> CompiledModel::NewContext() const {
 std::string CompiledModel::DescribePlan() const {
   std::vector<std::string> lines;
   for (const auto& s : primary_->steps) lines.push_back(s.what);
+  if (primary_->precision != Precision::kFp32) {
+    lines.push_back(absl::StrCat("precision ", PrecisionName(primary_->precision), ": ",
+                                 primary_->type_conversions,
+                                 " reorders convert between f32 and bf16, ",
+                                 primary_->type_conversion_bytes, " bytes a run"));
+  }
   lines.push_back(absl::StrCat("arena ", primary_->arena_bytes, " bytes, scratchpad ",
                                primary_->scratchpad_bytes, " bytes, ", primary_->consts.size(),
                                " constant tensors"));

@@ -19,6 +19,7 @@
 #include "kernels/channel_moments.h"
 #include "kernels/model.h"
 #include "kernels/plan_cache.h"
+#include "kernels/precision.h"
 #include "kernels/tensor.h"
 
 namespace normserve {
@@ -66,7 +67,17 @@ struct CompileOptions {
   // Ignored (direct) when observed_bn_layers is set: statistics must not depend on
   // the batching, and Winograd's rounding does.
   ConvAlgorithm conv_algorithm = ConvAlgorithm::kAuto;
+  // The arithmetic between inputs and outputs (precision.h). Compile refuses a precision
+  // the CPU has no instructions for. Ignored (fp32) when observed_bn_layers is set: the
+  // statistics a training commit replays must be those of the float32 network.
+  Precision precision = Precision::kFp32;
+  // bf16 plans: convolutions that read a graph input run in f32 (conv.cc says why). false
+  // runs them in bf16 too, to test every operator's bf16 path on one-convolution models.
+  bool input_convs_f32 = true;
 };
+
+// The precision plans of `options` are built in: fp32 for statistics plans.
+Precision EffectivePrecision(const CompileOptions& options);
 
 // Observations of one Run: for each observed layer, one ChannelMoments per sample.
 struct BnObservations {

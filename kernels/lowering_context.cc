@@ -34,6 +34,14 @@ tag PlainTag(size_t rank) {
   }
 }
 
+const char* TypeName(dt t) { return dnnl_dt2str(static_cast<dnnl_data_type_t>(t)); }
+
+// " (bf16)", " (f32->bf16)": the element types a step reads and writes.
+std::string TypesText(const md& src, const md& dst) {
+  if (src.data_type() == dst.data_type()) return absl::StrCat(" (", TypeName(src.data_type()), ")");
+  return absl::StrCat(" (", TypeName(src.data_type()), "->", TypeName(dst.data_type()), ")");
+}
+
 }  // namespace
 
 tag ChannelsLastTag(size_t rank) {
@@ -60,6 +68,13 @@ tag BlockedTag(size_t rank) {
 
 md Plain(const dims& d) { return md(d, dt::f32, PlainTag(d.size())); }
 md Any(const dims& d) { return md(d, dt::f32, tag::any); }
+
+md WithType(const md& d, dt t) {
+  // Strides and offsets of a blocked desc count elements, not bytes: the layout is kept.
+  md out = d;
+  out.data.data_type = static_cast<dnnl_data_type_t>(t);
+  return out;
+}
 
 std::vector<float> Floats(const ConstTensor& t) {
   std::vector<float> v(t.size());
@@ -91,7 +106,10 @@ LoweringContext::LoweringContext(const SpecializedGraph& graph, const CompileOpt
       opset_(opset),
       plan_(plan),
       winograd_convs_(winograd_convs),
-      stream_(CpuEngine()) {}
+      act_dt_(EffectivePrecision(options) == Precision::kBf16 ? dt::bf16 : dt::f32),
+      stream_(CpuEngine()) {
+  plan_->precision = EffectivePrecision(options);
+}
 
 void LoweringContext::Begin(const std::vector<FusedNode>& nodes) {
   for (size_t i = 0; i < nodes.size(); ++i) {
@@ -135,7 +153,14 @@ absl::StatusOr<Val> LoweringContext::Get(const std::string& name) {
 bool LoweringContext::IsPlainOrPending(const std::string& name) const {
   if (pending_inputs_.contains(name)) return true;
   auto it = vals_.find(name);
-  return it != vals_.end() && it->second.desc == Plain(DimsOf(name));
+  return it != vals_.end() && AsF32(it->second.desc) == Plain(DimsOf(name));
+}
+
+bool LoweringContext::IsGraphInput(const std::string& name) const {
+  for (const auto& in : g_.inputs) {
+    if (in.name == name) return true;
+  }
+  return false;
 }
 
 bool LoweringContext::DiesHere(const std::string& name, const Val& v) {
@@ -175,29 +200,51 @@ dnnl::primitive_attr LoweringContext::Attr(const std::vector<PostOp>& post) {
 
 void LoweringContext::AddStep(const std::string& what, const dnnl::primitive_desc_base& pd,
                               dnnl::primitive prim, std::vector<std::pair<int, int>> args) {
+  std::string types;
+  if (plan_->precision != Precision::kFp32) {
+    const md src = pd.query_md(dnnl::query::src_md), dst = pd.query_md(dnnl::query::dst_md);
+    if (src && dst) types = TypesText(src, dst);
+  }
+  AddStepDescribed(what, types, pd, std::move(prim), std::move(args));
+}
+
+void LoweringContext::AddStepDescribed(const std::string& what, const std::string& suffix,
+                                       const dnnl::primitive_desc_base& pd, dnnl::primitive prim,
+                                       std::vector<std::pair<int, int>> args) {
   const size_t scratch = pd.scratchpad_desc().get_size();
   if (scratch > 0) {
     plan_->scratchpad_bytes = std::max(plan_->scratchpad_bytes, scratch);
     args.push_back({DNNL_ARG_SCRATCHPAD, scratch_ref_});
   }
-  plan_->steps.push_back({absl::StrCat(what, " [", pd.impl_info_str(), "]"), std::move(prim),
-                          nullptr, std::move(args)});
+  plan_->steps.push_back({absl::StrCat(what, " [", pd.impl_info_str(), "]", suffix),
+                          std::move(prim), nullptr, std::move(args)});
+}
+
+void LoweringContext::AddTypedReorder(const md& src, int src_ref, const md& dst, int dst_ref,
+                                      const std::string& what) {
+  dnnl::reorder::primitive_desc pd(CpuEngine(), src, CpuEngine(), dst, Attr());
+  std::string suffix;
+  if (src.data_type() != dst.data_type()) {
+    // What running a step in another element type costs: bytes read plus bytes written.
+    const size_t bytes = src.get_size() + dst.get_size();
+    ++plan_->type_conversions;
+    plan_->type_conversion_bytes += bytes;
+    suffix = absl::StrCat(TypesText(src, dst), " conversion ", bytes, " B");
+  } else if (plan_->precision != Precision::kFp32) {
+    suffix = TypesText(src, dst);
+  }
+  AddStepDescribed(absl::StrCat("reorder ", what), suffix, pd, dnnl::reorder(pd),
+                   {{DNNL_ARG_FROM, src_ref}, {DNNL_ARG_TO, dst_ref}});
 }
 
 absl::Status LoweringContext::AddReorder(int src_ref, const Val& dst, const std::string& what) {
-  const md& src_md = plan_->memrefs[src_ref].md;
-  dnnl::reorder::primitive_desc pd(CpuEngine(), src_md, CpuEngine(), dst.desc, Attr());
-  AddStep(absl::StrCat("reorder ", what), pd, dnnl::reorder(pd),
-          {{DNNL_ARG_FROM, src_ref}, {DNNL_ARG_TO, Ref(dst)}});
+  AddTypedReorder(plan_->memrefs[src_ref].md, src_ref, dst.desc, Ref(dst), what);
   return absl::OkStatus();
 }
 
 absl::StatusOr<Val> LoweringContext::OutputTo(int dst_ref, const Val& src,
                                               const std::string& what) {
-  dnnl::reorder::primitive_desc pd(CpuEngine(), src.desc, CpuEngine(), plan_->memrefs[dst_ref].md,
-                                   Attr());
-  AddStep(absl::StrCat("reorder ", what), pd, dnnl::reorder(pd),
-          {{DNNL_ARG_FROM, Ref(src)}, {DNNL_ARG_TO, dst_ref}});
+  AddTypedReorder(src.desc, Ref(src), plan_->memrefs[dst_ref].md, dst_ref, what);
   return src;
 }
 

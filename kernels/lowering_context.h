@@ -25,8 +25,15 @@ using tag = dnnl::memory::format_tag;
 using dims = dnnl::memory::dims;
 
 // Plain (row-major) float32 layout of `d`, and the "let the primitive choose" one.
+// Custom (non-oneDNN) kernels read and write float32: they take their inputs through
+// InLayout(name, Plain(...)) or an AsF32 desc, which converts a bf16 value.
 dnnl::memory::desc Plain(const dnnl::memory::dims& d);
 dnnl::memory::desc Any(const dnnl::memory::dims& d);
+// `d`'s layout (dims, blocking, strides) with another element type.
+dnnl::memory::desc WithType(const dnnl::memory::desc& d, dnnl::memory::data_type t);
+inline dnnl::memory::desc AsF32(const dnnl::memory::desc& d) {
+  return WithType(d, dnnl::memory::data_type::f32);
+}
 // Channels-last (N, spatial..., C) and 16-channel-blocked (nChw16c kin) tags, rank 3 to 5.
 dnnl::memory::format_tag ChannelsLastTag(size_t rank);
 dnnl::memory::format_tag BlockedTag(size_t rank);
@@ -66,6 +73,13 @@ class LoweringContext {
   // Convolutions whose algorithm was fixed by an earlier plan (nullptr: choose freely).
   const absl::flat_hash_set<std::string>* winograd_convs() const { return winograd_convs_; }
   Plan& plan() { return *plan_; }
+  // Element type of activations between oneDNN primitives: bf16 in a bf16 plan (see
+  // EffectivePrecision), else f32. ActAny/ActPlain are Any/Plain in that type.
+  dnnl::memory::data_type act_dt() const { return act_dt_; }
+  dnnl::memory::desc ActAny(const dnnl::memory::dims& d) const { return WithType(Any(d), act_dt_); }
+  dnnl::memory::desc ActPlain(const dnnl::memory::dims& d) const {
+    return WithType(Plain(d), act_dt_);
+  }
 
   dnnl::memory::dims DimsOf(const std::string& value) const { return g_.ShapeOf(value); }
   bool IsConst(const std::string& value) const { return g_.IsConst(value); }
@@ -84,6 +98,8 @@ class LoweringContext {
   }
   // True when the value is a graph input not yet materialized or was produced plain.
   bool IsPlainOrPending(const std::string& name) const;
+  // True when `name` is one of the graph's inputs (what a client sent, in f32).
+  bool IsGraphInput(const std::string& name) const;
   // True when `v` (the value `name`) is read for the last time by the current node, is its
   // buffer's only value and has no reordered copies: its buffer may be overwritten.
   bool DiesHere(const std::string& name, const Val& v);
@@ -102,7 +118,8 @@ class LoweringContext {
 
   // Attributes every primitive gets (user scratchpad) plus `post` as oneDNN post-ops.
   dnnl::primitive_attr Attr(const std::vector<PostOp>& post = {});
-  // Appends a primitive step; its scratchpad argument is added when it needs one.
+  // Appends a primitive step; its scratchpad argument is added when it needs one. In a
+  // reduced-precision plan the description ends with the step's element types.
   void AddStep(const std::string& what, const dnnl::primitive_desc_base& pd, dnnl::primitive prim,
                std::vector<std::pair<int, int>> args);
   // Appends a custom (non-oneDNN) step.
@@ -112,6 +129,12 @@ class LoweringContext {
   absl::StatusOr<Val> Eltwise(const std::string& name, const Val& src, const Activation& a);
 
  private:
+  void AddStepDescribed(const std::string& what, const std::string& suffix,
+                        const dnnl::primitive_desc_base& pd, dnnl::primitive prim,
+                        std::vector<std::pair<int, int>> args);
+  // A reorder step; a change of element type is counted in the plan's conversion cost.
+  void AddTypedReorder(const dnnl::memory::desc& src, int src_ref, const dnnl::memory::desc& dst,
+                       int dst_ref, const std::string& what);
   absl::StatusOr<Val> OutputTo(int dst_ref, const Val& src, const std::string& what);
   void AssignOffsets();
 
@@ -120,6 +143,7 @@ class LoweringContext {
   const int64_t opset_;
   Plan* plan_;
   const absl::flat_hash_set<std::string>* winograd_convs_;
+  const dnnl::memory::data_type act_dt_;
   dnnl::stream stream_;
   absl::flat_hash_map<std::string, Val> vals_;
   absl::flat_hash_map<std::string, std::vector<Val>> alternates_;

@@ -52,6 +52,12 @@ class Plan {
   size_t const_bytes = 0;  // all of `consts`, for a plan cache's byte budget
   std::vector<PlanStep> steps;
   double flops = 0;
+  // The precision the plan runs in (EffectivePrecision of its options).
+  Precision precision = Precision::kFp32;
+  // Reorders that change the element type (f32 <-> bf16 at graph inputs and outputs and
+  // around steps that run in f32) and the bytes they read and write per run.
+  int type_conversions = 0;
+  size_t type_conversion_bytes = 0;
   // Convolutions (node names) that run Winograd.
   absl::flat_hash_set<std::string> winograd_convs;
 };

@@ -107,6 +107,7 @@ void ServableToKServeMetadata(const Servable& servable, const std::vector<int64_
   response->set_name(servable.name);
   for (int64_t v : versions) response->add_versions(absl::StrCat(v));
   response->set_platform("normserve_onnx");
+  (*response->mutable_parameters())["precision"].set_string_param(servable.precision());
   for (const ValueSpec& in : servable.model().inputs())
     FillTensorMetadata(in, response->add_inputs());
   for (const ValueSpec& out : servable.model().outputs()) {

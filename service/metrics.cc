@@ -99,10 +99,11 @@ Metrics::Metrics()
                  .Name("normserve_model_loads_total")
                  .Help("Model version loads, by result (success or failure).")
                  .Register(*registry_)),
-      model_info_(prometheus::BuildGauge()
-                      .Name("normserve_model_info")
-                      .Help("1 for every model version serving.")
-                      .Register(*registry_)),
+      model_info_(
+          prometheus::BuildGauge()
+              .Name("normserve_model_info")
+              .Help("1 for every model version serving; precision: what it runs in (fp32, bf16).")
+              .Register(*registry_)),
       unresolved_(MakeReporter("", "")),
       reporters_(std::make_shared<const ReporterMap>()) {
   // Both results exist from the start so rate() works before the first failure.
@@ -157,23 +158,31 @@ void Metrics::ModelLoad(bool ok) {
   loads_.Add({{"result", ok ? "success" : "failure"}}).Increment();
 }
 
-void Metrics::SetModelVersions(const std::string& model, const std::vector<int64_t>& versions) {
+void Metrics::SetModelVersions(const std::string& model, const std::vector<int64_t>& versions,
+                               const std::vector<std::string>& precisions) {
   absl::MutexLock lock(&mu_);
+  auto precision_of = [&](size_t i) {
+    return i < precisions.size() ? precisions[i] : std::string("fp32");
+  };
   for (auto it = info_.begin(); it != info_.end();) {
+    const auto pos = std::find(versions.begin(), versions.end(), it->first.second);
+    // A version reloaded in another precision gets a new series; the old one goes.
     if (it->first.first == model &&
-        std::find(versions.begin(), versions.end(), it->first.second) == versions.end()) {
-      model_info_.Remove(it->second);
+        (pos == versions.end() ||
+         precision_of(static_cast<size_t>(pos - versions.begin())) != it->second.precision)) {
+      model_info_.Remove(it->second.gauge);
       it = info_.erase(it);
     } else {
       ++it;
     }
   }
-  for (int64_t v : versions) {
-    auto key = std::make_pair(model, v);
+  for (size_t i = 0; i < versions.size(); ++i) {
+    auto key = std::make_pair(model, versions[i]);
     if (info_.count(key) > 0) continue;
-    prometheus::Gauge& g = model_info_.Add({{"model", model}, {"version", absl::StrCat(v)}});
+    prometheus::Gauge& g = model_info_.Add(
+        {{"model", model}, {"version", absl::StrCat(versions[i])}, {"precision", precision_of(i)}});
     g.Set(1);
-    info_[key] = &g;
+    info_[key] = Info{precision_of(i), &g};
   }
   // Handles of versions that stopped serving are dropped (requests still running keep
   // theirs); the map holds only what serves.

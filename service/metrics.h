@@ -90,9 +90,11 @@ class Metrics {
   // empty, so a client cannot mint label values.
   std::shared_ptr<ModelMetrics> Unresolved() { return unresolved_; }
   void ModelLoad(bool ok);
-  // Publishes normserve_model_info{model,version} = 1 for exactly `versions`, and makes
-  // their per-request handles.
-  void SetModelVersions(const std::string& model, const std::vector<int64_t>& versions);
+  // Publishes normserve_model_info{model,version,precision} = 1 for exactly `versions`
+  // (precisions[i] is versions[i]'s; "fp32" where missing), and makes their per-request
+  // handles.
+  void SetModelVersions(const std::string& model, const std::vector<int64_t>& versions,
+                        const std::vector<std::string>& precisions = {});
 
   // The text exposition format of every metric (what /metrics serves).
   std::string Serialize() const;
@@ -118,7 +120,11 @@ class Metrics {
 
   const std::shared_ptr<ModelMetrics> unresolved_;
   absl::Mutex mu_;
-  std::map<std::pair<std::string, int64_t>, prometheus::Gauge*> info_ ABSL_GUARDED_BY(mu_);
+  struct Info {
+    std::string precision;
+    prometheus::Gauge* gauge = nullptr;
+  };
+  std::map<std::pair<std::string, int64_t>, Info> info_ ABSL_GUARDED_BY(mu_);
   // Replaced whole by SetModelVersions; the request path copies the pointer only.
   absl::Mutex reporters_mu_;
   std::shared_ptr<const ReporterMap> reporters_ ABSL_GUARDED_BY(reporters_mu_);

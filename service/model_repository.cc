@@ -16,6 +16,7 @@
 #include "absl/strings/str_split.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/util/json_util.h"
+#include "kernels/precision.h"
 #include "service/client_echo.h"
 
 namespace normserve {
@@ -151,6 +152,11 @@ absl::StatusOr<normserve::v1::ModelConfig> ParseModelConfig(absl::string_view js
   if (config.max_batch_size() < 0 || config.intra_op_threads() < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat(source, ": max_batch_size and intra_op_threads must be >= 0"));
+  }
+  if (!config.precision().empty() && !ParsePrecision(config.precision(), "precision").ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": precision \"",
+                                                   Echo(config.precision()),
+                                                   "\" is not a precision (fp32, bf16, int8)"));
   }
   if (!config.platform().empty() && config.platform() != "onnx") {
     return absl::InvalidArgumentError(

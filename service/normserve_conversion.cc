@@ -144,6 +144,7 @@ void ServableToMetadata(const Servable& servable, const std::vector<int64_t>& ve
   for (const std::string& label : servable.config.labels()) response->add_labels(label);
   if (servable.config.has_preprocess())
     *response->mutable_preprocess() = servable.config.preprocess();
+  response->set_precision(servable.precision());
 }
 
 void StatusInfoToProto(const ModelStatusInfo& info, v1::ModelStatus* out) {

@@ -46,6 +46,12 @@ absl::StatusOr<std::shared_ptr<const Servable>> LoadServable(
       config.max_dynamic_dim() > 0 ? config.max_dynamic_dim() : options.max_dynamic_dim;
   if (max_dim > 0) compile.max_dynamic_dim = max_dim;
   compile.compile_unlisted_batch_sizes = config.compile_unlisted_batch_sizes();
+  if (!config.precision().empty()) {
+    // Checked by ParseModelConfig already; a config built in code is checked here.
+    absl::StatusOr<Precision> precision = ParsePrecision(config.precision(), "precision");
+    if (!precision.ok()) return Annotate(precision.status(), path);
+    compile.precision = *precision;
+  }
   absl::StatusOr<std::shared_ptr<const CompiledModel>> compiled =
       CompiledModel::Compile(*model, compile);
   if (!compiled.ok()) return Annotate(compiled.status(), path);

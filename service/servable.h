@@ -56,6 +56,10 @@ struct Servable {
   absl::Time loaded_at;
 
   const Model& model() const { return compiled->model(); }
+  // "fp32" or "bf16": what the compiled plans run in.
+  std::string precision() const {
+    return std::string(PrecisionName(compiled->options().precision));
+  }
 };
 
 // Reads, imports and compiles `path`. Errors name the file.

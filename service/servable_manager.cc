@@ -253,7 +253,11 @@ absl::Status ServableManager::SyncModel(const std::string& model) {
 void ServableManager::Publish(const std::string& model, VersionMap versions,
                               const std::string& error) {
   std::vector<int64_t> serving;
-  for (const auto& [v, s] : versions) serving.push_back(v);
+  std::vector<std::string> precisions;
+  for (const auto& [v, s] : versions) {
+    serving.push_back(v);
+    precisions.push_back(s->precision());
+  }
   {
     absl::MutexLock lock(&mu_);
     auto next = std::make_shared<Snapshot>(*snapshot_);
@@ -270,7 +274,7 @@ void ServableManager::Publish(const std::string& model, VersionMap versions,
     snapshot_ = std::move(next);
   }
   // The servables replaced here are freed when their last in-flight request drops them.
-  if (observer_ != nullptr) observer_->OnServingChanged(model, serving);
+  if (observer_ != nullptr) observer_->OnServingChanged(model, serving, precisions);
 }
 
 void ServableManager::StartPolling(absl::Duration period) {

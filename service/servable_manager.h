@@ -36,8 +36,9 @@ class ServableObserver {
   virtual ~ServableObserver() = default;
   virtual void OnLoadResult(const std::string& model, int64_t version,
                             const absl::Status& status) = 0;
-  // `versions` empty: the model no longer serves.
-  virtual void OnServingChanged(const std::string& model, const std::vector<int64_t>& versions) = 0;
+  // `versions` empty: the model no longer serves. precisions[i]: what versions[i] runs in.
+  virtual void OnServingChanged(const std::string& model, const std::vector<int64_t>& versions,
+                                const std::vector<std::string>& precisions) = 0;
 };
 
 class ServableManager {

@@ -57,8 +57,9 @@ class ServingObserver : public ServableObserver {
     metrics_->ModelLoad(status.ok());
   }
 
-  void OnServingChanged(const std::string& model, const std::vector<int64_t>& versions) override {
-    metrics_->SetModelVersions(model, versions);
+  void OnServingChanged(const std::string& model, const std::vector<int64_t>& versions,
+                        const std::vector<std::string>& precisions) override {
+    metrics_->SetModelVersions(model, versions, precisions);
     absl::MutexLock lock(&mu_);
     if (health_ != nullptr) health_->SetServingStatus(model, !versions.empty());
   }

@@ -1,4 +1,4 @@
-// Concat lowering: oneDNN concat of plain inputs.
+// Concat lowering: oneDNN concat of plain inputs (bf16 in a bf16 plan).
 #include <string>
 #include <utility>
 #include <vector>
@@ -18,12 +18,13 @@ absl::Status LowerConcat(const FusedNode& f, LoweringContext& ctx) {
   std::vector<md> srcs;
   std::vector<std::pair<int, int>> args;
   for (size_t i = 0; i < n.inputs.size(); ++i) {
-    ASSIGN_OR_RETURN(Val v, ctx.PlainVal(n.inputs[i]));
+    ASSIGN_OR_RETURN(Val v, ctx.InLayout(n.inputs[i], ctx.ActPlain(ctx.DimsOf(n.inputs[i]))));
     srcs.push_back(v.desc);
     args.push_back({DNNL_ARG_MULTIPLE_SRC + static_cast<int>(i), ctx.Ref(v)});
   }
-  dnnl::concat::primitive_desc pd(Plain(y), static_cast<int>(axis), srcs, CpuEngine(), ctx.Attr());
-  Val dst = ctx.NewVal(Plain(y));
+  dnnl::concat::primitive_desc pd(ctx.ActPlain(y), static_cast<int>(axis), srcs, CpuEngine(),
+                                  ctx.Attr());
+  Val dst = ctx.NewVal(ctx.ActPlain(y));
   args.push_back({DNNL_ARG_DST, ctx.Ref(dst)});
   ctx.AddStep(absl::StrCat("concat ", n.name), pd, dnnl::concat(pd), std::move(args));
   ctx.Define(f.output, dst);

@@ -23,11 +23,12 @@ absl::Status LowerActivation(const FusedNode& f, LoweringContext& ctx) {
 }
 
 // Erf on its own (a GELU that gelu_fusion.h did not recognise): std::erf over every element
-// of the buffer, in the layout the producer chose. A blocked layout's padding holds zeros,
-// and erf(0) = 0 keeps it so.
+// of the buffer, in the layout the producer chose but in f32 (a bf16 value is converted).
+// A blocked layout's padding holds zeros, and erf(0) = 0 keeps it so.
 absl::Status LowerErf(const FusedNode& f, LoweringContext& ctx) {
   const Node& n = f.node;
-  ASSIGN_OR_RETURN(Val src, ctx.Get(n.inputs[0]));
+  ASSIGN_OR_RETURN(Val produced, ctx.Get(n.inputs[0]));
+  ASSIGN_OR_RETURN(Val src, ctx.InLayout(n.inputs[0], AsF32(produced.desc)));
   Val dst = ctx.NewVal(src.desc);
   const int src_ref = ctx.Ref(src), dst_ref = ctx.Ref(dst);
   const size_t count = src.desc.get_size() / sizeof(float);

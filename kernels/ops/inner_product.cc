@@ -78,10 +78,11 @@ absl::Status LowerInnerProduct(const FusedNode& f, LoweringContext& ctx) {
   }
   using IP = dnnl::inner_product_forward;
   const dims wd = {out, k}, yd = {x[0], out};
-  auto desc = bias.empty()
-                  ? IP::desc(dnnl::prop_kind::forward_inference, Plain(x), Any(wd), Any(yd))
-                  : IP::desc(dnnl::prop_kind::forward_inference, Plain(x), Any(wd),
-                             md({out}, dt::f32, tag::a), Any(yd));
+  // bf16 plan: bf16 source, weights and destination, f32 bias (as for Conv).
+  const md src_md = ctx.ActPlain(x), w_any = ctx.ActAny(wd), dst_any = ctx.ActAny(yd);
+  auto desc = bias.empty() ? IP::desc(dnnl::prop_kind::forward_inference, src_md, w_any, dst_any)
+                           : IP::desc(dnnl::prop_kind::forward_inference, src_md, w_any,
+                                      md({out}, dt::f32, tag::a), dst_any);
   IP::primitive_desc pd(desc, ctx.Attr(f.post_ops), CpuEngine());
   ASSIGN_OR_RETURN(Val src, ctx.InLayout(n.inputs[0], pd.src_desc()));
   Val dst = ctx.NewVal(pd.dst_desc());

@@ -23,7 +23,7 @@ absl::Status LowerBatchNorm(const FusedNode& f, LoweringContext& ctx) {
   const bool plain = ctx.IsPlainOrPending(n.inputs[0]);
   Val src;
   if (plain && x.size() >= 3 && x.size() <= 5) {
-    ASSIGN_OR_RETURN(src, ctx.InLayout(n.inputs[0], md(x, dt::f32, BlockedTag(x.size()))));
+    ASSIGN_OR_RETURN(src, ctx.InLayout(n.inputs[0], md(x, ctx.act_dt(), BlockedTag(x.size()))));
   } else {
     ASSIGN_OR_RETURN(src, ctx.Get(n.inputs[0]));
   }
@@ -70,7 +70,7 @@ absl::Status LowerBatchNormMoments(const Node& n, LoweringContext& ctx) {
 }
 
 // Group (and instance) normalization: oneDNN 2.6 has no such primitive, so it runs as
-// one custom kernel (group_norm_kernel.h) in the layout its producer chose when that is
+// one custom f32 kernel (group_norm_kernel.h) in the layout its producer chose when that is
 // channels-last or plain, which keeps the surrounding convolutions free of reorders.
 absl::Status LowerGroupNorm(const FusedNode& f, LoweringContext& ctx) {
   const Node& n = f.node;
@@ -87,8 +87,9 @@ absl::Status LowerGroupNorm(const FusedNode& f, LoweringContext& ctx) {
   }
   for (size_t i = 2; i < x.size(); ++i) shape.spatial *= x[i];
   ASSIGN_OR_RETURN(Val produced, ctx.Get(n.inputs[0]));
+  // The kernel reads and writes f32: a bf16 input is converted in its layout.
   const md channels_last(x, dt::f32, ChannelsLastTag(x.size()));
-  shape.channels_last = produced.desc == channels_last;
+  shape.channels_last = AsF32(produced.desc) == channels_last;
   ASSIGN_OR_RETURN(Val src,
                    ctx.InLayout(n.inputs[0], shape.channels_last ? channels_last : Plain(x)));
   Val dst = ctx.NewVal(src.desc);

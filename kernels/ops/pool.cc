@@ -39,7 +39,9 @@ absl::Status LowerPool(const FusedNode& f, LoweringContext& ctx) {
                             : dnnl::algorithm::pooling_avg_exclude_padding;
   ASSIGN_OR_RETURN(Val src, ctx.Get(n.inputs[0]));
   using P = dnnl::pooling_v2_forward;
-  P::primitive_desc pd(P::desc(dnnl::prop_kind::forward_inference, alg, src.desc, Any(y), strides,
+  // The destination keeps the source's element type (bf16 in, bf16 out).
+  const md dst_any = WithType(Any(y), src.desc.data_type());
+  P::primitive_desc pd(P::desc(dnnl::prop_kind::forward_inference, alg, src.desc, dst_any, strides,
                                kernel, dil, pl, pr),
                        ctx.Attr(), CpuEngine());
   Val dst = ctx.NewVal(pd.dst_desc());

@@ -257,7 +257,8 @@ absl::Status LowerResize(const FusedNode& f, LoweringContext& ctx) {
     using R = dnnl::resampling_forward;
     const auto alg =
         s.linear ? dnnl::algorithm::resampling_linear : dnnl::algorithm::resampling_nearest;
-    R::primitive_desc pd(R::desc(dnnl::prop_kind::forward_inference, alg, src.desc, Any(y)),
+    R::primitive_desc pd(R::desc(dnnl::prop_kind::forward_inference, alg, src.desc,
+                                 WithType(Any(y), src.desc.data_type())),
                          ctx.Attr(), CpuEngine());
     out = ctx.NewVal(pd.dst_desc());
     ctx.AddStep(what, pd, R(pd), {{DNNL_ARG_SRC, ctx.Ref(src)}, {DNNL_ARG_DST, ctx.Ref(out)}});

@@ -20,9 +20,12 @@ absl::Status LowerTranspose(const FusedNode& f, LoweringContext& ctx) {
   std::vector<int> where(x.size());
   for (size_t j = 0; j < perm.size(); ++j)
     where[perm[j] < 0 ? perm[j] + x.size() : perm[j]] = static_cast<int>(j);
-  ASSIGN_OR_RETURN(Val src, ctx.PlainVal(n.inputs[0]));
+  // A reorder moves any element type: the producer's is kept.
+  ASSIGN_OR_RETURN(Val produced, ctx.Get(n.inputs[0]));
+  const dt type = produced.desc.data_type();
+  ASSIGN_OR_RETURN(Val src, ctx.InLayout(n.inputs[0], WithType(Plain(x), type)));
   const md permuted = src.desc.permute_axes(where);
-  Val dst = ctx.NewVal(Plain(y));
+  Val dst = ctx.NewVal(WithType(Plain(y), type));
   RETURN_IF_ERROR(ctx.AddReorder(ctx.Ref(Val{src.buffer, permuted}), dst, n.name));
   ctx.Define(f.output, dst);
   return absl::OkStatus();

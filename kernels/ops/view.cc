@@ -10,10 +10,13 @@
 
 namespace normserve {
 // Flatten/Reshape/Squeeze/Unsqueeze: a plain view of the input's buffer with the output's
-// dims (no copy).
+// dims (no copy), in the element type its producer wrote.
 absl::Status LowerView(const FusedNode& f, LoweringContext& ctx) {
-  ASSIGN_OR_RETURN(Val src, ctx.PlainVal(f.node.inputs[0]));
-  ctx.Define(f.output, Val{src.buffer, Plain(ctx.DimsOf(f.node.outputs[0]))});
+  const std::string& in = f.node.inputs[0];
+  ASSIGN_OR_RETURN(Val produced, ctx.Get(in));
+  const dt type = produced.desc.data_type();
+  ASSIGN_OR_RETURN(Val src, ctx.InLayout(in, WithType(Plain(ctx.DimsOf(in)), type)));
+  ctx.Define(f.output, Val{src.buffer, WithType(Plain(ctx.DimsOf(f.node.outputs[0])), type)});
   return absl::OkStatus();
 }
 

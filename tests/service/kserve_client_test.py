@@ -282,7 +282,7 @@ class KServeClientTest(unittest.TestCase):
                        "normserve_queue_duration_seconds_sum",
                        "normserve_inflight_requests 0",
                        'normserve_model_loads_total{result="success"}',
-                       'normserve_model_info{model="tiny_bn",version="1"} 1'):
+                       'normserve_model_info{model="tiny_bn",precision="fp32",version="1"} 1'):
             self.assertIn(needle, text)
         promtool = shutil.which("promtool")
         if promtool:

@@ -26,6 +26,22 @@ TEST(MetricsTest, HandlesAreMadeOncePerServingVersion) {
   EXPECT_EQ(metrics.Unresolved(), metrics.Unresolved());
 }
 
+TEST(MetricsTest, ModelInfoCarriesEachVersionsPrecision) {
+  Metrics metrics;
+  metrics.SetModelVersions("m", {1, 2}, {"fp32", "bf16"});
+  std::string text = metrics.Serialize();
+  EXPECT_THAT(text,
+              HasSubstr("normserve_model_info{model=\"m\",precision=\"fp32\",version=\"1\"} 1"));
+  EXPECT_THAT(text,
+              HasSubstr("normserve_model_info{model=\"m\",precision=\"bf16\",version=\"2\"} 1"));
+  // Version 2 reloaded in fp32: one series for it, with the new label.
+  metrics.SetModelVersions("m", {1, 2}, {"fp32", "fp32"});
+  text = metrics.Serialize();
+  EXPECT_THAT(text, Not(HasSubstr("precision=\"bf16\"")));
+  EXPECT_THAT(text,
+              HasSubstr("normserve_model_info{model=\"m\",precision=\"fp32\",version=\"2\"} 1"));
+}
+
 TEST(MetricsTest, ExpositionKeepsItsNamesAndLabels) {
   Metrics metrics;
   metrics.SetModelVersions("resnet", {3});
@@ -50,7 +66,8 @@ TEST(MetricsTest, ExpositionKeepsItsNamesAndLabels) {
   EXPECT_THAT(text, HasSubstr("normserve_request_duration_seconds_count{model=\"resnet\"} 2"));
   EXPECT_THAT(text, HasSubstr("normserve_queue_duration_seconds_count{model=\"resnet\"} 2"));
   EXPECT_THAT(text, HasSubstr("normserve_compute_duration_seconds_count{model=\"resnet\"} 2"));
-  EXPECT_THAT(text, HasSubstr("normserve_model_info{model=\"resnet\",version=\"3\"} 1"));
+  EXPECT_THAT(
+      text, HasSubstr("normserve_model_info{model=\"resnet\",precision=\"fp32\",version=\"3\"} 1"));
   EXPECT_THAT(text, HasSubstr("normserve_inflight_requests 0"));
 }
 

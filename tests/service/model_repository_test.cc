@@ -8,6 +8,8 @@
 #include <fstream>
 #include <string>
 
+#include "absl/strings/str_cat.h"
+
 namespace normserve {
 namespace {
 
@@ -193,6 +195,24 @@ TEST_F(ModelRepositoryTest, SymlinksInsideAreFollowedOutsideRefused) {
   ASSERT_TRUE(ver.ok()) << ver.status();
   EXPECT_EQ(ver->versions.size(), 2u);
   fs::remove_all(outside);
+}
+
+TEST(ModelConfigTest, PrecisionIsOneOfTheServedNames) {
+  for (const char* p : {"fp32", "bf16", "int8"}) {
+    absl::StatusOr<normserve::v1::ModelConfig> c =
+        ParseModelConfig(absl::StrCat(R"({"precision": ")", p, R"("})"), "m/config.json");
+    ASSERT_TRUE(c.ok()) << c.status();
+    EXPECT_EQ(c->precision(), p);
+  }
+  absl::StatusOr<normserve::v1::ModelConfig> bad =
+      ParseModelConfig(R"({"precision": "FP16"})", "m/config.json");
+  ASSERT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(bad.status().message(),
+            "m/config.json: precision \"FP16\" is not a precision (fp32, bf16, int8)");
+  // A long value is echoed as a short prefix.
+  bad = ParseModelConfig(absl::StrCat(R"({"precision": ")", std::string(5000, 'x'), R"("})"),
+                         "m/config.json");
+  EXPECT_LT(bad.status().message().size(), 400u);
 }
 
 TEST(DefaultRepositoryTest, CommittedConfigsParse) {

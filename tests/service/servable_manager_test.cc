@@ -25,7 +25,8 @@ class RecordingObserver : public ServableObserver {
   void OnLoadResult(const std::string& model, int64_t version, const absl::Status& s) override {
     (s.ok() ? loads_ok : loads_failed)++;
   }
-  void OnServingChanged(const std::string& model, const std::vector<int64_t>& versions) override {
+  void OnServingChanged(const std::string& model, const std::vector<int64_t>& versions,
+                        const std::vector<std::string>& precisions) override {
     last[model] = versions;
   }
   int loads_ok = 0;
