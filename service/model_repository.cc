@@ -18,6 +18,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "kernels/precision.h"
 #include "service/client_echo.h"
+#include "service/preprocess_spec.h"
 
 namespace normserve {
 namespace {
@@ -157,6 +158,11 @@ absl::StatusOr<normserve::v1::ModelConfig> ParseModelConfig(absl::string_view js
     return absl::InvalidArgumentError(absl::StrCat(source, ": precision \"",
                                                    Echo(config.precision()),
                                                    "\" is not a precision (fp32, bf16, int8)"));
+  }
+  if (config.has_preprocess()) {
+    if (absl::Status s = ValidatePreprocess(config.preprocess(), 0); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": ", s.message()));
+    }
   }
   if (!config.platform().empty() && config.platform() != "onnx") {
     return absl::InvalidArgumentError(

@@ -46,38 +46,6 @@ std::vector<Taps> BilinearTaps(int64_t in_size, int64_t out_size) {
 
 }  // namespace
 
-absl::Status ValidatePreprocess(const v1::Preprocess& p, int64_t channels) {
-  if (p.resize_shorter_side() < 0 || p.resize_shorter_side() > 65536) {
-    return absl::InvalidArgumentError(absl::StrCat("preprocess.resize_shorter_side is ",
-                                                   p.resize_shorter_side(), ", expected 0..65536"));
-  }
-  if (!(p.center_crop_size() == 0 || p.center_crop_size() == 2) ||
-      std::any_of(p.center_crop().begin(), p.center_crop().end(),
-                  [](int64_t s) { return s <= 0 || s > 65536; })) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("preprocess.center_crop is [", absl::StrJoin(p.center_crop(), ","),
-                     "], expected [] or [height, width] in 1..65536"));
-  }
-  if (!p.channel_order().empty() && p.channel_order() != "RGB" && p.channel_order() != "BGR") {
-    return absl::InvalidArgumentError(absl::StrCat("preprocess.channel_order is \"",
-                                                   p.channel_order().substr(0, 16),
-                                                   "\", expected RGB or BGR"));
-  }
-  for (const auto* list : {&p.mean(), &p.std()}) {
-    if (!(list->empty() || list->size() == 1 || list->size() == channels)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("preprocess.", list == &p.mean() ? "mean" : "std", " has ", list->size(),
-                       " values, the model input has ", channels, " channel(s)"));
-    }
-  }
-  for (float s : p.std()) {
-    if (!(s > 0) || !std::isfinite(s)) {
-      return absl::InvalidArgumentError(absl::StrCat("preprocess.std has ", s, ", expected > 0"));
-    }
-  }
-  return absl::OkStatus();
-}
-
 Image ResizeBilinear(const Image& in, int64_t out_height, int64_t out_width) {
   const int64_t c = in.channels;
   const std::vector<Taps> tx = BilinearTaps(in.width, out_width);

@@ -11,13 +11,10 @@
 #include "absl/strings/string_view.h"
 #include "kernels/tensor.h"
 #include "normserve/v1/preprocess.pb.h"
+#include "service/preprocess_spec.h"
 #include "tools/image_decode.h"
 
 namespace normserve::cli {
-
-// Checks a declaration against a model input of `channels` channels: known channel_order,
-// mean/std of length 0, 1 or `channels`, std > 0, crop of 0 or 2 positive sides.
-absl::Status ValidatePreprocess(const ::normserve::v1::Preprocess& p, int64_t channels);
 
 // Resize with PIL's bilinear filter (a triangle of support max(1, in/out) input pixels,
 // weights normalized per output pixel: antialiasing when shrinking), separable, in float:

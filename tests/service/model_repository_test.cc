@@ -215,6 +215,31 @@ TEST(ModelConfigTest, PrecisionIsOneOfTheServedNames) {
   EXPECT_LT(bad.status().message().size(), 400u);
 }
 
+// A bad preprocess declaration fails the load, not the first client that applies it.
+TEST(ModelConfigTest, PreprocessIsCheckedAtParse) {
+  absl::StatusOr<normserve::v1::ModelConfig> ok = ParseModelConfig(
+      R"({"preprocess": {"resize_shorter_side": 256, "center_crop": [224, 224],
+          "channel_order": "BGR", "mean": [0.485, 0.456, 0.406], "std": [0.229]}})",
+      "m/config.json");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->preprocess().center_crop_size(), 2);
+  const std::pair<const char*, const char*> bad_cases[] = {
+      {R"({"preprocess": {"channel_order": "RBG"}})",
+       "m/config.json: preprocess.channel_order is \"RBG\", expected RGB or BGR"},
+      {R"({"preprocess": {"center_crop": [224]}})",
+       "m/config.json: preprocess.center_crop is [224], expected [] or [height, width] in "
+       "1..65536"},
+      {R"({"preprocess": {"std": [0.5, 0]}})", "m/config.json: preprocess.std has 0, expected > 0"},
+      {R"({"preprocess": {"resize_shorter_side": -1}})",
+       "m/config.json: preprocess.resize_shorter_side is -1, expected 0..65536"},
+  };
+  for (const auto& [json, message] : bad_cases) {
+    absl::StatusOr<normserve::v1::ModelConfig> bad = ParseModelConfig(json, "m/config.json");
+    ASSERT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument) << json;
+    EXPECT_EQ(bad.status().message(), message);
+  }
+}
+
 TEST(DefaultRepositoryTest, CommittedConfigsParse) {
   const fs::path repo_dir = fs::path(NORMSERVE_SOURCE_DIR) / "models" / "repository";
   if (!fs::exists(repo_dir)) GTEST_SKIP() << repo_dir << " not present";
