@@ -96,4 +96,17 @@ int Fail(const absl::Status& s) {
 
 int Fail(const grpc::Status& s) { return Fail(FromGrpc(s)); }
 
+const char* ReliabilityName(::normserve::v1::BnReliability r) {
+  switch (r) {
+    case ::normserve::v1::BN_RELIABILITY_UNDEFINED:
+      return "undefined";
+    case ::normserve::v1::BN_RELIABILITY_UNRELIABLE:
+      return "unreliable";
+    case ::normserve::v1::BN_RELIABILITY_FINE:
+      return "fine";
+    default:
+      return "?";
+  }
+}
+
 }  // namespace normserve::cli

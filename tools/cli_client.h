@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "normserve/v1/inference.pb.h"
 
 namespace normserve::cli {
 
@@ -52,6 +53,9 @@ absl::StatusOr<std::string> TrainingToken(const CliOptions& options);
 
 absl::Status FromGrpc(const grpc::Status& s);
 // Prints "error: CODE: message" to stderr and returns the exit code of `s` (0 when ok).
+// "undefined", "unreliable", "fine": a BN layer's reliability as the tables print it.
+const char* ReliabilityName(::normserve::v1::BnReliability r);
+
 int Fail(const absl::Status& s);
 int Fail(const grpc::Status& s);
 

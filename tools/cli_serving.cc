@@ -18,19 +18,6 @@
 namespace normserve::cli {
 namespace {
 
-const char* ReliabilityName(v1::BnReliability r) {
-  switch (r) {
-    case v1::BN_RELIABILITY_UNDEFINED:
-      return "undefined";
-    case v1::BN_RELIABILITY_UNRELIABLE:
-      return "unreliable";
-    case v1::BN_RELIABILITY_FINE:
-      return "fine";
-    default:
-      return "?";
-  }
-}
-
 std::string Shape(const google::protobuf::RepeatedField<int64_t>& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ","), "]");
 }

@@ -87,19 +87,6 @@ std::string Fmt(double v) {
   return absl::StrFormat("%.4g", v);
 }
 
-const char* Reliability(v1::BnReliability r) {
-  switch (r) {
-    case v1::BN_RELIABILITY_UNDEFINED:
-      return "undefined";
-    case v1::BN_RELIABILITY_UNRELIABLE:
-      return "unreliable";
-    case v1::BN_RELIABILITY_FINE:
-      return "fine";
-    default:
-      return "?";
-  }
-}
-
 void PrintReport(const v1::ReportResponse& r, bool per_channel) {
   std::cout << "session " << r.session_id() << " on " << r.base().name() << " version "
             << r.base().version() << ": " << r.requests_accepted() << " requests accepted, "
@@ -112,7 +99,7 @@ void PrintReport(const v1::ReportResponse& r, bool per_channel) {
                    "mean shift", "log var", "KL", "gate", "reason"});
   for (const v1::LayerReport& l : r.layers()) {
     table.AddRow({l.name(), absl::StrCat(l.channels()), absl::StrCat(l.values_per_request()),
-                  Reliability(l.reliability()), absl::StrCat(l.min_values_per_channel()),
+                  ReliabilityName(l.reliability()), absl::StrCat(l.min_values_per_channel()),
                   Fmt(l.max_relative_sem()), Fmt(l.mean_relative_sem()), Fmt(l.drift_mean_shift()),
                   Fmt(l.drift_log_var_ratio()), Fmt(l.drift_kl()),
                   l.gate_passed() ? "pass" : "FAIL", l.gate_reason()});
@@ -149,7 +136,7 @@ int Start(TrainingClient& client, const CliOptions& options, const TrainOptions&
   TextTable table({"layer", "C", "values/req", "kind"});
   for (const v1::BnLayer& l : resp.layers()) {
     table.AddRow({l.name(), absl::StrCat(l.channels()), absl::StrCat(l.values_per_channel()),
-                  Reliability(l.reliability())});
+                  ReliabilityName(l.reliability())});
   }
   std::cout << table.Render();
   return kExitOk;
