@@ -17,6 +17,7 @@
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/util/json_util.h"
 #include "service/client_echo.h"
+#include "service/performance_hint.h"
 
 namespace normserve {
 namespace {
@@ -151,6 +152,12 @@ absl::StatusOr<normserve::v1::ModelConfig> ParseModelConfig(absl::string_view js
   if (config.max_batch_size() < 0 || config.intra_op_threads() < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat(source, ": max_batch_size and intra_op_threads must be >= 0"));
+  }
+  if (!config.performance_hint().empty()) {
+    absl::StatusOr<PerformanceHint> hint =
+        ParsePerformanceHint(config.performance_hint(), "performance_hint");
+    if (!hint.ok())
+      return absl::InvalidArgumentError(absl::StrCat(source, ": ", hint.status().message()));
   }
   if (!config.platform().empty() && config.platform() != "onnx") {
     return absl::InvalidArgumentError(

@@ -1,7 +1,9 @@
 // Building a servable: the only place the service calls the engine's load and compile.
 #include "service/servable.h"
 
+#include <algorithm>
 #include <atomic>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
@@ -26,9 +28,23 @@ absl::StatusOr<std::shared_ptr<const Servable>> LoadServable(
   absl::StatusOr<std::shared_ptr<const Model>> model = Model::LoadFile(path);
   if (!model.ok()) return Annotate(model.status(), path);
 
-  CompileOptions compile;
-  compile.intra_op_threads =
+  PerformanceHint hint = options.performance_hint;
+  if (!config.performance_hint().empty()) {
+    absl::StatusOr<PerformanceHint> parsed =
+        ParsePerformanceHint(config.performance_hint(), "performance_hint");
+    if (!parsed.ok()) return Annotate(parsed.status(), path);
+    hint = *parsed;
+  }
+  // An explicit thread count fixes the shape; otherwise the hint cuts it from the budget.
+  const int fixed_threads =
       config.intra_op_threads() > 0 ? config.intra_op_threads() : options.intra_op_threads;
+  int top = fixed_threads;
+  if (fixed_threads == 0 && options.cores > 0) {
+    top = hint == PerformanceHint::kThroughput ? 1 : options.cores;
+  }
+
+  CompileOptions compile;
+  compile.intra_op_threads = top;
   const int64_t max_batch =
       config.max_batch_size() > 0 ? config.max_batch_size() : options.max_batch;
   if (max_batch > 0) compile.max_batch = max_batch;
@@ -53,8 +69,35 @@ absl::StatusOr<std::shared_ptr<const Servable>> LoadServable(
       (*compiled)->FlopsPerSample() < options.single_thread_below_flops) {
     // Known only once compiled; recompiling a model this small is cheap.
     compile.intra_op_threads = 1;
-    compiled = CompiledModel::Compile(*std::move(model), compile);
+    compiled = CompiledModel::Compile(*model, compile);
     if (!compiled.ok()) return Annotate(compiled.status(), path);
+  }
+
+  // auto: every halving of the budget down to one thread, compiled now so a switch of
+  // stream shape never compiles on the request path.
+  std::vector<int> threads = {compile.intra_op_threads};
+  if (fixed_threads == 0 && options.cores > 0 && hint == PerformanceHint::kAuto) {
+    for (int t = compile.intra_op_threads / 2; t >= 1; t /= 2) threads.push_back(t);
+  }
+  std::vector<StreamVariant> variants;
+  for (int t : threads) {
+    StreamVariant v;
+    v.threads = t;
+    if (variants.empty()) {
+      v.compiled = *compiled;
+    } else {
+      CompileOptions other = compile;
+      other.intra_op_threads = t;
+      absl::StatusOr<std::shared_ptr<const CompiledModel>> c =
+          CompiledModel::Compile(*model, other);
+      if (!c.ok()) return Annotate(c.status(), path);
+      v.compiled = *std::move(c);
+    }
+    // As many contexts as streams of this size can run at once.
+    const int budget = std::max(options.cores, 1);
+    const int streams = std::max(1, std::min(options.max_streams, budget / std::max(t, 1)));
+    v.contexts = std::make_shared<ContextPool>(v.compiled, streams, /*warm=*/options.cores > 0);
+    variants.push_back(std::move(v));
   }
 
   auto servable = std::make_shared<Servable>();
@@ -64,6 +107,8 @@ absl::StatusOr<std::shared_ptr<const Servable>> LoadServable(
   servable->stamp = stamp;
   servable->config = config;
   servable->compiled = *std::move(compiled);
+  servable->performance_hint = hint;
+  servable->variants = std::move(variants);
   servable->validation.allow_non_finite =
       config.has_allow_non_finite() ? config.allow_non_finite() : options.allow_non_finite;
   servable->validation.max_batch = servable->compiled->options().max_batch;

@@ -8,12 +8,15 @@
 #include <fstream>
 #include <string>
 
+#include "absl/strings/str_cat.h"
+
 namespace normserve {
 namespace {
 
 namespace fs = std::filesystem;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 class ModelRepositoryTest : public ::testing::Test {
  protected:
@@ -113,6 +116,40 @@ TEST_F(ModelRepositoryTest, BadConfigsNameTheFile) {
 
   Write("broken/config.json", "{not json");
   EXPECT_EQ(repo.ReadModel("broken").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(ModelRepositoryTest, PerformanceHintIsOneOfThreeNamesAndBadValuesAreNamed) {
+  ModelRepository repo(root_.string());
+  for (const char* hint : {"latency", "throughput", "auto"}) {
+    const std::string model = std::string("ok_") + hint;
+    Write(model + "/config.json", absl::StrCat(R"({"performance_hint": ")", hint, R"("})"));
+    absl::StatusOr<ModelOnDisk> m = repo.ReadModel(model);
+    ASSERT_TRUE(m.ok()) << m.status();
+    EXPECT_EQ(m->config.performance_hint(), hint);
+  }
+  // Empty means the server's default.
+  Write("unset/config.json", R"({"max_batch_size": 2})");
+  ASSERT_TRUE(repo.ReadModel("unset").ok());
+  EXPECT_EQ(repo.ReadModel("unset")->config.performance_hint(), "");
+
+  // Case matters, as it does for every other key and value of config.json.
+  for (const char* bad : {"fast", "LATENCY", " auto"}) {
+    Write("bad/config.json", absl::StrCat(R"({"performance_hint": ")", bad, R"("})"));
+    const absl::Status s = repo.ReadModel("bad").status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(s.message(), HasSubstr("bad/config.json")) << s;
+    EXPECT_THAT(s.message(), HasSubstr("performance_hint")) << s;
+    EXPECT_THAT(s.message(), HasSubstr("latency, throughput, auto")) << s;
+  }
+  // A long value is echoed truncated, never whole.
+  const std::string long_value(500, 'x');
+  Write("long/config.json", absl::StrCat(R"({"performance_hint": ")", long_value, R"("})"));
+  const absl::Status s = repo.ReadModel("long").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), Not(HasSubstr(long_value)));
+
+  Write("number/config.json", R"({"performance_hint": 3})");
+  EXPECT_EQ(repo.ReadModel("number").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(ModelRepositoryTest, RejectsPathLikeNames) {
