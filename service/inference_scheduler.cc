@@ -176,6 +176,13 @@ void InferenceScheduler::Shutdown() {
   }
 }
 
+void InferenceScheduler::WaitUntilIdle() const {
+  absl::MutexLock lock(&mu_);
+  auto idle = [this]()
+                  ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return queue_.empty() && running_ == 0; };
+  mu_.Await(absl::Condition(&idle));
+}
+
 int InferenceScheduler::queued() const {
   absl::MutexLock lock(&mu_);
   return static_cast<int>(queue_.size());

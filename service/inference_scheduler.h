@@ -94,6 +94,10 @@ class InferenceScheduler {
   // Stops accepting, runs everything already queued, joins the workers. Idempotent.
   void Shutdown() ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Blocks until nothing is queued or running (every `done` has returned and its threads
+  // are released).
+  void WaitUntilIdle() const ABSL_LOCKS_EXCLUDED(mu_);
+
   int queued() const ABSL_LOCKS_EXCLUDED(mu_);
   Stats stats() const ABSL_LOCKS_EXCLUDED(mu_);
   int cores() const { return cores_; }
