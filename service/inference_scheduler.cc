@@ -150,7 +150,8 @@ void InferenceScheduler::Run(Queued item, const StreamVariant* variant, int thre
   views.reserve(task.inputs.size());
   for (const Tensor& t : task.inputs) views.push_back({t.data.data(), t.shape});
   InferenceResult result;
-  absl::Status status = context->Run(views, &result.outputs);
+  absl::Status status =
+      context->Run(views, &result.outputs, task.observe ? &result.observations : nullptr);
   variant->contexts->Release(std::move(context));
   const absl::Time end = absl::Now();
   result.queue_time = start - item.enqueued;

@@ -34,6 +34,8 @@ struct InferenceResult {
   // 1 for the first task the scheduler started, then 2, ...: FIFO means this follows the
   // order of Submit.
   uint64_t start_order = 0;
+  // With InferenceTask::observe: the observed BN layers' per-sample input moments.
+  BnObservations observations;
 };
 
 struct InferenceTask {
@@ -43,6 +45,8 @@ struct InferenceTask {
   absl::Time deadline = absl::InfiniteFuture();
   // True once the client went away; such work is skipped (CANCELLED). May be empty.
   std::function<bool()> cancelled;
+  // Record the observed BN layers' input moments (a training session's servable).
+  bool observe = false;
   // Called on the worker right before compute, with the threads counted for the run.
   // May be empty.
   std::function<void(int threads)> started;

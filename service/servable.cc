@@ -22,6 +22,35 @@ absl::Status Annotate(const absl::Status& s, const std::string& path) {
 
 }  // namespace
 
+absl::StatusOr<std::vector<StreamVariant>> BuildStreamVariants(
+    const std::shared_ptr<const Model>& model, std::shared_ptr<const CompiledModel> top,
+    const CompileOptions& compile, bool halve, const ServableOptions& options) {
+  // Every halving of the top thread count down to one, compiled now so a switch of
+  // stream shape never compiles on the request path.
+  std::vector<int> threads = {compile.intra_op_threads};
+  if (halve) {
+    for (int t = compile.intra_op_threads / 2; t >= 1; t /= 2) threads.push_back(t);
+  }
+  std::vector<StreamVariant> variants;
+  for (int t : threads) {
+    StreamVariant v;
+    v.threads = t;
+    if (variants.empty()) {
+      v.compiled = top;
+    } else {
+      CompileOptions other = compile;
+      other.intra_op_threads = t;
+      ASSIGN_OR_RETURN(v.compiled, CompiledModel::Compile(model, other));
+    }
+    // As many contexts as streams of this size can run at once.
+    const int budget = std::max(options.cores, 1);
+    const int streams = std::max(1, std::min(options.max_streams, budget / std::max(t, 1)));
+    v.contexts = std::make_shared<ContextPool>(v.compiled, streams, /*warm=*/options.cores > 0);
+    variants.push_back(std::move(v));
+  }
+  return variants;
+}
+
 absl::StatusOr<std::shared_ptr<const Servable>> LoadServable(
     const std::string& name, int64_t version, const std::string& path, const FileStamp& stamp,
     const normserve::v1::ModelConfig& config, const ServableOptions& options) {
@@ -73,32 +102,10 @@ absl::StatusOr<std::shared_ptr<const Servable>> LoadServable(
     if (!compiled.ok()) return Annotate(compiled.status(), path);
   }
 
-  // auto: every halving of the budget down to one thread, compiled now so a switch of
-  // stream shape never compiles on the request path.
-  std::vector<int> threads = {compile.intra_op_threads};
-  if (fixed_threads == 0 && options.cores > 0 && hint == PerformanceHint::kAuto) {
-    for (int t = compile.intra_op_threads / 2; t >= 1; t /= 2) threads.push_back(t);
-  }
-  std::vector<StreamVariant> variants;
-  for (int t : threads) {
-    StreamVariant v;
-    v.threads = t;
-    if (variants.empty()) {
-      v.compiled = *compiled;
-    } else {
-      CompileOptions other = compile;
-      other.intra_op_threads = t;
-      absl::StatusOr<std::shared_ptr<const CompiledModel>> c =
-          CompiledModel::Compile(*model, other);
-      if (!c.ok()) return Annotate(c.status(), path);
-      v.compiled = *std::move(c);
-    }
-    // As many contexts as streams of this size can run at once.
-    const int budget = std::max(options.cores, 1);
-    const int streams = std::max(1, std::min(options.max_streams, budget / std::max(t, 1)));
-    v.contexts = std::make_shared<ContextPool>(v.compiled, streams, /*warm=*/options.cores > 0);
-    variants.push_back(std::move(v));
-  }
+  absl::StatusOr<std::vector<StreamVariant>> variants = BuildStreamVariants(
+      *model, *compiled, compile,
+      /*halve=*/fixed_threads == 0 && options.cores > 0 && hint == PerformanceHint::kAuto, options);
+  if (!variants.ok()) return Annotate(variants.status(), path);
 
   auto servable = std::make_shared<Servable>();
   servable->name = name;
@@ -108,7 +115,7 @@ absl::StatusOr<std::shared_ptr<const Servable>> LoadServable(
   servable->config = config;
   servable->compiled = *std::move(compiled);
   servable->performance_hint = hint;
-  servable->variants = std::move(variants);
+  servable->variants = *std::move(variants);
   servable->validation.allow_non_finite =
       config.has_allow_non_finite() ? config.allow_non_finite() : options.allow_non_finite;
   servable->validation.max_batch = servable->compiled->options().max_batch;

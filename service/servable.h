@@ -82,6 +82,15 @@ struct Servable {
   const Model& model() const { return compiled->model(); }
 };
 
+// The stream variants of `model` as LoadServable makes them: `top` (compiled with
+// `compile`) first, then, with `halve`, one compile per halving of its thread count down
+// to one; each with a context pool sized (and, with options.cores, warmed) for the streams
+// of its size that fit in options.cores. Training sessions build their observed passes
+// with it too.
+absl::StatusOr<std::vector<StreamVariant>> BuildStreamVariants(
+    const std::shared_ptr<const Model>& model, std::shared_ptr<const CompiledModel> top,
+    const CompileOptions& compile, bool halve, const ServableOptions& options);
+
 // Reads, imports and compiles `path`. Errors name the file.
 absl::StatusOr<std::shared_ptr<const Servable>> LoadServable(
     const std::string& name, int64_t version, const std::string& path, const FileStamp& stamp,

@@ -274,9 +274,13 @@ absl::Status Server::StartTraining(const ServerOptions& options, State* state) {
     return absl::InvalidArgumentError(
         "the training endpoint needs a bearer token or client certificates (mTLS)");
   }
-  state->training =
-      std::make_unique<TrainingManager>(options.training, options.model_repository,
-                                        state->manager.get(), state->training_metrics.get());
+  // Accumulate's passes share serving's queue and core budget.
+  TrainingOptions training = options.training;
+  training.scheduler = state->scheduler.get();
+  training.servable.cores = state->scheduler->cores();
+  training.servable.max_streams = state->scheduler->workers();
+  state->training = std::make_unique<TrainingManager>(
+      training, options.model_repository, state->manager.get(), state->training_metrics.get());
   if (absl::Status s = state->training->Recover(); !s.ok()) return s;
   state->training_auth = std::make_unique<BearerAuth>(options.training_token, client_certs);
   state->training_service =
