@@ -340,13 +340,13 @@ int Main() {
         // With one client both kinds are the same thing.
         if (n == 1 && kind != channel_kinds.front()) continue;
         const std::string channel = n == 1 ? "single" : kind;
-        RunEndToEnd(sender, address, n, kind == "shared", warmup, seconds,
-                    pool(absl::StrFormat("\"runner\":\"e2e\",\"api\":\"%s\",\"clients\":%d,"
-                                         "\"channel\":\"%s\"%s",
-                                         api, n, channel,
-                                         policy.empty()
-                                             ? std::string()
-                                             : absl::StrCat(",\"policy\":\"", policy, "\""))));
+        RunEndToEnd(
+            sender, address, n, kind == "shared", warmup, seconds,
+            pool(absl::StrFormat(
+                "\"runner\":\"e2e\",\"api\":\"%s\",\"clients\":%d,"
+                "\"channel\":\"%s\"%s",
+                api, n, channel,
+                policy.empty() ? std::string() : absl::StrCat(",\"policy\":\"", policy, "\""))));
       }
     }
     if (alternative != nullptr) {
