@@ -36,6 +36,8 @@ struct InferenceResult {
   uint64_t start_order = 0;
   // With InferenceTask::observe: the observed BN layers' per-sample input moments.
   BnObservations observations;
+  // Requests that ran together in this run (dynamic batching; 1: alone).
+  int joined = 1;
 };
 
 struct InferenceTask {
@@ -47,8 +49,8 @@ struct InferenceTask {
   std::function<bool()> cancelled;
   // Record the observed BN layers' input moments (a training session's servable).
   bool observe = false;
-  // Called on the worker right before compute, with the threads counted for the run.
-  // May be empty.
+  // Called on the worker right before compute, with the threads counted for the run (in
+  // a joined run, every request's hook gets the run's threads). May be empty.
   std::function<void(int threads)> started;
   // Called exactly once, on a worker thread, for every accepted task. The run's threads
   // stay counted as in use until it returns.
@@ -120,7 +122,14 @@ class InferenceScheduler {
   };
 
   void WorkerLoop() ABSL_LOCKS_EXCLUDED(mu_);
+  // Takes the requests queued right behind `head` that can join its run (same servable,
+  // same shapes besides the batch, up to its batch_limit samples), waiting up to its
+  // batch_delay for more; only ever the front of the queue, so FIFO holds.
+  void JoinBatch(std::vector<Queued>* batch, std::vector<uint64_t>* orders)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static void Run(Queued item, const StreamVariant* variant, int threads, uint64_t order);
+  static void RunBatch(std::vector<Queued> items, const StreamVariant* variant, int threads,
+                       const std::vector<uint64_t>& orders);
   Pick PickForHead() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int TargetStreams() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int Cost(int threads) const;

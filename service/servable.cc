@@ -81,6 +81,28 @@ absl::StatusOr<std::shared_ptr<const Servable>> LoadServable(
     compile.precompile_batch_sizes.assign(config.precompile_batch_sizes().begin(),
                                           config.precompile_batch_sizes().end());
   }
+  const int64_t batch_limit =
+      config.has_dynamic_batching() ? config.dynamic_batching().max_batch_size() : 1;
+  if (batch_limit > 1) {
+    for (const ValueSpec& in : (*model)->inputs()) {
+      if (in.shape.empty() || in.shape[0] >= 0) {
+        return Annotate(absl::InvalidArgumentError(absl::StrCat(
+                            "dynamic_batching needs a dynamic batch dim; input \"", in.name,
+                            "\" has ", in.shape.empty() ? "no dims" : "a fixed batch")),
+                        path);
+      }
+    }
+    if (batch_limit > compile.max_batch) {
+      return Annotate(absl::InvalidArgumentError(
+                          absl::StrCat("dynamic_batching.max_batch_size ", batch_limit,
+                                       " is above the model's max_batch_size ", compile.max_batch)),
+                      path);
+    }
+    // Joined runs of every size split into these without a compile on the request path.
+    if (config.precompile_batch_sizes_size() == 0) {
+      for (int64_t b = 2; b <= batch_limit; b *= 2) compile.precompile_batch_sizes.push_back(b);
+    }
+  }
   for (const auto& shape : config.precompile_shapes()) {
     compile.precompile_shapes.emplace_back(shape.dims().begin(), shape.dims().end());
   }
@@ -116,6 +138,11 @@ absl::StatusOr<std::shared_ptr<const Servable>> LoadServable(
   servable->compiled = *std::move(compiled);
   servable->performance_hint = hint;
   servable->variants = *std::move(variants);
+  servable->batch_limit = batch_limit;
+  if (batch_limit > 1) {
+    servable->batch_delay =
+        absl::Microseconds(config.dynamic_batching().max_queue_delay_microseconds());
+  }
   servable->validation.allow_non_finite =
       config.has_allow_non_finite() ? config.allow_non_finite() : options.allow_non_finite;
   servable->validation.max_batch = servable->compiled->options().max_batch;

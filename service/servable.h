@@ -74,6 +74,10 @@ struct Servable {
   PerformanceHint performance_hint = PerformanceHint::kAuto;
   // Most threads first; variants[0].compiled == compiled. Never empty.
   std::vector<StreamVariant> variants;
+  // Dynamic batching (config.json dynamic_batching): most samples the scheduler joins
+  // into one run (1: off), and how long a run's first request waits for more.
+  int64_t batch_limit = 1;
+  absl::Duration batch_delay = absl::ZeroDuration();
   ValidationOptions validation;
   // Process-unique: keys the per-worker execution contexts of this servable.
   uint64_t id = 0;

@@ -392,5 +392,117 @@ TEST(AdaptiveStreamsTest, NoRequestLostAndNeverMoreThreadsThanCoresUnderConcurre
   }
 }
 
+// tiny_bn joining up to `limit` samples a run, waiting up to `delay` for them.
+std::shared_ptr<const Servable> Batched(const std::shared_ptr<const Servable>& base, int64_t limit,
+                                        absl::Duration delay) {
+  auto s =
+      std::make_shared<Servable>(*WithVariants(base, "batched", PerformanceHint::kAuto, {1}, 1));
+  s->batch_limit = limit;
+  s->batch_delay = delay;
+  return s;
+}
+
+Tensor DistinctInput(int seed) {
+  Tensor t;
+  t.shape = {1, 3, 8, 8};
+  for (int i = 0; i < 192; ++i)
+    t.data.push_back(0.01f * static_cast<float>((i * 7 + seed * 13) % 41) - 0.2f);
+  return t;
+}
+
+// The answer for `input` alone, from a context of its own: what a joined run must give.
+std::vector<float> Alone(const Servable& s, const Tensor& input) {
+  std::unique_ptr<ExecutionContext> ctx = s.compiled->NewContext();
+  std::vector<Tensor> out;
+  EXPECT_TRUE(ctx->Run({TensorView{input.data.data(), input.shape}}, &out).ok());
+  return out.empty() ? std::vector<float>() : out[0].data;
+}
+
+// Requests queued right behind a run's first one join it (same model, up to the limit),
+// in order; a request of another model stops the join; an expired one is answered alone
+// and not joined; each gets exactly its own rows of the answer.
+TEST(DynamicBatchingTest, JoinsTheQueuedRunInOrderAndSplitsTheAnswers) {
+  auto tiny = TinyServable();
+  ASSERT_NE(tiny, nullptr);
+  auto batched = Batched(tiny, 4, absl::ZeroDuration());
+  auto other = WithVariants(tiny, "other", PerformanceHint::kAuto, {1}, 1);
+  InferenceScheduler scheduler({1, 32, 1});
+  ThreadLedger ledger;
+  absl::Notification entered, release;
+  std::vector<std::unique_ptr<Record>> records;
+  auto add = [&](const std::shared_ptr<const Servable>& s, int seed) {
+    records.push_back(std::make_unique<Record>());
+    InferenceTask task = Recorded(s, records.back().get(), &ledger);
+    task.inputs = {DistinctInput(seed)};
+    return task;
+  };
+  // The gate holds the only worker while the rest queue up.
+  InferenceTask gate = add(other, 0);
+  gate.cancelled = [&] {
+    entered.Notify();
+    release.WaitForNotification();
+    return false;
+  };
+  ASSERT_TRUE(scheduler.Submit(std::move(gate)).ok());
+  entered.WaitForNotification();
+  // 1..6: batched, batched (expires), batched, other, batched x5 (limit 4: 4 + 1).
+  const std::vector<int> model_of = {0, 1, 1, 1, 0, 1, 1, 1, 1, 1};  // 1: batched
+  for (size_t i = 1; i < model_of.size(); ++i) {
+    InferenceTask task = add(model_of[i] ? batched : other, static_cast<int>(i));
+    if (i == 2) task.deadline = absl::Now() + absl::Milliseconds(1);
+    ASSERT_TRUE(scheduler.Submit(std::move(task)).ok());
+  }
+  absl::SleepFor(absl::Milliseconds(20));  // request 2's deadline passes in the queue
+  release.Notify();
+  for (auto& r : records) r->done.WaitForNotification();
+  scheduler.WaitUntilIdle();
+
+  EXPECT_EQ(records[2]->result.status().code(), absl::StatusCode::kDeadlineExceeded);
+  const std::vector<int> joined = {1, 2, -1, 2, 1, 4, 4, 4, 4, 1};
+  uint64_t previous = 0;
+  for (size_t i = 0; i < records.size(); ++i) {
+    EXPECT_EQ(records[i]->calls.load(), 1);
+    if (i == 2) continue;
+    ASSERT_TRUE(records[i]->result.ok()) << i << ": " << records[i]->result.status();
+    EXPECT_EQ(records[i]->result->joined, joined[i]) << "request " << i;
+    EXPECT_GT(records[i]->result->start_order, previous) << "request " << i;
+    previous = records[i]->result->start_order;
+    ASSERT_EQ(records[i]->result->outputs.size(), 1u);
+    EXPECT_EQ(records[i]->result->outputs[0].shape, (std::vector<int64_t>{1, 10}));
+    const std::vector<float> want = Alone(*tiny, DistinctInput(static_cast<int>(i)));
+    const std::vector<float>& got = records[i]->result->outputs[0].data;
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t k = 0; k < want.size(); ++k) {
+      EXPECT_NEAR(got[k], want[k], 1e-5f * (1.0f + std::abs(want[k]))) << "request " << i;
+    }
+  }
+}
+
+// With a delay, a run's first request waits for a second one to arrive and joins it; the
+// run starts as soon as the limit is reached, not at the end of the (long) delay.
+TEST(DynamicBatchingTest, DelayLetsALaterRequestJoin) {
+  auto tiny = TinyServable();
+  ASSERT_NE(tiny, nullptr);
+  auto batched = Batched(tiny, 2, absl::Seconds(30));
+  InferenceScheduler scheduler({1, 8, 1});
+  ThreadLedger ledger;
+  Record first, second;
+  ASSERT_TRUE(scheduler.Submit(Recorded(batched, &first, &ledger)).ok());
+  ASSERT_TRUE(scheduler.Submit(Recorded(batched, &second, &ledger)).ok());
+  first.done.WaitForNotification();
+  second.done.WaitForNotification();
+  ASSERT_TRUE(first.result.ok()) << first.result.status();
+  ASSERT_TRUE(second.result.ok()) << second.result.status();
+  EXPECT_EQ(first.result->joined, 2);
+  EXPECT_EQ(second.result->joined, 2);
+  EXPECT_LT(first.result->start_order, second.result->start_order);
+  // Shutdown ends a wait for more at once.
+  Record lone;
+  ASSERT_TRUE(scheduler.Submit(Recorded(batched, &lone, &ledger)).ok());
+  scheduler.Shutdown();
+  ASSERT_TRUE(lone.result.ok()) << lone.result.status();
+  EXPECT_EQ(lone.result->joined, 1);
+}
+
 }  // namespace
 }  // namespace normserve

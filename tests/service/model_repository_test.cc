@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 
@@ -150,6 +152,30 @@ TEST_F(ModelRepositoryTest, PerformanceHintIsOneOfThreeNamesAndBadValuesAreNamed
 
   Write("number/config.json", R"({"performance_hint": 3})");
   EXPECT_EQ(repo.ReadModel("number").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(ModelRepositoryTest, DynamicBatchingBoundsAreChecked) {
+  ModelRepository repo(root_.string());
+  Write("ok/config.json",
+        R"({"dynamic_batching": {"max_batch_size": 8, "max_queue_delay_microseconds": 500}})");
+  absl::StatusOr<ModelOnDisk> m = repo.ReadModel("ok");
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->config.dynamic_batching().max_batch_size(), 8);
+  EXPECT_EQ(m->config.dynamic_batching().max_queue_delay_microseconds(), 500);
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {R"({"max_batch_size": 1})", "dynamic_batching.max_batch_size 1 is outside [2, 4096]"},
+      {R"({"max_batch_size": 8, "max_queue_delay_microseconds": -1})",
+       "dynamic_batching.max_queue_delay_microseconds -1 is outside [0, 1000000]"},
+      {R"({"max_batch_size": 8, "max_queue_delay_microseconds": 2000000})",
+       "dynamic_batching.max_queue_delay_microseconds 2000000 is outside [0, 1000000]"},
+      {R"({})", "dynamic_batching.max_batch_size 0 is outside [2, 4096]"}};
+  for (const auto& [json, message] : bad) {
+    Write("bad/config.json", absl::StrCat(R"({"dynamic_batching": )", json, "}"));
+    const absl::Status s = repo.ReadModel("bad").status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << json;
+    EXPECT_THAT(s.message(), HasSubstr("bad/config.json")) << s;
+    EXPECT_THAT(s.message(), HasSubstr(message)) << s;
+  }
 }
 
 TEST_F(ModelRepositoryTest, RejectsPathLikeNames) {

@@ -76,6 +76,24 @@ TEST(StreamVariantsTest, EachHintCompilesItsThreadCounts) {
   EXPECT_THAT(Threads(**six), ElementsAre(6, 3, 1));
 }
 
+TEST(StreamVariantsTest, DynamicBatchingPrecompilesItsSizesAndIsBounded) {
+  normserve::v1::ModelConfig config;
+  config.mutable_dynamic_batching()->set_max_batch_size(8);
+  config.mutable_dynamic_batching()->set_max_queue_delay_microseconds(250);
+  ServableOptions options;
+  auto s = LoadServable("tiny_bn", 1, TinyPath(), {}, config, options);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ((*s)->batch_limit, 8);
+  EXPECT_EQ((*s)->batch_delay, absl::Microseconds(250));
+  EXPECT_THAT((*s)->compiled->options().precompile_batch_sizes, ElementsAre(1, 2, 4, 8));
+
+  config.set_max_batch_size(4);
+  auto over = LoadServable("tiny_bn", 1, TinyPath(), {}, config, options);
+  ASSERT_FALSE(over.ok());
+  EXPECT_THAT(over.status().message(),
+              HasSubstr("dynamic_batching.max_batch_size 8 is above the model's max_batch_size 4"));
+}
+
 TEST(StreamVariantsTest, BadHintInConfigIsRefusedNamingTheFileAndValue) {
   auto bad = Load("fastest", PerformanceHint::kAuto, 2);
   ASSERT_FALSE(bad.ok());
