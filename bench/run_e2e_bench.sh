@@ -6,15 +6,18 @@
 # in-process throughput). Raw JSON lines: <build>/e2e_results.jsonl.
 #
 # With --policies (issue 12) it instead starts one server per scheduling policy in turn
-# (latency, throughput, auto, and with "fixed" every streams x threads shape that fills
-# the cores, or --fixed's list) and measures every model at every client count on each:
-# throughput and p50/p99, with ratios to the best fixed shape and to `latency`.
+# (latency, throughput, auto, with "fixed" every streams x threads shape that fills the
+# cores, or --fixed's list, and with "batching" auto plus dynamic batching of
+# --batching MAX_BATCH:DELAY_US in every model's config.json) and measures every model
+# at every client count on each: throughput and p50/p99, with ratios to the best fixed
+# shape and to `latency`.
 #
 # Usage: bench/run_e2e_bench.sh [--build-dir build] [--models resnet50,tiny_bn]
 #                               [--seconds 5] [--warmup 1] [--rounds 2] [--clients 1,8]
 #                               [--channels per_client,shared] [--api normserve|kserve]
 #                               [--workers 1] [--intra-op-threads 0] [--no-build]
-#                               [--policies latency,throughput,auto,fixed] [--fixed 1x2,2x1]
+#                               [--policies latency,throughput,auto,fixed,batching]
+#                               [--fixed 1x2,2x1] [--batching 8:500]
 set -uo pipefail
 
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -34,8 +37,9 @@ intra_op_threads=0
 do_build=1
 policies=""
 fixed=""
+batching=8:500
 
-usage() { sed -n '13,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '15,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --build-dir) build_dir="$2"; shift 2 ;;
@@ -50,6 +54,7 @@ while [[ $# -gt 0 ]]; do
     --intra-op-threads) intra_op_threads="$2"; shift 2 ;;
     --policies) policies="$2"; shift 2 ;;
     --fixed) fixed="$2"; shift 2 ;;
+    --batching) batching="$2"; shift 2 ;;
     --no-build) do_build=0; shift ;;
     -h|--help) usage ;;
     *) echo "run_e2e_bench.sh: unknown argument '$1'" >&2; usage ;;
@@ -162,7 +167,7 @@ if [[ -n "$policies" ]]; then
   IFS=, read -r -a policy_list <<< "$policies"
   for p in "${policy_list[@]}"; do
     case "$p" in
-      latency|throughput|auto) configs+=("$p") ;;
+      latency|throughput|auto|batching) configs+=("$p") ;;
       fixed) IFS=, read -r -a shapes <<< "$fixed"; configs+=("${shapes[@]/#/fixed }") ;;
       *) echo "run_e2e_bench.sh: unknown policy '$p'" >&2; exit 2 ;;
     esac
@@ -173,6 +178,13 @@ if [[ -n "$policies" ]]; then
         shape="${config#fixed }"
         start_server --workers="${shape%x*}" --intra_op_threads="${shape#*x}"
         label="fixed ${shape}"
+      elif [[ "$config" == batching ]]; then
+        for m in "${model_list[@]}"; do
+          printf '{"dynamic_batching": {"max_batch_size": %s, "max_queue_delay_microseconds": %s}}\n' \
+            "${batching%:*}" "${batching#*:}" > "$work/repo/$m/config.json"
+        done
+        start_server --performance_hint=auto
+        label="batching ${batching%:*}/${batching#*:}us"
       else
         start_server --performance_hint="$config"
         label="$config"
@@ -185,6 +197,7 @@ if [[ -n "$policies" ]]; then
           >> "$results" || { log "FAILED: $m under $label"; failures=$((failures + 1)); }
       done
       stop_server
+      rm -f "$work"/repo/*/config.json
     done
   done
   write_meta
