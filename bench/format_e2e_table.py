@@ -9,14 +9,93 @@ prints, per model, every configuration with its ratio to the in-process referenc
 - N > 1 clients: throughput / in-process throughput of the server's configuration
   (workers streams x intra-op threads; target >= 0.95).
 
+With the policy sweep's lines (they carry "policy"), instead one row per model, client
+count and policy (issue 12): p50/p99, req/s, req/s against the best fixed streams x
+threads shape at that client count and against `latency` (today's scheduling), and the
+issue's targets for `auto`: 1 client p50 <= 1.05x latency's, 8 clients >= 1.25x latency's
+req/s (ResNet-18) and >= 0.95x the best fixed shape's. Several rounds: the median of each
+figure over the rounds.
+
 Exit status 0 even when a target is missed (the table says so); 1 on unreadable input.
 """
 
 import json
+import statistics
 import sys
 
 LATENCY_TARGET = 1.05
 THROUGHPUT_TARGET = 0.95
+AUTO_LATENCY_TARGET = 1.05
+AUTO_VS_LATENCY_TARGET = 1.25
+AUTO_VS_BEST_FIXED_TARGET = 0.95
+
+
+def print_table(table):
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for i, row in enumerate(table):
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
+        if i == 0:
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+
+
+def policy_report(rows):
+    """The policy sweep's table; rows are e2e lines with a "policy"."""
+    figures = {}  # (model, clients, policy) -> lists of figures over rounds
+    models, clients_seen, policies = [], [], []
+    for r in rows:
+        key = (r["model"], r["clients"], r["policy"])
+        f = figures.setdefault(key, {"p50": [], "p99": [], "rps": [], "errors": 0})
+        f["p50"].append(r["p50_ms"])
+        f["p99"].append(r["p99_ms"])
+        f["rps"].append(r["throughput_rps"])
+        f["errors"] += r.get("errors", 0)
+        for seen, value in ((models, r["model"]), (clients_seen, r["clients"]),
+                            (policies, r["policy"])):
+            if value not in seen:
+                seen.append(value)
+    med = {k: {"p50": statistics.median(v["p50"]), "p99": statistics.median(v["p99"]),
+               "rps": statistics.median(v["rps"]), "errors": v["errors"]}
+           for k, v in figures.items()}
+    header = ("model", "clients", "policy", "p50 ms", "p99 ms", "req/s", "vs best fixed",
+              "vs latency req/s", "vs latency p50")
+    table = [header]
+    verdicts = []
+    for model in models:
+        for n in sorted(clients_seen):
+            here = {p: med[(model, n, p)] for p in policies if (model, n, p) in med}
+            fixed = {p: f for p, f in here.items() if p.startswith("fixed")}
+            best = max(fixed, key=lambda p: fixed[p]["rps"]) if fixed else None
+            lat = here.get("latency")
+            for p, f in here.items():
+                cells = [model, str(n), p + (" [%d errors]" % f["errors"] if f["errors"] else ""),
+                         f"{f['p50']:.3f}", f"{f['p99']:.3f}", f"{f['rps']:.1f}", "", "", ""]
+                if best:
+                    cells[6] = f"{f['rps'] / fixed[best]['rps']:.3f}x ({best[6:]})"
+                if lat:
+                    cells[7] = f"{f['rps'] / lat['rps']:.3f}x"
+                    cells[8] = f"{f['p50'] / lat['p50']:.3f}x"
+                table.append(cells)
+            auto = here.get("auto")
+            if auto and lat and n == 1:
+                ratio = auto["p50"] / lat["p50"]
+                verdicts.append((f"{model}: auto 1-client p50 {ratio:.3f}x latency's "
+                                 f"(target <= {AUTO_LATENCY_TARGET})",
+                                 ratio <= AUTO_LATENCY_TARGET))
+            if auto and n == 8:
+                if lat and model == "resnet18":
+                    ratio = auto["rps"] / lat["rps"]
+                    verdicts.append((f"{model}: auto 8-client req/s {ratio:.3f}x latency's "
+                                     f"(target >= {AUTO_VS_LATENCY_TARGET})",
+                                     ratio >= AUTO_VS_LATENCY_TARGET))
+                if best:
+                    ratio = auto["rps"] / fixed[best]["rps"]
+                    verdicts.append((f"{model}: auto 8-client req/s {ratio:.3f}x the best fixed "
+                                     f"({best[6:]}) (target >= {AUTO_VS_BEST_FIXED_TARGET})",
+                                     ratio >= AUTO_VS_BEST_FIXED_TARGET))
+    print_table(table)
+    print()
+    for what, ok in verdicts:
+        print(("ok      " if ok else "MISSED  ") + what)
 
 
 def main(path):
@@ -39,6 +118,10 @@ def main(path):
         print(f"CPU: {meta.get('cpu_model')} ({meta.get('nproc')} CPUs); load average "
               f"before {meta.get('loadavg_before')}, after {meta.get('loadavg_after')}; "
               f"{meta.get('rounds')} round(s) of {meta.get('seconds')} s per configuration")
+    policy_rows = [r for r in rows if "policy" in r]
+    if policy_rows:
+        policy_report(policy_rows)
+        return 0
     header = ("model", "configuration", "p50 ms", "p99 ms", "req/s", "vs in-process",
               "target", "")
     table = [header]
@@ -86,11 +169,7 @@ def main(path):
                     verdicts.append((model, f"{n}-client throughput ({r['channel']})", ok))
             table.append(cells)
 
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for i, row in enumerate(table):
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
-        if i == 0:
-            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    print_table(table)
     missed = [f"{m}: {what}" for m, what, ok in verdicts if not ok]
     print()
     print("targets: all met" if not missed else "targets missed: " + "; ".join(missed))

@@ -53,6 +53,12 @@ ABSL_FLAG(int32_t, intra_op_threads, 0, "the server's --intra_op_threads (0: cor
 ABSL_FLAG(bool, inprocess_alternative, true,
           "also measure the engine in-process with one single-threaded stream per core");
 ABSL_FLAG(double, ready_timeout, 120.0, "seconds to wait for the server to serve the model");
+ABSL_FLAG(bool, inprocess, true,
+          "measure the engine in-process too (off for the policy sweep: the servers are the "
+          "subject there)");
+ABSL_FLAG(std::string, policy, "",
+          "label of the server's scheduling (latency, throughput, auto, fixed SxT) written "
+          "into each end-to-end line");
 
 namespace normserve {
 namespace bench {
@@ -284,8 +290,10 @@ int Main() {
   absl::StatusOr<std::unique_ptr<PreparedEngine>> engine = PrepareEngine(model_path, threads);
   if (!engine.ok()) return Fail(engine.status());
   std::unique_ptr<PreparedEngine> alternative;
-  const bool measure_alternative =
-      absl::GetFlag(FLAGS_inprocess_alternative) && !(threads == 1 && workers == cores);
+  const bool inprocess = absl::GetFlag(FLAGS_inprocess);
+  const std::string policy = absl::GetFlag(FLAGS_policy);
+  const bool measure_alternative = inprocess && absl::GetFlag(FLAGS_inprocess_alternative) &&
+                                   !(threads == 1 && workers == cores);
   if (measure_alternative) {
     absl::StatusOr<std::unique_ptr<PreparedEngine>> alt = PrepareEngine(model_path, 1);
     if (!alt.ok()) return Fail(alt.status());
@@ -318,9 +326,11 @@ int Main() {
   };
   for (int round = 0; round < rounds; ++round) {
     // Latency reference: one request at a time, the server's thread count.
-    if (absl::Status s = in_process(**engine, 1, threads, "latency"); !s.ok()) return Fail(s);
+    if (inprocess) {
+      if (absl::Status s = in_process(**engine, 1, threads, "latency"); !s.ok()) return Fail(s);
+    }
     // Throughput reference: the server's configuration, every worker busy.
-    if (workers > 1) {
+    if (inprocess && workers > 1) {
       if (absl::Status s = in_process(**engine, workers, threads, "throughput"); !s.ok()) {
         return Fail(s);
       }
@@ -330,10 +340,13 @@ int Main() {
         // With one client both kinds are the same thing.
         if (n == 1 && kind != channel_kinds.front()) continue;
         const std::string channel = n == 1 ? "single" : kind;
-        RunEndToEnd(sender, address, n, kind == "shared", warmup, seconds,
-                    pool(absl::StrFormat("\"runner\":\"e2e\",\"api\":\"%s\",\"clients\":%d,"
-                                         "\"channel\":\"%s\"",
-                                         api, n, channel)));
+        RunEndToEnd(
+            sender, address, n, kind == "shared", warmup, seconds,
+            pool(absl::StrFormat(
+                "\"runner\":\"e2e\",\"api\":\"%s\",\"clients\":%d,"
+                "\"channel\":\"%s\"%s",
+                api, n, channel,
+                policy.empty() ? std::string() : absl::StrCat(",\"policy\":\"", policy, "\""))));
       }
     }
     if (alternative != nullptr) {

@@ -5,10 +5,19 @@
 # targets of issue 3 (1 client within 5% of in-process latency; 8 clients >= 95% of the
 # in-process throughput). Raw JSON lines: <build>/e2e_results.jsonl.
 #
+# With --policies (issue 12) it instead starts one server per scheduling policy in turn
+# (latency, throughput, auto, with "fixed" every streams x threads shape that fills the
+# cores, or --fixed's list, and with "batching" auto plus dynamic batching of
+# --batching MAX_BATCH:DELAY_US in every model's config.json) and measures every model
+# at every client count on each: throughput and p50/p99, with ratios to the best fixed
+# shape and to `latency`.
+#
 # Usage: bench/run_e2e_bench.sh [--build-dir build] [--models resnet50,tiny_bn]
 #                               [--seconds 5] [--warmup 1] [--rounds 2] [--clients 1,8]
 #                               [--channels per_client,shared] [--api normserve|kserve]
 #                               [--workers 1] [--intra-op-threads 0] [--no-build]
+#                               [--policies latency,throughput,auto,fixed,batching]
+#                               [--fixed 1x2,2x1] [--batching 8:500]
 set -uo pipefail
 
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -26,8 +35,11 @@ api=normserve
 workers=1
 intra_op_threads=0
 do_build=1
+policies=""
+fixed=""
+batching=8:500
 
-usage() { sed -n '8,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '15,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --build-dir) build_dir="$2"; shift 2 ;;
@@ -40,6 +52,9 @@ while [[ $# -gt 0 ]]; do
     --api) api="$2"; shift 2 ;;
     --workers) workers="$2"; shift 2 ;;
     --intra-op-threads) intra_op_threads="$2"; shift 2 ;;
+    --policies) policies="$2"; shift 2 ;;
+    --fixed) fixed="$2"; shift 2 ;;
+    --batching) batching="$2"; shift 2 ;;
     --no-build) do_build=0; shift ;;
     -h|--help) usage ;;
     *) echo "run_e2e_bench.sh: unknown argument '$1'" >&2; usage ;;
@@ -100,26 +115,103 @@ for m in "${model_list[@]}"; do
   ln "$(onnx_of "$m")" "$work/repo/$m/1/model.onnx" 2>/dev/null ||
     cp "$(onnx_of "$m")" "$work/repo/$m/1/model.onnx" || exit 1
 done
-"$normserve" --host=127.0.0.1 --port=0 --metrics_port=-1 --model_repository="$work/repo" \
-  --workers="$workers" --intra_op_threads="$intra_op_threads" 2> "$work/server.log" &
-server_pid=$!
-port=""
-for _ in $(seq 1 600); do
-  port="$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$work/server.log" | head -n 1)"
-  [[ -n "$port" ]] && break
-  if ! kill -0 "$server_pid" 2>/dev/null; then break; fi
-  sleep 0.2
-done
-if [[ -z "$port" ]]; then
-  log "normserve did not start:"
-  cat "$work/server.log" >&2
-  exit 1
-fi
-log "$(grep -m1 'listening on' "$work/server.log" | sed 's/.*normserve: //')"
-
-# 4. Each model: in-process and end-to-end, interleaved inside normserve_loadgen.
-loadavg_before="$(cut -d' ' -f1-3 /proc/loadavg)"
+# start_server FLAG...: a server on a free port with these scheduling flags; sets $port.
+start_server() {
+  "$normserve" --host=127.0.0.1 --port=0 --metrics_port=-1 --model_repository="$work/repo" \
+    "$@" 2> "$work/server.log" &
+  server_pid=$!
+  port=""
+  for _ in $(seq 1 600); do
+    port="$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$work/server.log" | head -n 1)"
+    [[ -n "$port" ]] && break
+    if ! kill -0 "$server_pid" 2>/dev/null; then break; fi
+    sleep 0.2
+  done
+  if [[ -z "$port" ]]; then
+    log "normserve did not start:"
+    cat "$work/server.log" >&2
+    exit 1
+  fi
+  log "$(grep -m1 'listening on' "$work/server.log" | sed 's/.*normserve: //')"
+}
+stop_server() {
+  if ! kill -0 "$server_pid" 2>/dev/null; then
+    log "normserve died during the run:"
+    cat "$work/server.log" >&2
+    failures=$((failures + 1))
+    return
+  fi
+  kill -TERM "$server_pid"
+  wait "$server_pid" 2>/dev/null
+  server_pid=""
+}
 failures=0
+loadavg_before="$(cut -d' ' -f1-3 /proc/loadavg)"
+write_meta() {
+  cpu_model="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+  printf '{"runner":"meta","cpu_model":"%s","nproc":%s,"loadavg_before":"%s","loadavg_after":"%s","seconds":%s,"rounds":%s}\n' \
+    "$cpu_model" "$(nproc)" "$loadavg_before" "$(cut -d' ' -f1-3 /proc/loadavg)" "$seconds" \
+    "$rounds" >> "$results"
+}
+
+# 4a. The policy sweep: one server per policy, every model and client count on each. Rounds
+# go round the policies, so background load falls on all of them alike.
+if [[ -n "$policies" ]]; then
+  cores="$(nproc)"
+  if [[ -z "$fixed" ]]; then
+    for ((s = 1; s <= cores; s *= 2)); do
+      (( cores % s == 0 )) && fixed="${fixed:+$fixed,}${s}x$((cores / s))"
+    done
+  fi
+  configs=()
+  IFS=, read -r -a policy_list <<< "$policies"
+  for p in "${policy_list[@]}"; do
+    case "$p" in
+      latency|throughput|auto|batching) configs+=("$p") ;;
+      fixed) IFS=, read -r -a shapes <<< "$fixed"; configs+=("${shapes[@]/#/fixed }") ;;
+      *) echo "run_e2e_bench.sh: unknown policy '$p'" >&2; exit 2 ;;
+    esac
+  done
+  for ((round = 1; round <= rounds; round++)); do
+    for config in "${configs[@]}"; do
+      if [[ "$config" == fixed* ]]; then
+        shape="${config#fixed }"
+        start_server --workers="${shape%x*}" --intra_op_threads="${shape#*x}"
+        label="fixed ${shape}"
+      elif [[ "$config" == batching ]]; then
+        for m in "${model_list[@]}"; do
+          printf '{"dynamic_batching": {"max_batch_size": %s, "max_queue_delay_microseconds": %s}}\n' \
+            "${batching%:*}" "${batching#*:}" > "$work/repo/$m/config.json"
+        done
+        start_server --performance_hint=auto
+        label="batching ${batching%:*}/${batching#*:}us"
+      else
+        start_server --performance_hint="$config"
+        label="$config"
+      fi
+      for m in "${model_list[@]}"; do
+        log "round $round/$rounds, $label: $m, clients $clients, ${seconds}s + ${warmup}s warm-up each"
+        "$loadgen" --address="127.0.0.1:$port" --model="$(onnx_of "$m")" --name="$m" \
+          --api="$api" --clients="$clients" --channels=per_client --seconds="$seconds" \
+          --warmup_seconds="$warmup" --rounds=1 --inprocess=false --policy="$label" \
+          >> "$results" || { log "FAILED: $m under $label"; failures=$((failures + 1)); }
+      done
+      stop_server
+      rm -f "$work"/repo/*/config.json
+    done
+  done
+  write_meta
+  echo
+  "$PYTHON" "$BENCH_DIR/format_e2e_table.py" "$results" || failures=$((failures + 1))
+  echo "raw results: $results"
+  [[ $failures -eq 0 ]] || { log "$failures failure(s)"; exit 1; }
+  exit 0
+fi
+
+# 4b. One server with --workers / --intra-op-threads, in-process references beside it.
+start_server --workers="$workers" --intra_op_threads="$intra_op_threads"
+
+# Each model: in-process and end-to-end, interleaved inside normserve_loadgen.
 for m in "${model_list[@]}"; do
   log "measuring $m ($rounds round(s) x configurations of ${seconds}s + ${warmup}s warm-up)"
   "$loadgen" --address="127.0.0.1:$port" --model="$(onnx_of "$m")" --name="$m" --api="$api" \
@@ -130,15 +222,8 @@ for m in "${model_list[@]}"; do
     failures=$((failures + 1))
   }
 done
-if ! kill -0 "$server_pid" 2>/dev/null; then
-  log "normserve died during the run:"
-  cat "$work/server.log" >&2
-  failures=$((failures + 1))
-fi
-cpu_model="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-printf '{"runner":"meta","cpu_model":"%s","nproc":%s,"loadavg_before":"%s","loadavg_after":"%s","seconds":%s,"rounds":%s}\n' \
-  "$cpu_model" "$(nproc)" "$loadavg_before" "$(cut -d' ' -f1-3 /proc/loadavg)" "$seconds" \
-  "$rounds" >> "$results"
+stop_server
+write_meta
 
 echo
 "$PYTHON" "$BENCH_DIR/format_e2e_table.py" "$results" || failures=$((failures + 1))

@@ -26,7 +26,7 @@ add() {  # add FLAG ENVVAR: append --FLAG=value when the variable is set and non
   fi
 }
 
-for f in host port metrics_port model_repository workers intra_op_threads max_queue \
+for f in host port metrics_port model_repository workers cores performance_hint intra_op_threads max_queue \
          max_message_bytes allow_non_finite poll_seconds drain_seconds tls_cert tls_key \
          training_host training_port training_token_file training_client_ca \
          training_state_dir training_max_sessions training_max_samples \

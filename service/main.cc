@@ -34,8 +34,15 @@ ABSL_FLAG(std::string, model_repository, "models/repository",
 ABSL_FLAG(bool, allow_symlinks_outside_repository, false,
           "Follow symlinks in the model repository that resolve outside it (symlinks that stay "
           "inside, as Kubernetes ConfigMaps use, are always followed).");
-ABSL_FLAG(int, intra_op_threads, 0, "OpenMP threads per execution (0: cores / workers).");
-ABSL_FLAG(int, workers, 1, "Inference worker threads (concurrent executions).");
+ABSL_FLAG(int, intra_op_threads, 0,
+          "OpenMP threads per execution for every model (0: from the performance hint).");
+ABSL_FLAG(int, workers, 0, "Most inference requests running at once, i.e. streams (0: --cores).");
+ABSL_FLAG(int, cores, 0,
+          "Threads all running inference requests share; never exceeded (0: the machine's cores).");
+ABSL_FLAG(std::string, performance_hint, "auto",
+          "How requests share the cores, for models whose config.json sets none: latency (each "
+          "request gets every core), throughput (one thread a request, as many at once as "
+          "cores) or auto (streams follow the queue depth).");
 ABSL_FLAG(int, max_queue, 64,
           "Requests waiting for a worker beyond which new ones get RESOURCE_EXHAUSTED.");
 ABSL_FLAG(int64_t, max_message_bytes, 64 << 20, "Largest gRPC message received or sent.");
@@ -202,6 +209,11 @@ absl::StatusOr<normserve::ServerOptions> OptionsFromFlags() {
   o.allow_symlinks_outside_repository = absl::GetFlag(FLAGS_allow_symlinks_outside_repository);
   o.intra_op_threads = absl::GetFlag(FLAGS_intra_op_threads);
   o.workers = absl::GetFlag(FLAGS_workers);
+  o.cores = absl::GetFlag(FLAGS_cores);
+  absl::StatusOr<normserve::PerformanceHint> hint =
+      normserve::ParsePerformanceHint(absl::GetFlag(FLAGS_performance_hint), "--performance_hint");
+  Check(hint.ok(), std::string(hint.status().message()), &errors);
+  if (hint.ok()) o.performance_hint = *hint;
   o.max_queue = absl::GetFlag(FLAGS_max_queue);
   const int64_t max_message = absl::GetFlag(FLAGS_max_message_bytes);
   o.allow_non_finite = absl::GetFlag(FLAGS_allow_non_finite);
@@ -224,8 +236,10 @@ absl::StatusOr<normserve::ServerOptions> OptionsFromFlags() {
         absl::StrCat("--plan_cache_mb=", o.plan_cache_mb, " is outside [0, 2^30]"), &errors);
   Check(o.max_dynamic_dim >= 1 && o.max_dynamic_dim <= (int64_t{1} << 20),
         absl::StrCat("--max_dynamic_dim=", o.max_dynamic_dim, " is outside [1, 2^20]"), &errors);
-  Check(o.workers >= 1 && o.workers <= 256,
-        absl::StrCat("--workers=", o.workers, " is outside [1, 256]"), &errors);
+  Check(o.workers >= 0 && o.workers <= 256,
+        absl::StrCat("--workers=", o.workers, " is outside [0, 256]"), &errors);
+  Check(o.cores >= 0 && o.cores <= 1024, absl::StrCat("--cores=", o.cores, " is outside [0, 1024]"),
+        &errors);
   Check(o.intra_op_threads >= 0 && o.intra_op_threads <= 1024,
         absl::StrCat("--intra_op_threads=", o.intra_op_threads, " is outside [0, 1024]"), &errors);
   Check(o.max_queue >= 1, absl::StrCat("--max_queue=", o.max_queue, " must be >= 1"), &errors);

@@ -18,6 +18,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "kernels/precision.h"
 #include "service/client_echo.h"
+#include "service/performance_hint.h"
 #include "service/preprocess_spec.h"
 
 namespace normserve {
@@ -162,6 +163,24 @@ absl::StatusOr<normserve::v1::ModelConfig> ParseModelConfig(absl::string_view js
   if (config.has_preprocess()) {
     if (absl::Status s = ValidatePreprocess(config.preprocess(), 0); !s.ok()) {
       return absl::InvalidArgumentError(absl::StrCat(source, ": ", s.message()));
+    }
+  }
+  if (!config.performance_hint().empty()) {
+    absl::StatusOr<PerformanceHint> hint =
+        ParsePerformanceHint(config.performance_hint(), "performance_hint");
+    if (!hint.ok())
+      return absl::InvalidArgumentError(absl::StrCat(source, ": ", hint.status().message()));
+  }
+  if (config.has_dynamic_batching()) {
+    const normserve::v1::DynamicBatching& b = config.dynamic_batching();
+    if (b.max_batch_size() < 2 || b.max_batch_size() > 4096) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": dynamic_batching.max_batch_size ",
+                                                     b.max_batch_size(), " is outside [2, 4096]"));
+    }
+    if (b.max_queue_delay_microseconds() < 0 || b.max_queue_delay_microseconds() > 1000000) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ": dynamic_batching.max_queue_delay_microseconds ",
+                       b.max_queue_delay_microseconds(), " is outside [0, 1000000]"));
     }
   }
   if (!config.platform().empty() && config.platform() != "onnx") {

@@ -7,12 +7,15 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "kernels/engine.h"
 #include "kernels/model.h"
 #include "normserve/v1/model_config.pb.h"
+#include "service/context_pool.h"
+#include "service/performance_hint.h"
 #include "service/request_validation.h"
 
 namespace normserve {
@@ -27,7 +30,8 @@ struct FileStamp {
 
 // Server-wide defaults a model's config.json may override.
 struct ServableOptions {
-  // OpenMP threads per execution; 0 leaves the OpenMP default.
+  // OpenMP threads per execution, fixed whatever the hint; 0: from `cores` and the hint
+  // (without cores: the OpenMP default).
   int intra_op_threads = 0;
   bool allow_non_finite = false;
   // 0: the engine's default.
@@ -41,6 +45,23 @@ struct ServableOptions {
   // saves on them (measured on 2 cores, 1 vs 2 threads: tiny_bn 2.6 vs 12.0 us,
   // gn_small 17 vs 48 us, fashion_bn_cnn 48 vs 81 us). 0: off.
   double single_thread_below_flops = 0;
+  // The scheduler's thread budget, from which the stream variants are cut (latency: one of
+  // `cores` threads; throughput: one of 1; auto: cores, cores/2, ..., 1) and whose
+  // contexts are made and warmed at load. 0: one variant at intra_op_threads, contexts
+  // made on first use (tests and tools without a scheduler budget).
+  int cores = 0;
+  // Most runs at once (the scheduler's workers): how many contexts a variant prepares.
+  int max_streams = 1;
+  // For models whose config.json sets no performance_hint.
+  PerformanceHint performance_hint = PerformanceHint::kAuto;
+};
+
+// One way to run a servable: compiled for `threads` OpenMP threads a run (oneDNN fixes a
+// primitive's thread count when it is created, so each count needs its own compile).
+struct StreamVariant {
+  int threads = 0;  // 0: the OpenMP default
+  std::shared_ptr<const CompiledModel> compiled;
+  std::shared_ptr<ContextPool> contexts;
 };
 
 struct Servable {
@@ -50,6 +71,13 @@ struct Servable {
   FileStamp stamp;
   normserve::v1::ModelConfig config;
   std::shared_ptr<const CompiledModel> compiled;
+  PerformanceHint performance_hint = PerformanceHint::kAuto;
+  // Most threads first; variants[0].compiled == compiled. Never empty.
+  std::vector<StreamVariant> variants;
+  // Dynamic batching (config.json dynamic_batching): most samples the scheduler joins
+  // into one run (1: off), and how long a run's first request waits for more.
+  int64_t batch_limit = 1;
+  absl::Duration batch_delay = absl::ZeroDuration();
   ValidationOptions validation;
   // Process-unique: keys the per-worker execution contexts of this servable.
   uint64_t id = 0;
@@ -61,6 +89,15 @@ struct Servable {
     return std::string(PrecisionName(compiled->options().precision));
   }
 };
+
+// The stream variants of `model` as LoadServable makes them: `top` (compiled with
+// `compile`) first, then, with `halve`, one compile per halving of its thread count down
+// to one; each with a context pool sized (and, with options.cores, warmed) for the streams
+// of its size that fit in options.cores. Training sessions build their observed passes
+// with it too.
+absl::StatusOr<std::vector<StreamVariant>> BuildStreamVariants(
+    const std::shared_ptr<const Model>& model, std::shared_ptr<const CompiledModel> top,
+    const CompileOptions& compile, bool halve, const ServableOptions& options);
 
 // Reads, imports and compiles `path`. Errors name the file.
 absl::StatusOr<std::shared_ptr<const Servable>> LoadServable(

@@ -26,6 +26,7 @@
 #include "service/plan_cache_metrics.h"
 #include "service/predictor.h"
 #include "service/servable_manager.h"
+#include "service/stream_metrics.h"
 #include "service/training/bearer_auth.h"
 #include "service/training/live_drift_watch.h"
 #include "service/training/training_manager.h"
@@ -117,12 +118,20 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
     if (!s.ok()) return s;
   }
 
-  const int cores = std::max(1u, std::thread::hardware_concurrency());
-  const int workers = std::max(1, options.workers);
+  InferenceScheduler::Options sched;
+  sched.cores = options.cores;
+  sched.workers = options.workers;
+  sched.max_queue = options.max_queue;
+  // Started before the models load (it is idle until Predict is served): servables size
+  // their stream variants and context pools from its resolved budget.
+  state->scheduler = std::make_unique<InferenceScheduler>(sched);
+  const int cores = state->scheduler->cores();
+  const int workers = state->scheduler->workers();
   ServableOptions servable;
-  // Workers run concurrently: splitting the cores between them avoids oversubscription.
-  servable.intra_op_threads =
-      options.intra_op_threads > 0 ? options.intra_op_threads : std::max(1, cores / workers);
+  servable.cores = cores;
+  servable.max_streams = workers;
+  servable.performance_hint = options.performance_hint;
+  servable.intra_op_threads = options.intra_op_threads;
   // Only when threads are left to us: an explicit --intra_op_threads is obeyed.
   if (options.intra_op_threads == 0) servable.single_thread_below_flops = 50e6;
   servable.allow_non_finite = options.allow_non_finite;
@@ -133,12 +142,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   state->manager = std::make_unique<ServableManager>(
       ModelRepository(options.model_repository, repository), servable, &state->observer);
   state->metrics.AddCollectable(std::make_shared<PlanCacheMetrics>(state->manager.get()));
+  state->metrics.AddCollectable(
+      std::make_shared<StreamMetrics>(state->manager.get(), state->scheduler.get()));
   if (absl::Status s = state->manager->LoadAll(); !s.ok()) return s;
-
-  InferenceScheduler::Options sched;
-  sched.workers = workers;
-  sched.max_queue = options.max_queue;
-  state->scheduler = std::make_unique<InferenceScheduler>(sched);
   state->training_metrics = std::make_unique<TrainingMetrics>(state->metrics.registry());
   if (options.live_drift_fraction > 0) {
     LiveDriftOptions live;
@@ -207,10 +213,14 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
     state->manager->StartPolling(options.poll_period);
   }
   Log(LogLevel::kInfo,
-      absl::StrCat("listening on ", options.host, ":", state->port, " (", workers, " workers x ",
-                   servable.intra_op_threads, " intra-op threads, queue ", options.max_queue,
-                   "); metrics port ", state->metrics.port(), "; serving: ",
-                   serving.empty() ? std::string("nothing") : absl::StrJoin(serving, "; ")));
+      absl::StrCat(
+          "listening on ", options.host, ":", state->port, " (", cores, " cores, up to ", workers,
+          " streams, ",
+          options.intra_op_threads > 0
+              ? absl::StrCat(options.intra_op_threads, " intra-op threads each")
+              : absl::StrCat("performance hint ", PerformanceHintName(options.performance_hint)),
+          ", queue ", options.max_queue, "); metrics port ", state->metrics.port(),
+          "; serving: ", serving.empty() ? std::string("nothing") : absl::StrJoin(serving, "; ")));
   return std::unique_ptr<Server>(new Server(std::move(state)));
 }
 
@@ -265,9 +275,13 @@ absl::Status Server::StartTraining(const ServerOptions& options, State* state) {
     return absl::InvalidArgumentError(
         "the training endpoint needs a bearer token or client certificates (mTLS)");
   }
-  state->training =
-      std::make_unique<TrainingManager>(options.training, options.model_repository,
-                                        state->manager.get(), state->training_metrics.get());
+  // Accumulate's passes share serving's queue and core budget.
+  TrainingOptions training = options.training;
+  training.scheduler = state->scheduler.get();
+  training.servable.cores = state->scheduler->cores();
+  training.servable.max_streams = state->scheduler->workers();
+  state->training = std::make_unique<TrainingManager>(
+      training, options.model_repository, state->manager.get(), state->training_metrics.get());
   if (absl::Status s = state->training->Recover(); !s.ok()) return s;
   state->training_auth = std::make_unique<BearerAuth>(options.training_token, client_certs);
   state->training_service =

@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "service/performance_hint.h"
 #include "service/training/training_manager.h"
 
 namespace normserve {
@@ -21,9 +22,14 @@ struct ServerOptions {
   std::string model_repository = "models/repository";
   // Follow symlinks in the repository that resolve outside its root (refused by default).
   bool allow_symlinks_outside_repository = false;
-  int workers = 1;
-  // OpenMP threads per execution; 0: cores / workers (at least 1).
+  // Most requests running at once (streams); 0: `cores`.
+  int workers = 0;
+  // Threads all running requests share (the scheduler's budget); 0: the machine's cores.
+  int cores = 0;
+  // OpenMP threads per execution, fixed for every model; 0: from the performance hint.
   int intra_op_threads = 0;
+  // For models whose config.json has no performance_hint.
+  PerformanceHint performance_hint = PerformanceHint::kAuto;
   int max_queue = 64;
   int max_message_bytes = 64 << 20;
   bool allow_non_finite = false;

@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/notification.h"
 #include "kernels/status_macros.h"
 #include "service/log.h"
 #include "service/training/version_publisher.h"
@@ -193,6 +194,16 @@ absl::StatusOr<std::shared_ptr<const Session::Base>> Session::MakeBase(
     base->frozen.push_back(std::move(frozen));
   }
   ASSIGN_OR_RETURN(base->observed, CompiledModel::Compile(model, options));
+  if (env.scheduler != nullptr) {
+    auto queued = std::make_shared<Servable>();
+    queued->name = "training";
+    queued->compiled = base->observed;
+    queued->performance_hint = PerformanceHint::kThroughput;
+    ASSIGN_OR_RETURN(queued->variants, BuildStreamVariants(model, base->observed, options,
+                                                           /*halve=*/false, env.servable));
+    queued->loaded_at = absl::Now();
+    base->queued = std::move(queued);
+  }
   return std::shared_ptr<const Base>(std::move(base));
 }
 
@@ -276,15 +287,35 @@ void Session::ReturnContext(const Base& base, std::unique_ptr<ExecutionContext> 
 }
 
 absl::StatusOr<Session::Moments> Session::ComputeMoments(const Base& base,
-                                                         absl::Span<const Tensor> inputs) {
-  std::vector<TensorView> views;
-  for (const Tensor& t : inputs) views.push_back(TensorView{t.data.data(), t.shape});
-  std::vector<Tensor> outputs;
+                                                         absl::Span<const Tensor> inputs,
+                                                         bool queue) {
   BnObservations observations;
-  std::unique_ptr<ExecutionContext> ctx = TakeContext(base);
-  absl::Status s = ctx->Run(views, &outputs, &observations);
-  ReturnContext(base, std::move(ctx));
-  RETURN_IF_ERROR(s);
+  if (queue && base.queued != nullptr) {
+    // The serving scheduler's FIFO and core budget: a training pass never adds threads
+    // beyond what serving may use, and waits its turn like a Predict.
+    absl::Notification finished;
+    absl::StatusOr<InferenceResult> result = absl::UnknownError("not run");
+    InferenceTask task;
+    task.servable = base.queued;
+    task.inputs.assign(inputs.begin(), inputs.end());
+    task.observe = true;
+    task.done = [&](absl::StatusOr<InferenceResult> r) {
+      result = std::move(r);
+      finished.Notify();
+    };
+    RETURN_IF_ERROR(env_.scheduler->Submit(std::move(task)));
+    finished.WaitForNotification();
+    RETURN_IF_ERROR(result.status());
+    observations = std::move(result->observations);
+  } else {
+    std::vector<TensorView> views;
+    for (const Tensor& t : inputs) views.push_back(TensorView{t.data.data(), t.shape});
+    std::vector<Tensor> outputs;
+    std::unique_ptr<ExecutionContext> ctx = TakeContext(base);
+    absl::Status s = ctx->Run(views, &outputs, &observations);
+    ReturnContext(base, std::move(ctx));
+    RETURN_IF_ERROR(s);
+  }
   const auto& layers = base.model->bn_layers();
   Moments m;
   m.per_layer.resize(layers.size());
@@ -386,7 +417,7 @@ absl::StatusOr<AccumulateOutcome> Session::Accumulate(const std::string& request
   }
   const int64_t n = (*tensors)[0].shape[0];
   while (true) {
-    absl::StatusOr<Moments> moments = ComputeMoments(*base, *tensors);
+    absl::StatusOr<Moments> moments = ComputeMoments(*base, *tensors, /*queue=*/true);
     if (!moments.ok()) {
       if (moments.status().code() == absl::StatusCode::kOutOfRange) {
         return refuse(TrainingMetrics::Refusal::kNonFiniteActivation,

@@ -23,7 +23,9 @@
 #include "kernels/layerwise_calibration.h"
 #include "kernels/model.h"
 #include "kernels/stats_accumulator.h"
+#include "service/inference_scheduler.h"
 #include "service/request_validation.h"
+#include "service/servable.h"
 #include "service/training/sample_log.h"
 #include "service/training/training_metrics.h"
 
@@ -104,7 +106,14 @@ using FaultHook = std::function<absl::Status(absl::string_view step)>;
 absl::Status FaultPoint(const FaultHook& hook, absl::string_view step);
 
 struct SessionEnv {
+  // Without a scheduler: the threads of each observed pass, run on the caller's thread.
   int intra_op_threads = 1;
+  // With one, Accumulate's observed pass is queued with serving's requests (one FIFO, one
+  // core budget), as a fixed stream of intra_op_threads whose contexts are made at
+  // session start (`servable`: cores, max_streams). One thread count, so the statistics
+  // never depend on which stream ran a request. May be null (tests, tools).
+  InferenceScheduler* scheduler = nullptr;
+  ServableOptions servable;
   int64_t max_batch = 64;
   int64_t commit_cache_bytes = int64_t{512} << 20;  // CalibrationOptions::max_cached_bytes
   TrainingMetrics* metrics = nullptr;               // may be null
@@ -176,6 +185,8 @@ class Session {
   struct Base {
     std::shared_ptr<const Model> model;
     std::shared_ptr<const CompiledModel> observed;
+    // With a scheduler: `observed` as a servable the scheduler runs.
+    std::shared_ptr<const Servable> queued;
     std::vector<BnStatistics> frozen;  // per bn_layers() entry
     uint64_t generation = 0;
   };
@@ -188,7 +199,10 @@ class Session {
                                                               const SessionEnv& env,
                                                               uint64_t generation);
   // Runs the observed plan on `inputs`; NOT finite moments are an error.
-  absl::StatusOr<Moments> ComputeMoments(const Base& base, absl::Span<const Tensor> inputs);
+  // `queue`: through the scheduler when the session has one (Accumulate); replays run on
+  // the caller's thread.
+  absl::StatusOr<Moments> ComputeMoments(const Base& base, absl::Span<const Tensor> inputs,
+                                         bool queue = false);
   void MergeLocked(const Moments& moments) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The live accumulators of every kept sample replayed through `base`.
   absl::StatusOr<std::vector<LayerAccumulator>> ReplayLocked(const Base& base)

@@ -70,6 +70,8 @@ SessionEnv TrainingManager::Env() const {
   env.commit_cache_bytes = options_.commit_cache_bytes;
   env.metrics = metrics_;
   env.fault_hook = options_.fault_hook;
+  env.scheduler = options_.scheduler;
+  env.servable = options_.servable;
   return env;
 }
 

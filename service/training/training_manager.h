@@ -42,6 +42,10 @@ struct TrainingOptions {
   // `keep_versions` on disk, and every session's base version.
   int keep_versions = 5;
   FaultHook fault_hook;  // test-only (session.h); empty in the server
+  // Serving's scheduler, which runs Accumulate's observed passes (SessionEnv::scheduler),
+  // and its budget; set by the server, null in tests that run passes inline.
+  InferenceScheduler* scheduler = nullptr;
+  ServableOptions servable;
 };
 
 // Per-session options as a client sends them (0: the server default).

@@ -7,6 +7,10 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
 
 #include "absl/strings/str_cat.h"
 
@@ -16,6 +20,7 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 class ModelRepositoryTest : public ::testing::Test {
  protected:
@@ -115,6 +120,64 @@ TEST_F(ModelRepositoryTest, BadConfigsNameTheFile) {
 
   Write("broken/config.json", "{not json");
   EXPECT_EQ(repo.ReadModel("broken").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(ModelRepositoryTest, PerformanceHintIsOneOfThreeNamesAndBadValuesAreNamed) {
+  ModelRepository repo(root_.string());
+  for (const char* hint : {"latency", "throughput", "auto"}) {
+    const std::string model = std::string("ok_") + hint;
+    Write(model + "/config.json", absl::StrCat(R"({"performance_hint": ")", hint, R"("})"));
+    absl::StatusOr<ModelOnDisk> m = repo.ReadModel(model);
+    ASSERT_TRUE(m.ok()) << m.status();
+    EXPECT_EQ(m->config.performance_hint(), hint);
+  }
+  // Empty means the server's default.
+  Write("unset/config.json", R"({"max_batch_size": 2})");
+  ASSERT_TRUE(repo.ReadModel("unset").ok());
+  EXPECT_EQ(repo.ReadModel("unset")->config.performance_hint(), "");
+
+  // Case matters, as it does for every other key and value of config.json.
+  for (const char* bad : {"fast", "LATENCY", " auto"}) {
+    Write("bad/config.json", absl::StrCat(R"({"performance_hint": ")", bad, R"("})"));
+    const absl::Status s = repo.ReadModel("bad").status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(s.message(), HasSubstr("bad/config.json")) << s;
+    EXPECT_THAT(s.message(), HasSubstr("performance_hint")) << s;
+    EXPECT_THAT(s.message(), HasSubstr("latency, throughput, auto")) << s;
+  }
+  // A long value is echoed truncated, never whole.
+  const std::string long_value(500, 'x');
+  Write("long/config.json", absl::StrCat(R"({"performance_hint": ")", long_value, R"("})"));
+  const absl::Status s = repo.ReadModel("long").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), Not(HasSubstr(long_value)));
+
+  Write("number/config.json", R"({"performance_hint": 3})");
+  EXPECT_EQ(repo.ReadModel("number").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(ModelRepositoryTest, DynamicBatchingBoundsAreChecked) {
+  ModelRepository repo(root_.string());
+  Write("ok/config.json",
+        R"({"dynamic_batching": {"max_batch_size": 8, "max_queue_delay_microseconds": 500}})");
+  absl::StatusOr<ModelOnDisk> m = repo.ReadModel("ok");
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->config.dynamic_batching().max_batch_size(), 8);
+  EXPECT_EQ(m->config.dynamic_batching().max_queue_delay_microseconds(), 500);
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {R"({"max_batch_size": 1})", "dynamic_batching.max_batch_size 1 is outside [2, 4096]"},
+      {R"({"max_batch_size": 8, "max_queue_delay_microseconds": -1})",
+       "dynamic_batching.max_queue_delay_microseconds -1 is outside [0, 1000000]"},
+      {R"({"max_batch_size": 8, "max_queue_delay_microseconds": 2000000})",
+       "dynamic_batching.max_queue_delay_microseconds 2000000 is outside [0, 1000000]"},
+      {R"({})", "dynamic_batching.max_batch_size 0 is outside [2, 4096]"}};
+  for (const auto& [json, message] : bad) {
+    Write("bad/config.json", absl::StrCat(R"({"dynamic_batching": )", json, "}"));
+    const absl::Status s = repo.ReadModel("bad").status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << json;
+    EXPECT_THAT(s.message(), HasSubstr("bad/config.json")) << s;
+    EXPECT_THAT(s.message(), HasSubstr(message)) << s;
+  }
 }
 
 TEST_F(ModelRepositoryTest, RejectsPathLikeNames) {

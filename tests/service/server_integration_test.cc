@@ -710,6 +710,56 @@ TEST_F(LimitsTest, QueuedWorkWhoseClientGaveUpIsSkipped) {
   EXPECT_EQ(server_->Terminate(), 0) << server_->Log();
 }
 
+// Streams through the real binary: a throughput model runs two heavy requests at once on
+// one thread each, the stream gauges show it, and the threads held never exceed --cores.
+TEST(StreamsTest, ThroughputModelRunsConcurrentStreamsShownInMetrics) {
+  TempDir repo;
+  const std::string heavy = testing::TestDataDir() + "/resnet50/model.onnx";
+  ASSERT_TRUE(fs::exists(heavy)) << heavy
+                                 << " missing (CTest fixture service.export_oracle_models)";
+  AddModel(repo.path(), "heavy", 1, heavy);
+  testing::WriteFile(repo.path() + "/heavy/config.json", R"({"performance_hint": "throughput"})");
+  AddModel(repo.path(), "tiny", 1, DefaultRepositoryModel("tiny_bn"));
+  auto server = ServerProcess::Start(repo.path(),
+                                     {"--cores=2", "--workers=2", "--max_message_bytes=16777216"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto metrics = [&] { return testing::HttpGet((*server)->metrics_port(), "/metrics"); };
+  const std::string idle = metrics();
+  EXPECT_EQ(testing::MetricValue(idle, "normserve_threads_budget"), 2) << idle;
+  EXPECT_EQ(testing::MetricValue(idle, R"(normserve_streams_in_use{model="tiny"})"), 0) << idle;
+  EXPECT_EQ(testing::MetricValue(idle, R"(normserve_queue_depth{model="heavy"})"), 0) << idle;
+
+  const v1::PredictRequest req = HeavyRequest(4);
+  std::vector<grpc::Status> results(2);
+  std::vector<std::thread> clients;
+  std::vector<std::unique_ptr<Stub>> stubs;
+  for (int i = 0; i < 2; ++i) stubs.push_back(NewStub(**server, /*own_connection=*/true));
+  for (int i = 0; i < 2; ++i) {
+    clients.emplace_back([&, i] {
+      v1::PredictResponse resp;
+      results[i] = Predict(stubs[i].get(), req, &resp, 120000);
+    });
+  }
+  // Batch 4 of ResNet-50 on one thread computes for seconds: both are seen running.
+  double streams = 0, peak_threads = 0;
+  std::string seen;
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < give_up && streams < 2) {
+    seen = metrics();
+    streams = testing::MetricValue(seen, R"(normserve_streams_in_use{model="heavy"})");
+    peak_threads = std::max(peak_threads, testing::MetricValue(seen, "normserve_threads_in_use"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  for (std::thread& t : clients) t.join();
+  EXPECT_EQ(streams, 2) << seen;
+  EXPECT_LE(peak_threads, 2) << seen;
+  EXPECT_EQ(testing::MetricValue(seen, R"(normserve_stream_threads_in_use{model="heavy"})"), 2)
+      << seen;
+  for (const grpc::Status& s : results) EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_THAT((*server)->Log(), HasSubstr("2 cores, up to 2 streams"));
+  EXPECT_EQ((*server)->Terminate(), 0) << (*server)->Log();
+}
+
 TEST(NonFiniteTest, AllowedByFlagOrPerModelConfig) {
   TempDir repo;
   AddModel(repo.path(), "strict", 1, DefaultRepositoryModel("tiny_bn"));
@@ -939,10 +989,15 @@ TEST(DrainTest, ConcurrentClientsDuringSigtermGetOnlyOkOrUnavailable) {
 
 TEST(FlagsTest, InvalidFlagsAreReportedTogetherAndExitTwo) {
   std::string output;
-  const int code = testing::RunCommand(
-      {testing::NormserveBinary(), "--workers=0", "--port=70000", "--tls_cert=/x.pem"}, &output);
+  const int code =
+      testing::RunCommand({testing::NormserveBinary(), "--workers=-1", "--port=70000",
+                           "--tls_cert=/x.pem", "--performance_hint=fastest", "--cores=-2"},
+                          &output);
   EXPECT_EQ(code, 2);
-  EXPECT_THAT(output, HasSubstr("--workers=0 is outside [1, 256]"));
+  EXPECT_THAT(output, HasSubstr("--workers=-1 is outside [0, 256]"));
+  EXPECT_THAT(output, HasSubstr("--cores=-2 is outside [0, 1024]"));
+  EXPECT_THAT(output,
+              HasSubstr("--performance_hint \"fastest\" is not one of latency, throughput, auto"));
   EXPECT_THAT(output, HasSubstr("--port=70000 is outside [0, 65535]"));
   EXPECT_THAT(output, HasSubstr("--tls_cert and --tls_key go together"));
 }

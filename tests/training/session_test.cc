@@ -6,6 +6,7 @@
 #include "service/training/session.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -16,11 +17,14 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kernels/layerwise_calibration.h"
 #include "prometheus/registry.h"
 #include "prometheus/text_serializer.h"
+#include "service/inference_scheduler.h"
+#include "service/servable.h"
 #include "service/training/sample_log.h"
 #include "service/training/training_metrics.h"
 #include "tests/service/temp_dir.h"
@@ -123,6 +127,81 @@ void ExpectClose(const std::vector<double>& a, const std::vector<double>& b, dou
     EXPECT_NEAR(a[c], b[c], rel * std::max(1e-300, std::max(std::abs(a[c]), std::abs(b[c]))))
         << what << " channel " << c;
   }
+}
+
+// Accumulate's observed pass runs on serving's scheduler: it waits in the same FIFO
+// behind a request holding every core, starts once the cores are free, and gives the
+// statistics an inline pass gives (one thread count, so bit for bit).
+TEST_F(SessionTest, AccumulateQueuesBehindServingInTheSharedScheduler) {
+  constexpr int kCores = 2;
+  InferenceScheduler::Options options;
+  options.workers = kCores;
+  options.cores = kCores;
+  options.max_queue = 8;
+  InferenceScheduler scheduler(options);
+  // A serving request counted for every core, held at its start by a gate.
+  auto serving = LoadServable("fashion_bn_cnn", 1, ModelPath(), FileStamp{}, {}, ServableOptions{});
+  ASSERT_TRUE(serving.ok()) << serving.status();
+  absl::Notification gate_entered, release, gate_done;
+  InferenceTask gate;
+  gate.servable = *serving;
+  gate.inputs = Samples(1, 1, 5);
+  gate.cancelled = [&] {
+    gate_entered.Notify();
+    release.WaitForNotification();
+    return false;
+  };
+  gate.done = [&](absl::StatusOr<InferenceResult> r) {
+    EXPECT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->threads, kCores);
+    gate_done.Notify();
+  };
+  ASSERT_TRUE(scheduler.Submit(std::move(gate)).ok());
+  gate_entered.WaitForNotification();
+
+  const std::string d = dir_.path() + "/queued";
+  fs::create_directories(d);
+  SessionEnv env;
+  env.scheduler = &scheduler;
+  env.servable.cores = kCores;
+  env.servable.max_streams = kCores;
+  auto queued = Session::Create(Config("queued"), d, model_, env);
+  ASSERT_TRUE(queued.ok()) << queued.status();
+  auto inline_session = NewSession("inline");
+  ASSERT_NE(inline_session, nullptr);
+
+  const std::vector<Tensor> samples = Samples(3, 1, 11);
+  std::atomic<bool> accumulated{false};
+  absl::StatusOr<AccumulateOutcome> outcome = absl::UnknownError("not run");
+  std::thread client([&] {
+    outcome = Add(**queued, "q0", samples[0]);
+    accumulated = true;
+  });
+  // The pass waits in the scheduler's queue while the gate holds the cores.
+  while (scheduler.stats().models["training"].queued < 1) absl::SleepFor(absl::Milliseconds(1));
+  EXPECT_FALSE(accumulated.load());
+  EXPECT_EQ(scheduler.stats().threads_in_use, kCores);
+  release.Notify();
+  client.join();
+  gate_done.WaitForNotification();
+  ASSERT_TRUE(outcome.ok()) << outcome.status();
+  EXPECT_EQ(outcome->requests_accepted, 1);
+  for (size_t i = 1; i < samples.size(); ++i) {
+    ASSERT_TRUE(Add(**queued, absl::StrCat("q", i), samples[i]).ok());
+  }
+  for (size_t i = 0; i < samples.size(); ++i) {
+    ASSERT_TRUE(Add(*inline_session, absl::StrCat("q", i), samples[i]).ok());
+  }
+  auto q = (*queued)->Report(false);
+  auto l = inline_session->Report(false);
+  ASSERT_TRUE(q.ok() && l.ok());
+  ASSERT_EQ(q->layers.size(), l->layers.size());
+  for (size_t li = 0; li < q->layers.size(); ++li) {
+    EXPECT_EQ(q->layers[li].mean, l->layers[li].mean) << q->layers[li].info.name;
+    EXPECT_EQ(q->layers[li].variance, l->layers[li].variance) << q->layers[li].info.name;
+  }
+  scheduler.Shutdown();
+  EXPECT_LE(scheduler.stats().peak_threads_in_use, kCores);
 }
 
 TEST_F(SessionTest, ConcurrentAccumulationMatchesOneThreadAndTwoPassReference) {
