@@ -311,6 +311,35 @@ absl::StatusOr<Int8QuantizationResult> QuantizeInt8(std::shared_ptr<const Model>
   }
   if (layers.empty())
     return absl::FailedPreconditionError("the model has no Conv/Gemm to quantize");
+  // A layer's output read by anything but an activation (a residual Add) is quantized
+  // too, so an int8 engine keeps it in 8 bits (ONNX Runtime then runs QLinearConv and
+  // QLinearAdd instead of float kernels between DequantizeLinear and QuantizeLinear).
+  // Behind Relu/Clip the activation's output is the point (also before a MaxPool: the
+  // output leaves the layer in 8 bits); graph outputs stay float.
+  if (options.quantize_layer_outputs) {
+    absl::flat_hash_map<std::string, std::vector<const Node*>> readers;
+    for (const Node& n : graph.nodes)
+      for (const auto& in : n.inputs) readers[in].push_back(&n);
+    absl::flat_hash_set<std::string> graph_outputs;
+    for (const ValueSpec& o : graph.outputs) graph_outputs.insert(o.name);
+    for (const QuantizedLayer& l : layers) {
+      const std::string& y = l.node->outputs[0];
+      if (graph_outputs.contains(y) || point_index.contains(y)) continue;
+      bool only_activations = true;
+      for (const Node* r : readers[y])
+        only_activations = only_activations && (r->op == "Relu" || r->op == "Clip");
+      std::vector<std::string> outs = {y};
+      if (only_activations) {
+        outs.clear();
+        for (const Node* r : readers[y]) outs.push_back(r->outputs[0]);
+      }
+      for (const std::string& v : outs) {
+        if (graph_outputs.contains(v) || point_index.contains(v)) continue;
+        point_index[v] = static_cast<int>(points.size());
+        points.push_back(v);
+      }
+    }
+  }
   result.quantized_layers = static_cast<int>(layers.size());
 
   // The network calibration runs: weights already quantized when layer-wise.

@@ -6,8 +6,9 @@
 // symmetric (zero point 0, levels -127..127); its bias as DequantizeLinear(int32, scale
 // s_x * s_w[o]); each Conv/Gemm input activation as DequantizeLinear(QuantizeLinear(x))
 // with one scale per tensor and zero point 0: uint8 where the calibration never saw a
-// negative value (after ReLU), int8 otherwise. Every consumer of such a tensor reads the
-// dequantized value, as an int8 engine storing the tensor in 8 bits would.
+// negative value (after ReLU), int8 otherwise; likewise each Conv/Gemm output (after its
+// Relu/Clip) that is not a graph output. Every consumer of such a tensor
+// reads the dequantized value, as an int8 engine storing the tensor in 8 bits would.
 //
 // Activation scales: MSE-optimal clipping of a histogram of |x| over all calibration
 // samples (see MseOptimalClip), computed layer by layer: a tensor's scale comes from the
@@ -36,6 +37,10 @@ struct Int8QuantizationOptions {
   // input's resolution matters (a low-contrast image has steps of 0.0012, uint8's step
   // over [0, 1] is 0.0039) and 1-3 input channels make that layer cheap anyway.
   bool quantize_input_convs = false;
+  // true: every Conv/Gemm output (behind its Relu/Clip if that is all that reads it) is
+  // quantized too, whatever reads it next (a residual Add, a MaxPool): int8 storage
+  // between layers, and ONNX Runtime's int8 kernels need a QuantizeLinear there.
+  bool quantize_layer_outputs = true;
   int histogram_bins = 2048;
   int64_t batch = 8;  // samples per forward pass of a calibration segment
   int intra_op_threads = 0;

@@ -221,7 +221,7 @@ TEST_P(OrtQdq, OnnxRuntimeRunsTheQdqFileCloseToFp32) {
     auto test = ReadNpyFile(Env("NORMSERVE_FASHION_DATA") + "/test_clean.npy");
     ASSERT_TRUE(cal.ok() && test.ok());
     calib = Rows(*cal, 0, 64);
-    held_out = Rows(*test, 0, 500);
+    held_out = Rows(*test, 0, 200);
   } else {
     auto m = Model::LoadFile(Env("NORMSERVE_TESTDATA") + "/" + c.name + "/model.onnx");
     ASSERT_TRUE(m.ok()) << m.status();
