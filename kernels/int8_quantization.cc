@@ -427,6 +427,16 @@ absl::StatusOr<Int8QuantizationResult> QuantizeInt8(std::shared_ptr<const Model>
         targets.push_back(points[p]);
       }
     }
+    int64_t held = 0;
+    for (const auto& [v, rows_of_v] : kept) held += static_cast<int64_t>(rows_of_v.size());
+    for (const auto& t : targets) held += total * per_sample(t);
+    held += static_cast<int64_t>(values.size()) * total * in_per;
+    if (held * static_cast<int64_t>(sizeof(float)) > options.max_kept_bytes) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("int8 calibration pass ", w, " needs ", held * sizeof(float),
+                       " bytes of activations for ", total, " samples; the limit is ",
+                       options.max_kept_bytes, " (use fewer samples)"));
+    }
     if (!targets.empty()) {
       std::vector<ValueSpec> slice_inputs;
       const std::vector<bool> need =

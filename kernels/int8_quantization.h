@@ -43,6 +43,10 @@ struct Int8QuantizationOptions {
   bool quantize_layer_outputs = true;
   int histogram_bins = 2048;
   int64_t batch = 8;  // samples per forward pass of a calibration segment
+  // Largest set of activations held at once (every sample's values of the points a later
+  // pass still reads, plus the pass being computed; float32). Beyond it the calibration
+  // fails (RESOURCE_EXHAUSTED) rather than grow with the number of samples.
+  int64_t max_kept_bytes = int64_t{2} << 30;
   int intra_op_threads = 0;
 };
 

@@ -5,6 +5,7 @@
 // (exact layer-wise recalibration from the shift's 256 calibration samples), then the
 // int8 scales from the same samples. Layer-wise and one-pass scales are both reported.
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -28,6 +29,22 @@ constexpr int64_t kBatch = 500;
 std::string Env(const char* name) {
   const char* v = std::getenv(name);
   return v != nullptr ? v : "";
+}
+
+// Mean over samples of max|a - b| / max|b| (b: fp32 logits): finer than accuracy for
+// telling two quantizations apart.
+double MeanRelativeError(const std::vector<float>& a, const std::vector<float>& b, int64_t n) {
+  const int64_t classes = static_cast<int64_t>(b.size()) / n;
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    double scale = 0, err = 0;
+    for (int64_t c = 0; c < classes; ++c) {
+      scale = std::max(scale, std::fabs(static_cast<double>(b[i * classes + c])));
+      err = std::max(err, std::fabs(static_cast<double>(a[i * classes + c]) - b[i * classes + c]));
+    }
+    sum += err / scale;
+  }
+  return sum / n;
 }
 
 double AccuracyOf(const std::vector<float>& logits, const Tensor& labels) {
@@ -114,18 +131,22 @@ TEST(FashionInt8Accuracy, OnnxRuntimeOnTheQdqFileWithinHalfAPointOfFp32) {
         {"layer-wise", recalibrated->model}};
     if (std::string(shift) == "clean") versions.insert(versions.begin(), {"frozen", *model});
     for (const auto& [what, m] : versions) {
-      const double fp32 = AccuracyOf(RunFp32(m, *images), *labels);
-      double int8[2];
+      const std::vector<float> fp32_logits = RunFp32(m, *images);
+      const double fp32 = AccuracyOf(fp32_logits, *labels);
+      double int8[2], rel[2];
       for (bool layerwise : {true, false}) {
         Int8QuantizationOptions o;
         o.layerwise = layerwise;
         o.intra_op_threads = 2;
         auto q = QuantizeInt8(m, samples, o);
         ASSERT_TRUE(q.ok()) << q.status();
-        int8[layerwise ? 0 : 1] = AccuracyOf(RunOrt(q->qdq_onnx, data, *images), *labels);
+        const std::vector<float> logits = RunOrt(q->qdq_onnx, data, *images);
+        int8[layerwise ? 0 : 1] = AccuracyOf(logits, *labels);
+        rel[layerwise ? 0 : 1] = MeanRelativeError(logits, fp32_logits, images->shape[0]);
       }
-      std::printf("%-11s %-12s %8.4f %6.4f %+.4f %6.4f %+.4f\n", shift, what, fp32, int8[0],
-                  int8[0] - fp32, int8[1], int8[1] - fp32);
+      std::printf("%-11s %-12s %8.4f %6.4f %+.4f %6.4f %+.4f   mean rel err lw %.4f 1p %.4f\n",
+                  shift, what, fp32, int8[0], int8[0] - fp32, int8[1], int8[1] - fp32, rel[0],
+                  rel[1]);
       EXPECT_NEAR(int8[0], fp32, kMaxAccuracyGap) << what;
     }
   }

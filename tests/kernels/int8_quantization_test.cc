@@ -69,6 +69,7 @@ TEST(MseOptimalClip, WithinFivePercentOfTheBruteForceOptimumAndBeatsMinMax) {
 }
 
 std::vector<Tensor> RandomSamples(const std::vector<int64_t>& shape, int count, uint32_t seed) {
+  if (shape.empty()) return {};
   std::mt19937 rng(seed);
   std::normal_distribution<float> normal;
   std::vector<Tensor> out;
@@ -91,7 +92,7 @@ std::vector<Tensor> Rows(const Tensor& batch, int64_t first, int64_t count) {
   const int64_t per = static_cast<int64_t>(batch.data.size()) / batch.shape[0];
   for (int64_t i = first; i < first + count; ++i) {
     Tensor t;
-    t.shape = batch.shape;
+    t.shape.assign(batch.shape.begin(), batch.shape.end());
     t.shape[0] = 1;
     t.data.assign(batch.data.begin() + i * per, batch.data.begin() + (i + 1) * per);
     out.push_back(std::move(t));
@@ -101,7 +102,7 @@ std::vector<Tensor> Rows(const Tensor& batch, int64_t first, int64_t count) {
 
 Tensor Stack(const std::vector<Tensor>& rows) {
   Tensor t;
-  t.shape = rows[0].shape;
+  t.shape.assign(rows[0].shape.begin(), rows[0].shape.end());
   t.shape[0] = static_cast<int64_t>(rows.size());
   for (const Tensor& r : rows) t.data.insert(t.data.end(), r.data.begin(), r.data.end());
   return t;
@@ -255,6 +256,23 @@ INSTANTIATE_TEST_SUITE_P(Models, OrtQdq,
                          ::testing::Values(Case{"fashion_bn_cnn", 0.06}, Case{"bn1d_head", 0.06},
                                            Case{"resnet18", 0.04}, Case{"mobilenet_v2", 0.06}),
                          [](const auto& info) { return std::string(info.param.name); });
+
+TEST(QuantizeInt8, ActivationsBeyondTheByteLimitAreRefusedNamingIt) {
+  auto model = Model::LoadFile(Env("NORMSERVE_TESTDATA") + "/bn1d_head/model.onnx");
+  ASSERT_TRUE(model.ok()) << model.status();
+  const auto samples = RandomSamples((*model)->inputs()[0].shape, 4, 5);
+  Int8QuantizationOptions o;
+  // bn1d_head's points (its input convolution stays float): the Flatten output (16 floats
+  // a sample), the first Gemm's ReLU output (64) and the second Gemm's output (10). The
+  // largest pass holds the kept Flatten values and the new ReLU values of 4 samples:
+  // (16 + 64) * 4 floats = 1280 bytes.
+  o.max_kept_bytes = 1279;
+  auto q = QuantizeInt8(*model, samples, o);
+  EXPECT_EQ(q.status().code(), absl::StatusCode::kResourceExhausted) << q.status();
+  EXPECT_NE(q.status().message().find("limit is 1279"), std::string::npos) << q.status();
+  o.max_kept_bytes = 1280;
+  EXPECT_TRUE(QuantizeInt8(*model, samples, o).ok());
+}
 
 TEST(QuantizeInt8, RefusesAnOldOpsetNamingIt) {
   auto model = Model::LoadFile(Env("NORMSERVE_TESTDATA") + "/pad_net_op10/model.onnx");
