@@ -147,6 +147,7 @@ std::vector<float> RunOrt(const std::string& onnx_bytes, const Tensor& input,
   std::vector<float> r(static_cast<size_t>(f.tellg()) / sizeof(float));
   f.seekg(0);
   f.read(reinterpret_cast<char*>(r.data()), r.size() * sizeof(float));
+  for (const std::string& file : {model, in, out}) std::remove(file.c_str());
   return r;
 }
 
