@@ -17,6 +17,7 @@
 #include "kernels/engine.h"
 #include "kernels/model.h"
 #include "kernels/npy_io.h"
+#include "kernels/precision.h"
 
 namespace normserve {
 namespace {
@@ -108,9 +109,11 @@ Tensor Stack(const std::vector<Tensor>& rows) {
   return t;
 }
 
-std::vector<float> RunFp32(const std::shared_ptr<const Model>& model, const Tensor& input) {
+std::vector<float> RunFp32(const std::shared_ptr<const Model>& model, const Tensor& input,
+                           Precision precision = Precision::kFp32) {
   CompileOptions o;
   o.intra_op_threads = 2;
+  o.precision = precision;
   auto compiled = CompiledModel::Compile(model, o);
   EXPECT_TRUE(compiled.ok()) << compiled.status();
   if (!compiled.ok()) return {};
@@ -203,6 +206,7 @@ TEST(FoldBatchNormsOnnx, FoldedFileMatchesTheModelInNormserveAndOnnxRuntime) {
 struct Case {
   const char* name;
   double max_rel;  // bound on the layer-wise QDQ file in ORT against fp32
+  int gemms = 0;   // quantized Gemm layers (they serve float in normserve)
 };
 
 // Relative bound: 8-bit steps are 1/255-1/127 of a tensor's clip; errors of independent
@@ -210,10 +214,11 @@ struct Case {
 // are about 2x the worst measured (docs/precision.md).
 class OrtQdq : public ::testing::TestWithParam<Case> {};
 
-TEST_P(OrtQdq, OnnxRuntimeRunsTheQdqFileCloseToFp32) {
-  const Case c = GetParam();
-  std::shared_ptr<const Model> model;
-  std::vector<Tensor> calib, held_out;
+void LoadCase(const Case& c, std::shared_ptr<const Model>* model_out,
+              std::vector<Tensor>* calib_out, std::vector<Tensor>* held_out_out) {
+  std::shared_ptr<const Model>& model = *model_out;
+  std::vector<Tensor>& calib = *calib_out;
+  std::vector<Tensor>& held_out = *held_out_out;
   if (std::string(c.name) == "fashion_bn_cnn") {
     auto m = Model::LoadFile(Env("NORMSERVE_SOURCE_DIR") +
                              "/models/repository/fashion_bn_cnn/1/model.onnx");
@@ -231,6 +236,14 @@ TEST_P(OrtQdq, OnnxRuntimeRunsTheQdqFileCloseToFp32) {
     calib = RandomSamples(model->inputs()[0].shape, 16, 11);
     held_out = RandomSamples(model->inputs()[0].shape, 16, 12);
   }
+}
+
+TEST_P(OrtQdq, OnnxRuntimeRunsTheQdqFileCloseToFp32) {
+  const Case c = GetParam();
+  std::shared_ptr<const Model> model;
+  std::vector<Tensor> calib, held_out;
+  LoadCase(c, &model, &calib, &held_out);
+  ASSERT_NE(model, nullptr);
   const Tensor input = Stack(held_out);
   const int64_t n = input.shape[0];
   const std::vector<float> fp32 = RunFp32(model, input);
@@ -256,6 +269,63 @@ TEST_P(OrtQdq, OnnxRuntimeRunsTheQdqFileCloseToFp32) {
 INSTANTIATE_TEST_SUITE_P(Models, OrtQdq,
                          ::testing::Values(Case{"fashion_bn_cnn", 0.06}, Case{"bn1d_head", 0.06},
                                            Case{"resnet18", 0.04}, Case{"mobilenet_v2", 0.06}),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+// normserve serving the QDQ file itself: oneDNN int8 convolutions (u8/s8 source quantized
+// by a scaled reorder, s8 weights, per-channel output scales), against ONNX Runtime on the
+// same file and against fp32. ORT also keeps every quantized Conv output and residual Add
+// in 8 bits (QLinearConv/QLinearAdd); normserve quantizes only convolution inputs and keeps
+// the rest float, so it sits between ORT and fp32.
+class Int8Serving : public ::testing::TestWithParam<Case> {};
+
+TEST_P(Int8Serving, NormserveRunsTheQdqFileInOneDnnInt8LikeOnnxRuntime) {
+  if (!CheckPrecisionSupported(Precision::kInt8, dnnl::get_effective_cpu_isa()).ok())
+    GTEST_SKIP() << "no AVX512-VNNI on this CPU";
+  const Case c = GetParam();
+  std::shared_ptr<const Model> model;
+  std::vector<Tensor> calib, held_out;
+  LoadCase(c, &model, &calib, &held_out);
+  ASSERT_NE(model, nullptr);
+  const Tensor input = Stack(held_out);
+  const int64_t n = input.shape[0];
+  auto q = QuantizeInt8(model, calib);
+  ASSERT_TRUE(q.ok()) << q.status();
+  auto qdq = Model::LoadBytes(q->qdq_onnx);
+  ASSERT_TRUE(qdq.ok()) << qdq.status();
+  EXPECT_EQ((*qdq)->int8_convs(), q->quantized_layers - (c.gemms));
+  CompileOptions o;
+  o.precision = Precision::kInt8;
+  auto compiled = CompiledModel::Compile(*qdq, o);
+  ASSERT_TRUE(compiled.ok()) << compiled.status();
+  const std::string plan = (*compiled)->DescribePlan();
+  int quantize_steps = 0, int8_convs = 0;
+  for (size_t at = 0; (at = plan.find("\nquantize ", at)) != std::string::npos; ++at)
+    ++quantize_steps;
+  for (size_t at = 0; (at = plan.find("(u8", at)) != std::string::npos; ++at) ++int8_convs;
+  for (size_t at = 0; (at = plan.find("(s8", at)) != std::string::npos; ++at) ++int8_convs;
+  std::printf(
+      "%s",
+      plan.substr(0, plan.find('\n', plan.find("\nconv", plan.find("quantize ")) + 1) + 1).c_str());
+  EXPECT_GE(quantize_steps, 1) << plan;
+  EXPECT_GE(int8_convs, (*qdq)->int8_convs()) << plan;
+  const std::vector<float> ours = RunFp32(*qdq, input, Precision::kInt8);
+  const Agreement vs_ort =
+      Compare(ours, RunOrt(q->qdq_onnx, input, std::string(c.name) + "_ns"), n);
+  const Agreement vs_fp32 = Compare(ours, RunFp32(model, input), n);
+  std::printf(
+      "%-15s int8 convs %3d: vs ORT max rel %.4f top-1 %.3f; vs fp32 max rel %.4f top-1 %.3f "
+      "(clear %.3f)\n",
+      c.name, (*qdq)->int8_convs(), vs_ort.max_rel, vs_ort.top1, vs_fp32.max_rel, vs_fp32.top1,
+      vs_fp32.top1_clear);
+  EXPECT_LT(vs_fp32.max_rel, c.max_rel);
+  EXPECT_LT(vs_ort.max_rel, c.max_rel);
+  EXPECT_GE(vs_fp32.top1_clear, 0.9);
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, Int8Serving,
+                         ::testing::Values(Case{"fashion_bn_cnn", 0.06, 2},
+                                           Case{"resnet18", 0.04, 1},
+                                           Case{"mobilenet_v2", 0.06, 1}),
                          [](const auto& info) { return std::string(info.param.name); });
 
 TEST(QuantizeInt8, ActivationsBeyondTheByteLimitAreRefusedNamingIt) {
