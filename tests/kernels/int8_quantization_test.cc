@@ -18,6 +18,7 @@
 #include "kernels/model.h"
 #include "kernels/npy_io.h"
 #include "kernels/precision.h"
+#include "onnx/onnx_pb.h"
 
 namespace normserve {
 namespace {
@@ -327,6 +328,30 @@ INSTANTIATE_TEST_SUITE_P(Models, Int8Serving,
                                            Case{"resnet18", 0.04, 1},
                                            Case{"mobilenet_v2", 0.06, 1}),
                          [](const auto& info) { return std::string(info.param.name); });
+
+TEST(QdqImport, ANonZeroActivationZeroPointIsRefusedNamingTheNode) {
+  auto model = Model::LoadFile(Env("NORMSERVE_TESTDATA") + "/bn1d_head/model.onnx");
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto q = QuantizeInt8(*model, RandomSamples((*model)->inputs()[0].shape, 4, 5));
+  ASSERT_TRUE(q.ok()) << q.status();
+  ASSERT_TRUE(Model::LoadBytes(q->qdq_onnx).ok());
+  onnx::ModelProto proto;
+  ASSERT_TRUE(proto.ParseFromString(q->qdq_onnx));
+  bool changed = false;
+  for (auto& init : *proto.mutable_graph()->mutable_initializer()) {
+    if (init.dims_size() == 0 && init.data_type() == onnx::TensorProto::UINT8 && !changed) {
+      init.set_raw_data(std::string(1, '\x03'));
+      changed = true;
+    }
+  }
+  ASSERT_TRUE(changed);
+  std::string bytes;
+  proto.SerializeToString(&bytes);
+  auto bad = Model::LoadBytes(bytes);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("(QuantizeLinear): only zero point 0"), std::string::npos)
+      << bad.status();
+}
 
 TEST(QuantizeInt8, ActivationsBeyondTheByteLimitAreRefusedNamingIt) {
   auto model = Model::LoadFile(Env("NORMSERVE_TESTDATA") + "/bn1d_head/model.onnx");
