@@ -3,7 +3,9 @@
 // QDQ file QuantizeInt8 writes, run by ONNX Runtime's int8 kernels, must be within 0.5
 // accuracy points of normserve's fp32. As a training commit would: BN statistics first
 // (exact layer-wise recalibration from the shift's 256 calibration samples), then the
-// int8 scales from the same samples. Layer-wise and one-pass scales are both reported.
+// int8 scales from the same samples. Layer-wise and one-pass scales are both reported, and
+// the layer-wise file is also served by normserve itself (precision int8, oneDNN int8
+// convolutions) under the same bound.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -19,6 +21,7 @@
 #include "kernels/layerwise_calibration.h"
 #include "kernels/model.h"
 #include "kernels/npy_io.h"
+#include "kernels/precision.h"
 
 namespace normserve {
 namespace {
@@ -57,8 +60,10 @@ double AccuracyOf(const std::vector<float>& logits, const Tensor& labels) {
   return static_cast<double>(correct) / n;
 }
 
-std::vector<float> RunFp32(const std::shared_ptr<const Model>& model, const Tensor& images) {
+std::vector<float> RunFp32(const std::shared_ptr<const Model>& model, const Tensor& images,
+                           Precision precision = Precision::kFp32) {
   CompileOptions o;
+  o.precision = precision;
   o.intra_op_threads = 2;
   o.max_batch = kBatch;
   o.precompile_batch_sizes = {kBatch};
@@ -134,7 +139,7 @@ TEST(FashionInt8Accuracy, OnnxRuntimeOnTheQdqFileWithinHalfAPointOfFp32) {
     for (const auto& [what, m] : versions) {
       const std::vector<float> fp32_logits = RunFp32(m, *images);
       const double fp32 = AccuracyOf(fp32_logits, *labels);
-      double int8[2], rel[2];
+      double int8[2], rel[2], served = 0;
       for (bool layerwise : {true, false}) {
         Int8QuantizationOptions o;
         o.layerwise = layerwise;
@@ -144,11 +149,19 @@ TEST(FashionInt8Accuracy, OnnxRuntimeOnTheQdqFileWithinHalfAPointOfFp32) {
         const std::vector<float> logits = RunOrt(q->qdq_onnx, data, *images);
         int8[layerwise ? 0 : 1] = AccuracyOf(logits, *labels);
         rel[layerwise ? 0 : 1] = MeanRelativeError(logits, fp32_logits, images->shape[0]);
+        if (layerwise) {  // the same file served by normserve with oneDNN int8 convolutions
+          auto qdq = Model::LoadBytes(q->qdq_onnx);
+          ASSERT_TRUE(qdq.ok()) << qdq.status();
+          served = AccuracyOf(RunFp32(*qdq, *images, Precision::kInt8), *labels);
+        }
       }
-      std::printf("%-11s %-12s %8.4f %6.4f %+.4f %6.4f %+.4f   mean rel err lw %.4f 1p %.4f\n",
-                  shift, what, fp32, int8[0], int8[0] - fp32, int8[1], int8[1] - fp32, rel[0],
-                  rel[1]);
+      std::printf(
+          "%-11s %-12s %8.4f %6.4f %+.4f %6.4f %+.4f   mean rel err lw %.4f 1p %.4f   "
+          "normserve int8 %.4f %+.4f\n",
+          shift, what, fp32, int8[0], int8[0] - fp32, int8[1], int8[1] - fp32, rel[0], rel[1],
+          served, served - fp32);
       EXPECT_NEAR(int8[0], fp32, kMaxAccuracyGap) << what;
+      EXPECT_NEAR(served, fp32, kMaxAccuracyGap) << what;
     }
   }
 }
