@@ -58,6 +58,13 @@ absl::StatusOr<std::shared_ptr<const CompiledModel>> CompiledModel::Compile(
     return absl::InvalidArgumentError("max_dynamic_dim must be positive");
   RETURN_IF_ERROR(
       CheckPrecisionSupported(EffectivePrecision(options), dnnl::get_effective_cpu_isa()));
+  if (EffectivePrecision(options) == Precision::kInt8 && model->int8_convs() == 0) {
+    return absl::FailedPreconditionError(
+        "precision int8 needs a QDQ model (QuantizeLinear/DequantizeLinear with scales around "
+        "its convolutions); this one has none: calibrate it first (QuantizeInt8 in "
+        "kernels/int8_quantization.h writes that file from the float model and sample inputs) "
+        "and serve the file it writes");
+  }
   std::shared_ptr<CompiledModel> cm(new CompiledModel(std::move(model), options));
   const Graph& graph = cm->model_->graph();
   cm->primary_shapes_ =

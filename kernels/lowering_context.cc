@@ -237,6 +237,15 @@ void LoweringContext::AddTypedReorder(const md& src, int src_ref, const md& dst,
                    {{DNNL_ARG_FROM, src_ref}, {DNNL_ARG_TO, dst_ref}});
 }
 
+void LoweringContext::AddScaledReorder(const Val& src, const Val& dst, float scale,
+                                       const std::string& what) {
+  dnnl::primitive_attr attr = Attr();
+  attr.set_output_scales(0, {scale});
+  dnnl::reorder::primitive_desc pd(CpuEngine(), src.desc, CpuEngine(), dst.desc, attr);
+  AddStepDescribed(absl::StrCat("quantize ", what), TypesText(src.desc, dst.desc), pd,
+                   dnnl::reorder(pd), {{DNNL_ARG_FROM, Ref(src)}, {DNNL_ARG_TO, Ref(dst)}});
+}
+
 absl::Status LoweringContext::AddReorder(int src_ref, const Val& dst, const std::string& what) {
   AddTypedReorder(plan_->memrefs[src_ref].md, src_ref, dst.desc, Ref(dst), what);
   return absl::OkStatus();

@@ -125,6 +125,9 @@ class LoweringContext {
   // Appends a custom (non-oneDNN) step.
   void AddCustomStep(PlanStep step) { plan_->steps.push_back(std::move(step)); }
   absl::Status AddReorder(int src_ref, const Val& dst, const std::string& what);
+  // A reorder multiplying by `scale` on the way: quantizes an f32 value into a u8/s8 one
+  // (oneDNN rounds to nearest even and saturates, as ONNX QuantizeLinear does).
+  void AddScaledReorder(const Val& src, const Val& dst, float scale, const std::string& what);
   // One eltwise primitive `a` on `src` into a new buffer.
   absl::StatusOr<Val> Eltwise(const std::string& name, const Val& src, const Activation& a);
 

@@ -7,6 +7,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/onnx_import.h"
+#include "kernels/qdq_import.h"
 #include "kernels/specialize.h"
 #include "kernels/status_macros.h"
 #include "onnx/onnx_pb.h"
@@ -45,6 +46,7 @@ absl::StatusOr<std::shared_ptr<const Model>> Model::LoadBytes(std::string_view b
   std::shared_ptr<Model> m(new Model());
   m->graph_ = std::move(imported.graph);
   m->opset_ = imported.opset;
+  ASSIGN_OR_RETURN(m->int8_convs_, ImportQdq(&m->graph_, imported.uint8_initializers));
   m->options_ = options;
   m->onnx_bytes_ = std::make_shared<const std::string>(bytes);
   RETURN_IF_ERROR(m->Analyze());
@@ -182,6 +184,7 @@ absl::StatusOr<std::shared_ptr<const Model>> Model::Slice(
   std::shared_ptr<Model> m(new Model());
   m->options_ = options_;
   m->opset_ = opset_;
+  m->int8_convs_ = int8_convs_;
   m->graph_.inputs = inputs;
   for (size_t i = 0; i < graph_.nodes.size(); ++i) {
     if (!keep[i]) continue;

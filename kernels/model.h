@@ -40,6 +40,8 @@ class Model {
   const std::vector<BnLayerInfo>& bn_layers() const { return bn_layers_; }
   const LoadOptions& options() const { return options_; }
   int64_t opset() const { return opset_; }
+  // Convolutions a QDQ file gave int8 scales (qdq_import.h); 0 for a float model.
+  int int8_convs() const { return int8_convs_; }
 
   absl::StatusOr<BnStatistics> GetBnStatistics(const std::string& layer) const;
 
@@ -70,6 +72,7 @@ class Model {
   std::vector<BnLayerInfo> bn_layers_;
   LoadOptions options_;
   int64_t opset_ = 0;
+  int int8_convs_ = 0;
   std::shared_ptr<const std::string> onnx_bytes_;  // the file as loaded; null for a slice
 };
 

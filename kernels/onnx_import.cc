@@ -206,7 +206,8 @@ absl::Status RefuseExternalData(const onnx::GraphProto& g) {
 // One source of truth: what the planner lowers (kernels/ops/op_registry.cc), what constant
 // folding evaluates, and the two the import and the specialization consume themselves.
 bool IsSupportedOp(const std::string& op) {
-  return FindOp(op) != nullptr || CanFoldConstant(op) || op == "Constant" || op == "Shape";
+  return FindOp(op) != nullptr || CanFoldConstant(op) || op == "Constant" || op == "Shape" ||
+         op == "QuantizeLinear" || op == "DequantizeLinear";  // consumed by ImportQdq
 }
 
 absl::StatusOr<ImportedOnnx> ImportOnnx(std::string_view bytes) {
@@ -237,6 +238,7 @@ absl::StatusOr<ImportedOnnx> ImportOnnx(std::string_view bytes) {
     ASSIGN_OR_RETURN(graph.initializers[init.name()],
                      ConvertTensor(init, absl::StrCat("initializer \"", init.name(), "\"")));
     defined.insert(init.name());
+    if (init.data_type() == onnx::TensorProto::UINT8) out.uint8_initializers.insert(init.name());
   }
   for (const auto& in : g.input()) {
     if (graph.initializers.contains(in.name())) continue;

@@ -4,6 +4,7 @@
 
 #include <string_view>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "kernels/graph.h"
 
@@ -12,6 +13,9 @@ namespace normserve {
 struct ImportedOnnx {
   Graph graph;
   int64_t opset = 0;
+  // Initializers stored as uint8 (the graph keeps integers as int64): a QuantizeLinear's
+  // zero point type says whether the quantized tensor is unsigned (qdq_import.h).
+  absl::flat_hash_set<std::string> uint8_initializers;
 };
 
 // Parses and checks an ONNX file. Fails (INVALID_ARGUMENT) on a truncated or corrupt

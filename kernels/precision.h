@@ -23,7 +23,9 @@ enum class Precision {
   // float64); activations bfloat16 between oneDNN primitives; biases, normalization
   // parameters and custom kernels float32.
   kBf16,
-  // Reserved: int8 needs calibrated scales; refused by CheckPrecisionSupported for now.
+  // Convolutions of a QDQ model (qdq_import.h) as oneDNN int8 convolutions: u8/s8
+  // activations, s8 weights, per-channel output scales; everything else float32. A float
+  // model has no scales and is refused (calibrate it with QuantizeInt8 first).
   kInt8,
 };
 
@@ -38,7 +40,7 @@ std::string CpuIsaName(dnnl::cpu_isa isa);
 
 // Whether a CPU whose best oneDNN ISA is `isa` (dnnl::get_effective_cpu_isa()) runs `p`
 // natively. bf16 needs avx512_core_bf16 (AVX512-BF16 instructions) or better; the error
-// names the precision, the ISA needed and the ISA found. int8 is UNIMPLEMENTED.
+// names the precision, the ISA needed and the ISA found. int8 needs avx512_core_vnni.
 absl::Status CheckPrecisionSupported(Precision p, dnnl::cpu_isa isa);
 
 }  // namespace normserve

@@ -54,14 +54,28 @@ TEST(Precision, Bf16NeedsAvx512Bf16AndNamesTheMissingIsa) {
   EXPECT_TRUE(CheckPrecisionSupported(Precision::kFp32, I::sse41).ok());
 }
 
-TEST(Precision, Int8IsRefusedAsNotImplemented) {
-  const absl::Status s = CheckPrecisionSupported(Precision::kInt8, dnnl::cpu_isa::avx512_core_amx);
-  EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
+TEST(Precision, Int8NeedsVnniAndAFloatModelIsRefusedSayingHowToCalibrate) {
+  using I = dnnl::cpu_isa;
+  EXPECT_TRUE(CheckPrecisionSupported(Precision::kInt8, I::avx512_core_vnni).ok());
+  EXPECT_TRUE(CheckPrecisionSupported(Precision::kInt8, I::avx512_core_bf16).ok());
+  EXPECT_TRUE(CheckPrecisionSupported(Precision::kInt8, I::avx512_core_amx).ok());
+  for (I isa : {I::avx2, I::avx2_vnni, I::avx512_core}) {
+    const absl::Status s = CheckPrecisionSupported(Precision::kInt8, isa);
+    ASSERT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << CpuIsaName(isa);
+    EXPECT_TRUE(absl::StrContains(s.message(), "needs the CPU ISA avx512_core_vnni")) << s;
+    EXPECT_TRUE(absl::StrContains(s.message(), absl::StrCat("offers ", CpuIsaName(isa), " "))) << s;
+  }
+  if (!CheckPrecisionSupported(Precision::kInt8, dnnl::get_effective_cpu_isa()).ok())
+    GTEST_SKIP() << "no AVX512-VNNI here";
   auto model = Model::LoadFile(TestDataDir() + "/resnet18/model.onnx");
   ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_EQ((*model)->int8_convs(), 0);
   CompileOptions o;
   o.precision = Precision::kInt8;
-  EXPECT_EQ(CompiledModel::Compile(*model, o).status().code(), absl::StatusCode::kUnimplemented);
+  const absl::Status s = CompiledModel::Compile(*model, o).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(s.message(), "needs a QDQ model")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "calibrate it first (QuantizeInt8")) << s;
 }
 
 bool MachineHasBf16() {
