@@ -43,3 +43,10 @@ if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+
+# ONNX Runtime (the npm package onnxruntime-node) in bench/node_modules: the benchmark's
+# peer and the int8 tests' oracle (tests/kernels/ort_run.js). --ignore-scripts: its install
+# script only fetches GPU providers; the CPU library ships in the package.
+if ((!build_only)) && [[ ! -f "$(dirname "$0")/../bench/node_modules/onnxruntime-node/package.json" ]]; then
+  (cd "$(dirname "$0")/../bench" && npm install --ignore-scripts --no-audit --no-fund)
+fi
