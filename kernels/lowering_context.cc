@@ -246,14 +246,20 @@ void LoweringContext::AddScaledReorder(const Val& src, const Val& dst, float sca
                    dnnl::reorder(pd), {{DNNL_ARG_FROM, Ref(src)}, {DNNL_ARG_TO, Ref(dst)}});
 }
 
+// Ref() may grow plan_->memrefs: take the new reference first, then copy the descriptor
+// (a reference into the vector taken before would dangle).
 absl::Status LoweringContext::AddReorder(int src_ref, const Val& dst, const std::string& what) {
-  AddTypedReorder(plan_->memrefs[src_ref].md, src_ref, dst.desc, Ref(dst), what);
+  const int dst_ref = Ref(dst);
+  const md src_md = plan_->memrefs[src_ref].md;
+  AddTypedReorder(src_md, src_ref, dst.desc, dst_ref, what);
   return absl::OkStatus();
 }
 
 absl::StatusOr<Val> LoweringContext::OutputTo(int dst_ref, const Val& src,
                                               const std::string& what) {
-  AddTypedReorder(src.desc, Ref(src), plan_->memrefs[dst_ref].md, dst_ref, what);
+  const int src_ref = Ref(src);
+  const md dst_md = plan_->memrefs[dst_ref].md;
+  AddTypedReorder(src.desc, src_ref, dst_md, dst_ref, what);
   return src;
 }
 
