@@ -8,8 +8,6 @@
 
 namespace normserve {
 
-namespace v1 = ::normserve::v1;
-
 absl::Status ValidatePreprocess(const v1::Preprocess& p, int64_t channels) {
   if (p.resize_shorter_side() < 0 || p.resize_shorter_side() > 65536) {
     return absl::InvalidArgumentError(absl::StrCat("preprocess.resize_shorter_side is ",

@@ -12,8 +12,6 @@
 
 #include "absl/strings/str_cat.h"
 
-#include "absl/strings/str_cat.h"
-
 namespace normserve {
 namespace {
 
