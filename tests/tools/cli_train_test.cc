@@ -350,7 +350,9 @@ TEST(CliTrainTlsTest, ClientCertificateAuthenticatesWithoutAToken) {
         &out);
   };
   if (cert("server") != 0 || cert("client") != 0) {
-    GTEST_SKIP() << "openssl cannot make test certificates: " << out;
+    FAIL() << "openssl (a test dependency, scripts/install_deps.sh) cannot make test "
+              "certificates: "
+           << out;
   }
   testing::TempDir repo;
   testing::AddModel(repo.path(), "tiny_bn", 1, testing::DefaultRepositoryModel("tiny_bn"));
