@@ -22,6 +22,7 @@
 #include "kernels/model.h"
 #include "kernels/npy_io.h"
 #include "kernels/precision.h"
+#include "tests/kernels/batch_rows.h"
 
 namespace normserve {
 namespace {
@@ -122,15 +123,7 @@ TEST(FashionInt8Accuracy, OnnxRuntimeOnTheQdqFileWithinHalfAPointOfFp32) {
     ASSERT_TRUE(images.ok()) << images.status();
     auto calib = ReadNpyFile(data + "/calib_" + std::string(shift) + ".npy");
     ASSERT_TRUE(calib.ok()) << calib.status();
-    std::vector<Tensor> samples;
-    const int64_t per = static_cast<int64_t>(calib->data.size()) / calib->shape[0];
-    for (int64_t i = 0; i < calib->shape[0]; ++i) {
-      Tensor t;
-      t.shape = calib->shape;
-      t.shape[0] = 1;
-      t.data.assign(calib->data.begin() + i * per, calib->data.begin() + (i + 1) * per);
-      samples.push_back(std::move(t));
-    }
+    const std::vector<Tensor> samples = BatchOneRows(*calib);
     auto recalibrated = CalibrateLayerwise(*model, samples);
     ASSERT_TRUE(recalibrated.ok()) << recalibrated.status();
     std::vector<std::pair<const char*, std::shared_ptr<const Model>>> versions = {
