@@ -406,8 +406,10 @@ TEST_F(TrainingIntegrationTest, StaleBaseRebaseRollbackAndCommitUnderLoad) {
   const std::string b = server.StartSession("b");
   std::mt19937 rng(9);
   for (int i = 0; i < 8; ++i) {
-    ASSERT_TRUE(server.Accumulate(a, absl::StrCat(i), Image(rng)).ok());
-    ASSERT_TRUE(server.Accumulate(b, absl::StrCat(i), Image(rng)).ok());
+    grpc::Status sa = server.Accumulate(a, absl::StrCat(i), Image(rng));
+    ASSERT_TRUE(sa.ok()) << sa.error_code() << ": " << sa.error_message();
+    grpc::Status sb = server.Accumulate(b, absl::StrCat(i), Image(rng));
+    ASSERT_TRUE(sb.ok()) << sb.error_code() << ": " << sb.error_message();
   }
 
   // Commit A while 3 clients predict continuously: zero failures, serving moves to v2.
