@@ -82,6 +82,11 @@ ABSL_FLAG(int, training_keep_versions, 5,
 ABSL_FLAG(int64_t, training_commit_cache_mb, 512,
           "MiB of activations a commit keeps between its layer-wise waves (all samples, "
           "float32; peak up to twice this). 0: replay every wave from the input (slow).");
+ABSL_FLAG(double, training_int8_min_top1_agreement, 0.98,
+          "int8 commit gate: least fraction of held-out samples whose int8 top-1 class is "
+          "fp32's.");
+ABSL_FLAG(double, training_int8_max_relative_logit_error, 0.25,
+          "int8 commit gate: largest max|int8 - fp32| / max|fp32| of a held-out output row.");
 ABSL_FLAG(double, live_drift_fraction, 0,
           "Fraction of serving requests fed to the live drift watch (0: off).");
 
@@ -132,6 +137,18 @@ void TrainingFromFlags(bool plaintext, normserve::ServerOptions* o,
   Check(cache_mb >= 0 && cache_mb <= (int64_t{1} << 30),
         absl::StrCat("--training_commit_cache_mb=", cache_mb, " is outside [0, 2^30]"), errors);
   t.commit_cache_bytes = std::clamp<int64_t>(cache_mb, 0, int64_t{1} << 30) << 20;
+  t.int8_gate.min_top1_agreement = absl::GetFlag(FLAGS_training_int8_min_top1_agreement);
+  t.int8_gate.max_relative_logit_error =
+      absl::GetFlag(FLAGS_training_int8_max_relative_logit_error);
+  Check(t.int8_gate.min_top1_agreement >= 0 && t.int8_gate.min_top1_agreement <= 1,
+        absl::StrCat("--training_int8_min_top1_agreement=", t.int8_gate.min_top1_agreement,
+                     " is outside [0, 1]"),
+        errors);
+  Check(t.int8_gate.max_relative_logit_error >= 0 &&
+            std::isfinite(t.int8_gate.max_relative_logit_error),
+        absl::StrCat("--training_int8_max_relative_logit_error=",
+                     t.int8_gate.max_relative_logit_error, " must be finite and >= 0"),
+        errors);
   const double live = absl::GetFlag(FLAGS_live_drift_fraction);
   o->live_drift_fraction = live;
   Check(o->training_port >= -1 && o->training_port <= 65535,

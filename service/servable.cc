@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/precision.h"
 #include "kernels/status_macros.h"
 
 namespace normserve {
@@ -118,6 +119,29 @@ absl::StatusOr<std::shared_ptr<const Servable>> LoadServable(
     absl::StatusOr<Precision> precision = ParsePrecision(config.precision(), "precision");
     if (!precision.ok()) return Annotate(precision.status(), path);
     compile.precision = *precision;
+    if (compile.precision == Precision::kInt8 && (*model)->int8_convs() == 0 &&
+        CheckPrecisionSupported(Precision::kInt8, dnnl::get_effective_cpu_isa()).ok()) {
+      return Annotate(
+          absl::FailedPreconditionError(
+              "config.json sets precision int8 but this version is a float model without "
+              "quantization scales: calibrate it first (a training session's Commit with "
+              "precision \"int8\", e.g. `normserve-cli train commit --precision int8`, "
+              "publishes a QDQ version computed from its kept samples), serve a QDQ file "
+              "(QuantizeLinear/DequantizeLinear, as ONNX Runtime's quantization tool writes), "
+              "or remove precision from config.json"),
+          path);
+    }
+  } else if ((*model)->int8_convs() > 0) {
+    // A QDQ file says how it wants to run: its scales were calibrated for int8.
+    compile.precision = Precision::kInt8;
+    if (absl::Status isa = CheckPrecisionSupported(Precision::kInt8, dnnl::get_effective_cpu_isa());
+        !isa.ok()) {
+      return Annotate(absl::Status(isa.code(), absl::StrCat(isa.message(),
+                                                            "; this version is a QDQ (int8) file: "
+                                                            "set precision \"fp32\" in "
+                                                            "config.json to serve it in float32")),
+                      path);
+    }
   }
   absl::StatusOr<std::shared_ptr<const CompiledModel>> compiled =
       CompiledModel::Compile(*model, compile);

@@ -549,12 +549,11 @@ ReplayProgress Session::Progress() const {
   return progress_;
 }
 
-absl::StatusOr<SessionSummary> Session::Commit(
-    const std::function<absl::StatusOr<int64_t>(const SessionConfig&, SessionSummary&)>& publish) {
+absl::StatusOr<SessionSummary> Session::Commit(const PublishFn& publish) {
   absl::MutexLock lock(&mu_);
   RETURN_IF_ERROR(UsableLocked());
   ASSIGN_OR_RETURN(SessionSummary summary, ExactSummaryLocked("commit"));
-  ASSIGN_OR_RETURN(int64_t version, publish(config_, summary));
+  ASSIGN_OR_RETURN(int64_t version, publish(config_, summary, samples_));
   SessionConfig next = config_;
   next.state = "committed";
   next.published_version = version;

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,7 @@
 #include "service/inference_scheduler.h"
 #include "service/request_validation.h"
 #include "service/servable.h"
+#include "service/training/int8_commit.h"
 #include "service/training/sample_log.h"
 #include "service/training/training_metrics.h"
 
@@ -71,6 +73,8 @@ struct SessionSummary {
   std::vector<LayerSummary> layers;
   // Set with exact: the model carrying the committed statistics.
   std::shared_ptr<const Model> committed_model;
+  // Set by an int8 commit (int8_commit.h): the quantized version against fp32.
+  std::optional<Int8Quality> int8;
 };
 
 // The gate: every layer has >= min values per channel and max relative SEM <= limit.
@@ -150,13 +154,14 @@ class Session {
   // Live (one-pass) statistics, or with `exact` the layer-wise replay of the samples.
   absl::StatusOr<SessionSummary> Report(bool exact) ABSL_LOCKS_EXCLUDED(mu_);
 
-  // For Commit: holds the session lock while `publish` runs on the exact summary, so
-  // no Accumulate slips in between the replay and the publication. `publish` returns the
-  // published version; on success the session is marked committed (manifest rewritten,
-  // samples dropped).
-  absl::StatusOr<SessionSummary> Commit(
-      const std::function<absl::StatusOr<int64_t>(const SessionConfig&, SessionSummary&)>& publish)
-      ABSL_LOCKS_EXCLUDED(mu_);
+  // For Commit: holds the session lock while `publish` runs on the exact summary (and the
+  // kept samples, one per accepted request in accept order, for an int8 commit's scales),
+  // so no Accumulate slips in between the replay and the publication. `publish` returns
+  // the published version; on success the session is marked committed (manifest
+  // rewritten, samples dropped).
+  using PublishFn = std::function<absl::StatusOr<int64_t>(const SessionConfig&, SessionSummary&,
+                                                          absl::Span<const Tensor> samples)>;
+  absl::StatusOr<SessionSummary> Commit(const PublishFn& publish) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Moves the session onto `base` at `version`: replays the kept samples on it, then
   // rewrites the manifest (temp + fsync + rename), then swaps the in-memory state; a

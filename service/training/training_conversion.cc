@@ -32,6 +32,17 @@ void SummaryToReport(const SessionSummary& s, bool per_channel, v1::ReportRespon
   out->set_samples_kept(s.samples_kept);
   out->set_exact(s.exact);
   out->set_gate_passed(s.gate_passed);
+  if (s.int8.has_value()) {
+    v1::Int8Report* q = out->mutable_int8();
+    q->set_calibration_samples(s.int8->calibration_samples);
+    q->set_held_out_samples(s.int8->held_out_samples);
+    q->set_quantized_layers(s.int8->quantized_layers);
+    q->set_top1_agreement(s.int8->top1_agreement);
+    q->set_max_relative_logit_error(s.int8->max_relative_logit_error);
+    q->set_gate_passed(s.int8->gate_passed);
+    q->set_min_top1_agreement(s.int8->gate.min_top1_agreement);
+    q->set_max_relative_logit_error_limit(s.int8->gate.max_relative_logit_error);
+  }
   for (const LayerSummary& l : s.layers) {
     v1::LayerReport* r = out->add_layers();
     r->set_name(l.info.name);

@@ -91,6 +91,9 @@ absl::StatusOr<int64_t> TrainingManager::LatestServing(const std::string& model)
 
 absl::StatusOr<std::shared_ptr<const Model>> TrainingManager::LoadBase(const std::string& model,
                                                                        int64_t version) {
+  std::error_code ec;
+  const std::string float_source = publisher_.FloatSourcePath(model, version);
+  if (fs::exists(float_source, ec)) return Model::LoadFile(float_source);
   absl::StatusOr<std::shared_ptr<const Servable>> servable = manager_->Get(model, version);
   if (servable.ok()) return (*servable)->compiled->model_ptr();
   return Model::LoadFile(publisher_.ModelPath(model, version));
@@ -311,8 +314,10 @@ absl::StatusOr<StartedSession> TrainingManager::StartSession(const std::string& 
     RETURN_IF_ERROR(FsyncDirectory(options_.state_dir));
     return FaultPoint(options_.fault_hook, "start.renamed");
   };
+  absl::StatusOr<std::shared_ptr<const Model>> base = LoadBase(config.model, config.base_version);
   absl::StatusOr<std::shared_ptr<Session>> session =
-      Session::Create(config, dir, servable->compiled->model_ptr(), Env(), materialize);
+      base.ok() ? Session::Create(config, dir, *base, Env(), materialize)
+                : absl::StatusOr<std::shared_ptr<Session>>(base.status());
   if (!session.ok()) {
     std::error_code ec;
     if (renamed) {
@@ -331,14 +336,12 @@ absl::StatusOr<StartedSession> TrainingManager::StartSession(const std::string& 
   UpdateSessionGauge(config.model);
   if (metrics_ != nullptr) {
     int undefined = 0;
-    for (const BnLayerInfo& l : servable->model().bn_layers())
-      undefined += l.values_per_channel == 1;
+    for (const BnLayerInfo& l : (*base)->bn_layers()) undefined += l.values_per_channel == 1;
     metrics_->SetRequestUndefinedLayers(config.model, undefined);
   }
   Log(LogLevel::kInfo, absl::StrCat("training session ", config.id, " started on ", config.model,
                                     " v", config.base_version));
-  return StartedSession{config.id, config.model, config.base_version,
-                        servable->model().bn_layers()};
+  return StartedSession{config.id, config.model, config.base_version, (*base)->bn_layers()};
 }
 
 absl::StatusOr<AccumulateOutcome> TrainingManager::Accumulate(
@@ -367,8 +370,9 @@ absl::StatusOr<ReplayProgress> TrainingManager::Progress(const std::string& sess
 }
 
 absl::StatusOr<int64_t> TrainingManager::PublishLocked(const std::string& model,
-                                                       const std::string& onnx) {
-  ASSIGN_OR_RETURN(int64_t version, publisher_.Publish(model, onnx));
+                                                       const std::string& onnx,
+                                                       const std::string& float_source) {
+  ASSIGN_OR_RETURN(int64_t version, publisher_.Publish(model, onnx, float_source));
   absl::StatusOr<std::vector<ModelStatusInfo>> reloaded = manager_->Reload(model);
   if (!reloaded.ok()) {
     return absl::InternalError(
@@ -384,13 +388,50 @@ absl::StatusOr<int64_t> TrainingManager::PublishLocked(const std::string& model,
   return version;
 }
 
-absl::StatusOr<SessionSummary> TrainingManager::Commit(const std::string& session_id, bool force) {
+absl::StatusOr<std::string> TrainingManager::CommitPrecision(const std::string& model,
+                                                             int64_t version,
+                                                             const std::string& requested) {
+  if (!requested.empty() && requested != "fp32" && requested != "int8") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "precision \"", requested.substr(0, 32),
+        "\" is not a commit precision: \"int8\" (a QDQ version calibrated on the session's "
+        "samples), \"fp32\" (a float version; config.json's precision, e.g. bf16, says how it "
+        "serves) or empty (the base version's kind)"));
+  }
+  std::error_code ec;
+  const std::string want =
+      !requested.empty()
+          ? requested
+          : (fs::exists(publisher_.FloatSourcePath(model, version), ec) ? "int8" : "fp32");
+  // config.json's precision applies to every version of the model.
+  ASSIGN_OR_RETURN(std::shared_ptr<const Servable> serving, manager_->Get(model, 0));
+  const std::string& configured = serving->config.precision();
+  if (want == "fp32" && configured == "int8") {
+    return absl::InvalidArgumentError(
+        absl::StrCat(model,
+                     "'s config.json sets precision int8, which a float version cannot serve in; "
+                     "commit with precision int8"));
+  }
+  if (want == "int8" && !configured.empty() && configured != "int8") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        model, "'s config.json sets precision ", configured,
+        ", which would serve an int8 version's QDQ file in ", configured,
+        "; remove precision from config.json (a QDQ version then serves in int8) or commit "
+        "with precision fp32"));
+  }
+  return want;
+}
+
+absl::StatusOr<SessionSummary> TrainingManager::Commit(const std::string& session_id, bool force,
+                                                       const std::string& precision) {
   ASSIGN_OR_RETURN(std::shared_ptr<Session> session, Find(session_id));
   const std::string model = session->model();
   absl::MutexLock publish_lock(&publish_mu_);
+  ASSIGN_OR_RETURN(const std::string commit_precision,
+                   CommitPrecision(model, session->base_version(), precision));
   TrainingMetrics::CommitResult result = TrainingMetrics::CommitResult::kError;
-  auto publish = [&](const SessionConfig& config,
-                     SessionSummary& summary) -> absl::StatusOr<int64_t> {
+  auto publish = [&](const SessionConfig& config, SessionSummary& summary,
+                     absl::Span<const Tensor> samples) -> absl::StatusOr<int64_t> {
     ASSIGN_OR_RETURN(int64_t latest, LatestServing(model));
     if (latest != config.base_version) {
       result = TrainingMetrics::CommitResult::kStaleBase;
@@ -408,8 +449,28 @@ absl::StatusOr<SessionSummary> TrainingManager::Commit(const std::string& sessio
           "; force publishes anyway): ", GateFailures(summary)));
     }
     ASSIGN_OR_RETURN(std::string onnx, summary.committed_model->SerializeOnnx());
+    std::string float_source;
+    if (commit_precision == "int8") {
+      Int8GateOptions gate = options_.int8_gate;
+      gate.intra_op_threads = options_.intra_op_threads;
+      ASSIGN_OR_RETURN(Int8Commit int8, QuantizeForCommit(summary.committed_model, samples, gate));
+      summary.int8 = int8.quality;
+      if (metrics_ != nullptr) {
+        metrics_->SetInt8Quality(model, int8.quality.top1_agreement,
+                                 int8.quality.max_relative_logit_error,
+                                 int8.quality.held_out_samples);
+      }
+      if (!int8.quality.gate_passed && !force) {
+        result = TrainingMetrics::CommitResult::kGateFailed;
+        return absl::FailedPreconditionError(absl::StrCat(
+            "int8 quality gate failed for session ", config.id,
+            " (force publishes anyway): ", Int8GateFailures(int8.quality, options_.int8_gate)));
+      }
+      float_source = std::move(onnx);
+      onnx = std::move(int8.qdq_onnx);
+    }
     publish_mu_.AssertHeld();  // taken above; runs under Session::Commit's lock too
-    ASSIGN_OR_RETURN(int64_t version, PublishLocked(model, onnx));
+    ASSIGN_OR_RETURN(int64_t version, PublishLocked(model, onnx, float_source));
     result = TrainingMetrics::CommitResult::kPublished;
     // Published but the session not yet marked: a restart finds it open on a stale base,
     // so a second Commit is refused and the version is published once.
@@ -422,7 +483,7 @@ absl::StatusOr<SessionSummary> TrainingManager::Commit(const std::string& sessio
     const SessionConfig config = session->config();
     if (latest.ok() && config.state == "open" && *latest != config.base_version) {
       SessionSummary empty;
-      absl::StatusOr<int64_t> stale = publish(config, empty);
+      absl::StatusOr<int64_t> stale = publish(config, empty, {});
       if (metrics_ != nullptr) metrics_->Commit(model, result);
       return stale.status();
     }
@@ -545,7 +606,12 @@ absl::StatusOr<int64_t> TrainingManager::Rollback(const std::string& model, int6
   ASSIGN_OR_RETURN(std::string onnx, publisher_.ReadVersion(model, version));
   // Refuse a file that would not load rather than publish a broken version.
   RETURN_IF_ERROR(Model::LoadBytes(onnx).status());
-  ASSIGN_OR_RETURN(int64_t published, PublishLocked(model, onnx));
+  // An int8 version's float source goes with it: sessions on the rollback observe in it.
+  std::string float_source;
+  if (absl::StatusOr<std::string> f = publisher_.ReadFloatSource(model, version); f.ok()) {
+    float_source = *std::move(f);
+  }
+  ASSIGN_OR_RETURN(int64_t published, PublishLocked(model, onnx, float_source));
   if (metrics_ != nullptr) metrics_->Rollback(model);
   PruneVersionsLocked(model);
   return published;

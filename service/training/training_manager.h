@@ -19,6 +19,7 @@
 #include "absl/types/span.h"
 #include "service/request_validation.h"
 #include "service/servable_manager.h"
+#include "service/training/int8_commit.h"
 #include "service/training/session.h"
 #include "service/training/training_metrics.h"
 #include "service/training/version_publisher.h"
@@ -41,6 +42,8 @@ struct TrainingOptions {
   // except the versions serving or wanted by the model's version policy, the newest
   // `keep_versions` on disk, and every session's base version.
   int keep_versions = 5;
+  // An int8 commit's quality gate (int8_commit.h).
+  Int8GateOptions int8_gate;
   FaultHook fault_hook;  // test-only (session.h); empty in the server
   // Serving's scheduler, which runs Accumulate's observed passes (SessionEnv::scheduler),
   // and its budget; set by the server, null in tests that run passes inline.
@@ -95,7 +98,11 @@ class TrainingManager {
   // The session's last layer-wise replay; answers while a commit of it runs.
   absl::StatusOr<ReplayProgress> Progress(const std::string& session_id);
   // Exact layer-wise statistics, stale-base check, gate (unless `force`), publication.
-  absl::StatusOr<SessionSummary> Commit(const std::string& session_id, bool force);
+  // `precision`: "int8" publishes a QDQ version whose scales are calibrated on the kept
+  // samples after the new statistics, gated against fp32 on held-out ones (int8_commit.h);
+  // "fp32" a float version; "" the base version's kind (int8 when it has a float source).
+  absl::StatusOr<SessionSummary> Commit(const std::string& session_id, bool force,
+                                        const std::string& precision = "");
   absl::Status Abort(const std::string& session_id);
   std::vector<SessionListing> List();
   absl::StatusOr<int64_t> Rebase(const std::string& session_id);
@@ -106,11 +113,17 @@ class TrainingManager {
 
  private:
   absl::StatusOr<std::shared_ptr<Session>> Find(const std::string& id) ABSL_LOCKS_EXCLUDED(mu_);
-  // The base model of `model` at `version`: the serving one, else the file on disk.
+  // The base model of `model` at `version`, the float network statistics are observed in:
+  // an int8 version's float source, else the serving model, else the file on disk.
   absl::StatusOr<std::shared_ptr<const Model>> LoadBase(const std::string& model, int64_t version);
+  // "int8" or "fp32" for a commit asked for `requested` on a session based on `version`;
+  // INVALID_ARGUMENT when the model's config.json would not serve that kind of file.
+  absl::StatusOr<std::string> CommitPrecision(const std::string& model, int64_t version,
+                                              const std::string& requested);
   absl::StatusOr<int64_t> LatestServing(const std::string& model);
-  // Publishes `onnx` and switches serving to it. Caller holds publish_mu_.
-  absl::StatusOr<int64_t> PublishLocked(const std::string& model, const std::string& onnx)
+  // Publishes `onnx` (with an int8 version's `float_source`) and switches serving to it.
+  absl::StatusOr<int64_t> PublishLocked(const std::string& model, const std::string& onnx,
+                                        const std::string& float_source = "")
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(publish_mu_);
   // The retention policy (see TrainingOptions::keep_versions). Under publish_mu_, which
   // every change of serving or of a session's base holds, and never under a session lock.

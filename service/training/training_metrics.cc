@@ -79,6 +79,14 @@ TrainingMetrics::TrainingMetrics(std::shared_ptr<prometheus::Registry> registry)
                              "Latest serving version of the model.")),
       last_commit_(Gauge(*registry_, "normserve_training_last_commit_timestamp_seconds",
                          "Unix time of the last published commit or rollback.")),
+      int8_agreement_(Gauge(*registry_, "normserve_training_int8_top1_agreement",
+                            "Last int8 commit: held-out samples whose int8 top-1 class equals "
+                            "fp32's, as a fraction.")),
+      int8_logit_error_(Gauge(*registry_, "normserve_training_int8_max_relative_logit_error",
+                              "Last int8 commit: largest max|int8 - fp32| / max|fp32| of an "
+                              "output row over the held-out samples.")),
+      int8_held_out_(Gauge(*registry_, "normserve_training_int8_held_out_samples",
+                           "Last int8 commit: held-out samples the two figures come from.")),
       repository_disk_bytes_(Gauge(*registry_, "normserve_repository_disk_bytes",
                                    "Bytes of files under the model's repository directory, "
                                    "measured after each publication and prune.")),
@@ -174,6 +182,13 @@ void TrainingMetrics::SetServingVersion(const std::string& model, int64_t versio
 
 void TrainingMetrics::SetLastCommitNow(const std::string& model) {
   last_commit_.Add({{"model", model}}).Set(absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch()));
+}
+
+void TrainingMetrics::SetInt8Quality(const std::string& model, double top1_agreement,
+                                     double max_relative_logit_error, int64_t held_out_samples) {
+  int8_agreement_.Add({{"model", model}}).Set(top1_agreement);
+  int8_logit_error_.Add({{"model", model}}).Set(max_relative_logit_error);
+  int8_held_out_.Add({{"model", model}}).Set(static_cast<double>(held_out_samples));
 }
 
 void TrainingMetrics::SetRepositoryDiskBytes(const std::string& model, int64_t bytes) {

@@ -59,6 +59,10 @@ class TrainingMetrics {
   void Rollback(const std::string& model);
   void SetServingVersion(const std::string& model, int64_t version);
   void SetLastCommitNow(const std::string& model);
+  // The last int8 commit attempt's measurement against fp32 (int8_commit.h), published
+  // or refused by its gate.
+  void SetInt8Quality(const std::string& model, double top1_agreement,
+                      double max_relative_logit_error, int64_t held_out_samples);
   // Bytes of regular files under <repository>/<model>/ (every version, config, leftovers).
   void SetRepositoryDiskBytes(const std::string& model, int64_t bytes);
   void VersionsPruned(const std::string& model, int n);
@@ -91,6 +95,9 @@ class TrainingMetrics {
   prometheus::Family<prometheus::Counter>& rollbacks_;
   prometheus::Family<prometheus::Gauge>& serving_version_;
   prometheus::Family<prometheus::Gauge>& last_commit_;
+  prometheus::Family<prometheus::Gauge>& int8_agreement_;
+  prometheus::Family<prometheus::Gauge>& int8_logit_error_;
+  prometheus::Family<prometheus::Gauge>& int8_held_out_;
   prometheus::Family<prometheus::Gauge>& repository_disk_bytes_;
   prometheus::Family<prometheus::Counter>& versions_pruned_;
   prometheus::Counter& torn_tails_;

@@ -95,7 +95,8 @@ grpc::Status TrainingServiceImpl::Commit(grpc::ServerContext* context,
                                          const v1::CommitRequest* request,
                                          v1::CommitResponse* response) {
   NS_AUTHENTICATE(context);
-  absl::StatusOr<SessionSummary> s = manager_->Commit(request->session_id(), request->force());
+  absl::StatusOr<SessionSummary> s =
+      manager_->Commit(request->session_id(), request->force(), request->precision());
   if (!s.ok()) return ToGrpcStatus(s.status());
   response->mutable_published()->set_name(s->config.model);
   response->mutable_published()->set_version(s->config.published_version);

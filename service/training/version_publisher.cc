@@ -153,9 +153,10 @@ int64_t VersionPublisher::DiskBytes(const std::string& model) const {
   return bytes;
 }
 
-absl::StatusOr<std::string> VersionPublisher::ReadVersion(const std::string& model,
-                                                          int64_t version) const {
-  const std::string path = ModelPath(model, version);
+namespace {
+
+absl::StatusOr<std::string> ReadWhole(const std::string& model, int64_t version,
+                                      const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     return absl::NotFoundError(
@@ -166,13 +167,29 @@ absl::StatusOr<std::string> VersionPublisher::ReadVersion(const std::string& mod
   return s.str();
 }
 
+}  // namespace
+
+absl::StatusOr<std::string> VersionPublisher::ReadVersion(const std::string& model,
+                                                          int64_t version) const {
+  return ReadWhole(model, version, ModelPath(model, version));
+}
+
+std::string VersionPublisher::FloatSourcePath(const std::string& model, int64_t version) const {
+  return (fs::path(root_) / model / std::to_string(version) / kFloatSourceFile).string();
+}
+
+absl::StatusOr<std::string> VersionPublisher::ReadFloatSource(const std::string& model,
+                                                              int64_t version) const {
+  return ReadWhole(model, version, FloatSourcePath(model, version));
+}
+
 bool VersionPublisher::PublishedHere(const std::string& model, int64_t version) const {
   std::error_code ec;
   return fs::exists(fs::path(root_) / model / std::to_string(version) / kPublishedMarker, ec);
 }
 
-absl::StatusOr<int64_t> VersionPublisher::Publish(const std::string& model,
-                                                  absl::string_view onnx) const {
+absl::StatusOr<int64_t> VersionPublisher::Publish(const std::string& model, absl::string_view onnx,
+                                                  absl::string_view float_source) const {
   int64_t latest = 0;
   {
     absl::StatusOr<int64_t> l = LatestOnDisk(model);
@@ -188,6 +205,9 @@ absl::StatusOr<int64_t> VersionPublisher::Publish(const std::string& model,
     return absl::InternalError(
         absl::StrCat("cannot create ", tmp_dir.string(), ": ", ec.message()));
   absl::Status s = WriteAndFsync((tmp_dir / "model.onnx").string(), onnx);
+  if (s.ok() && !float_source.empty()) {
+    s = WriteAndFsync((tmp_dir / kFloatSourceFile).string(), float_source);
+  }
   if (s.ok()) s = WriteAndFsync((tmp_dir / kPublishedMarker).string(), "");
   if (s.ok()) s = FsyncDirectory(tmp_dir.string());
   const fs::path final_dir = model_dir / std::to_string(next);

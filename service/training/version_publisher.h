@@ -15,6 +15,11 @@
 
 namespace normserve {
 
+// Beside an int8 version's model.onnx (a QDQ file, BatchNorm folded away): the float
+// model with BatchNorm it was quantized from. A training session on that version observes
+// statistics in it, and its commit quantizes the result again.
+inline constexpr char kFloatSourceFile[] = "float_model.onnx";
+
 // Directory helpers shared by the training state: write-fsync-rename of a small file,
 // and fsync of a directory (makes a create or rename durable).
 absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents);
@@ -32,10 +37,15 @@ class VersionPublisher {
   std::string ModelPath(const std::string& model, int64_t version) const;
   // The bytes of a version's file; NOT_FOUND names the path.
   absl::StatusOr<std::string> ReadVersion(const std::string& model, int64_t version) const;
+  // <repo>/<model>/<version>/float_model.onnx, and its bytes (NOT_FOUND: a float version).
+  std::string FloatSourcePath(const std::string& model, int64_t version) const;
+  absl::StatusOr<std::string> ReadFloatSource(const std::string& model, int64_t version) const;
 
-  // Publishes `onnx` as version LatestOnDisk + 1 and returns its number. Callers
-  // serialise publications of one model (TrainingManager holds its publish lock).
-  absl::StatusOr<int64_t> Publish(const std::string& model, absl::string_view onnx) const;
+  // Publishes `onnx` (and `float_source` beside it unless empty) as version
+  // LatestOnDisk + 1 and returns its number. Callers serialise publications of one model
+  // (TrainingManager holds its publish lock).
+  absl::StatusOr<int64_t> Publish(const std::string& model, absl::string_view onnx,
+                                  absl::string_view float_source = {}) const;
 
   // Whether Publish wrote this version (operator-provided versions are never pruned).
   bool PublishedHere(const std::string& model, int64_t version) const;

@@ -549,8 +549,8 @@ TEST_F(SessionTest, CorruptRecordIsReportedNeverUsed) {
   EXPECT_THAT(std::string(a.status().message()), HasSubstr(wal));
   EXPECT_THAT(std::string(a.status().message()), HasSubstr(absl::StrCat("offset ", record)));
   EXPECT_THAT(std::string(a.status().message()), HasSubstr("checksum"));
-  auto c = (*r)->Commit(
-      [](const SessionConfig&, SessionSummary&) -> absl::StatusOr<int64_t> { return 2; });
+  auto c = (*r)->Commit([](const SessionConfig&, SessionSummary&,
+                           absl::Span<const Tensor>) -> absl::StatusOr<int64_t> { return 2; });
   EXPECT_EQ(c.status().code(), absl::StatusCode::kDataLoss);
 }
 
