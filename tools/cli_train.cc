@@ -106,6 +106,16 @@ void PrintReport(const v1::ReportResponse& r, bool per_channel) {
   }
   std::cout << table.Render();
   std::cout << "quality gate: " << (r.gate_passed() ? "passed" : "FAILED") << "\n";
+  if (r.has_int8()) {
+    const v1::Int8Report& q = r.int8();
+    std::cout << "int8: " << q.quantized_layers() << " layers quantized on "
+              << q.calibration_samples() << " samples; on " << q.held_out_samples()
+              << " held-out samples top-1 agreement with fp32 " << Fmt(q.top1_agreement())
+              << " (min " << Fmt(q.min_top1_agreement()) << "), max relative logit error "
+              << Fmt(q.max_relative_logit_error()) << " (max "
+              << Fmt(q.max_relative_logit_error_limit()) << "); int8 gate "
+              << (q.gate_passed() ? "passed" : "FAILED (forced)") << "\n";
+  }
   if (!per_channel) return;
   for (const v1::LayerReport& l : r.layers()) {
     std::cout << "\nlayer " << l.name() << "\n";
@@ -366,6 +376,7 @@ int Commit(TrainingClient& client, const TrainOptions& train,
   v1::CommitRequest req;
   req.set_session_id(args[2]);
   req.set_force(train.force);
+  req.set_precision(train.precision);
   v1::CommitResponse resp;
   absl::Status s = WithReplayProgress(
       client, args[2], absl::StrCat("commit ", args[2], " (layer-by-layer replay)"),
@@ -444,7 +455,7 @@ std::string TrainUsage() {
          "        .jpg/.jpeg, .pgm/.ppm, .raw; request id = sha256 of the file, so a re-run\n"
          "        after a crash or Ctrl-C counts every file once\n"
          "  train report SESSION [--per_channel] [--exact]\n"
-         "  train commit SESSION [--force]\n"
+         "  train commit SESSION [--force] [--precision int8|fp32]\n"
          "  train abort SESSION | train sessions | train rebase SESSION\n"
          "  train rollback MODEL VERSION        publish VERSION's statistics again\n"
          "  train export MODEL [--version=N] -o FILE.onnx\n"

@@ -23,6 +23,7 @@ struct TrainOptions {
   bool per_channel = false;
   bool exact = false;
   bool force = false;
+  std::string precision;  // commit: CommitRequest.precision
   // export
   std::string output;
   // accumulate: seconds between progress lines when stderr is not a terminal.

@@ -43,6 +43,9 @@ ABSL_FLAG(std::string, session_id, "", "train start: the session id (empty: the 
 ABSL_FLAG(bool, per_channel, false, "train report: every channel's statistics too.");
 ABSL_FLAG(bool, exact, false, "train report: the exact layer-wise statistics commit publishes.");
 ABSL_FLAG(bool, force, false, "train commit: publish even if the quality gate fails.");
+ABSL_FLAG(std::string, precision, "",
+          "train commit: int8 (a QDQ version calibrated on the session's samples), fp32, or "
+          "empty (the base version's kind).");
 ABSL_FLAG(std::string, o, "", "train export: the ONNX file to write.");
 ABSL_FLAG(double, progress_interval_s, 10,
           "train accumulate: seconds between progress lines when stderr is not a terminal.");
@@ -102,6 +105,7 @@ int main(int argc, char** argv) {
     train.per_channel = absl::GetFlag(FLAGS_per_channel);
     train.exact = absl::GetFlag(FLAGS_exact);
     train.force = absl::GetFlag(FLAGS_force);
+    train.precision = absl::GetFlag(FLAGS_precision);
     train.output = absl::GetFlag(FLAGS_o);
     train.progress_interval_s = absl::GetFlag(FLAGS_progress_interval_s);
     return Train(options, train, args);

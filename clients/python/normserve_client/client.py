@@ -191,11 +191,13 @@ class Client:
         return self._call(self._trainer.Report, _tr.ReportRequest(
             session_id=session_id, progress_only=True), training=True).progress
 
-    def commit(self, session_id, force=False):
+    def commit(self, session_id, force=False, precision=""):
         """Publishes the exact layer-wise statistics as a new version; returns it. A failed
-        quality gate raises NormserveError(FAILED_PRECONDITION) naming the layers."""
-        r = self._call(self._trainer.Commit, _tr.CommitRequest(session_id=session_id,
-                                                               force=force), training=True)
+        quality gate raises NormserveError(FAILED_PRECONDITION) naming the layers.
+        precision="int8" publishes a QDQ version calibrated on the session's samples."""
+        r = self._call(self._trainer.Commit,
+                       _tr.CommitRequest(session_id=session_id, force=force, precision=precision),
+                       training=True)
         return r.published.version
 
     def abort(self, session_id):
@@ -250,8 +252,8 @@ class Session:
     def progress(self):
         return self.client.progress(self.id)
 
-    def commit(self, force=False):
-        return self.client.commit(self.id, force)
+    def commit(self, force=False, precision=""):
+        return self.client.commit(self.id, force, precision)
 
     def abort(self):
         self.client.abort(self.id)
