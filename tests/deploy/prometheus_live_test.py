@@ -4,8 +4,8 @@
 Starts `normserve` on a temporary copy of models/repository (free loopback ports), sends
 predictions (and bad requests, so error codes exist) through the Python stubs, drives the
 training endpoint (sessions with accumulated samples, a duplicate, a refused non-finite
-sample, a gate-failed then forced commit, a rollback), then starts Debian's `prometheus` with deploy's
-prometheus.yml rewritten to loopback targets and a 1s scrape/evaluation interval, waits
+sample, a gate-failed then forced commit, a rollback, an int8 commit), then starts
+Debian's `prometheus` with deploy's prometheus.yml rewritten to loopback targets and a 1s scrape/evaluation interval, waits
 for scrapes, and evaluates through /api/v1/query every expression of
 deploy/prometheus/alerts.yml and of every panel of deploy/grafana/dashboards/*.json
 (Grafana variables replaced by match-all values). Fails when
@@ -211,6 +211,17 @@ def drive_training(port, meta):
         # Republish version 1: normserve_training_rollbacks_total.
         stub.Rollback(tpb.RollbackRequest(model_spec=ipb.ModelSpec(name=name, version=1)),
                       metadata=auth, timeout=120)
+        # An int8 version (forced: the gate on 8 samples is not the point here):
+        # normserve_training_int8_*. A CPU without VNNI refuses it, and the int8 panels
+        # then fail this test as unexported, which is what they would show there.
+        sid = stub.StartSession(tpb.StartSessionRequest(model_spec=ipb.ModelSpec(name=name)),
+                                metadata=auth, timeout=30).session_id
+        for k in range(8):
+            stub.Accumulate(tpb.AccumulateRequest(session_id=sid, request_id=f"q{k}", inputs=[
+                tensor_for(s, lambda i, k=k: ((i * 5 + k) % 9) / 9.0) for s in md.inputs]),
+                metadata=auth, timeout=30)
+        stub.Commit(tpb.CommitRequest(session_id=sid, force=True, precision="int8"),
+                    metadata=auth, timeout=120)
     channel.close()
 
 
