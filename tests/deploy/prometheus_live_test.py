@@ -5,8 +5,8 @@ Starts `normserve` on a temporary copy of models/repository (free loopback ports
 predictions (and bad requests, so error codes exist) through the Python stubs, drives the
 training endpoint (sessions with accumulated samples, a duplicate, a refused non-finite
 sample, a gate-failed then forced commit, a rollback, an int8 commit), then starts
-Debian's `prometheus` with deploy's prometheus.yml rewritten to loopback targets and a 1s scrape/evaluation interval, waits
-for scrapes, and evaluates through /api/v1/query every expression of
+Debian's `prometheus` with deploy's prometheus.yml rewritten to loopback targets and a 1s
+scrape/evaluation interval, waits for scrapes, and evaluates through /api/v1/query every expression of
 deploy/prometheus/alerts.yml and of every panel of deploy/grafana/dashboards/*.json
 (Grafana variables replaced by match-all values). Fails when
   - Prometheus answers an error for an expression,
