@@ -38,7 +38,8 @@ ABSL_FLAG(bool, conv_peak, false,
           "(N=1, C=K=256, 56x56, pad 1, format_tag::any)");
 ABSL_FLAG(double, peak_seconds, 3.0, "timed budget of --conv_peak");
 ABSL_FLAG(std::string, precision, "fp32",
-          "fp32 or bf16: the plan's precision (config.json \"precision\"); with --conv_peak, "
+          "fp32, bf16 or int8 (a QDQ file): the plan's precision (config.json \"precision\"); "
+          "with --conv_peak (fp32, bf16), "
           "the convolution's data type");
 
 namespace normserve {

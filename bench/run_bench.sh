@@ -6,6 +6,11 @@
 # Usage: bench/run_bench.sh [--build-dir build] [--models resnet18,resnet50,mobilenet_v2,gn_resnet]
 #                           [--seconds 5] [--rounds 3] [--threads 2] [--cpus 0,1]
 #                           [--runners normserve,onnxruntime,pytorch] [--no-build]
+#                           [--precisions fp32,bf16,int8]
+# bf16 rows: normserve's bf16 plan of the same file. int8 rows: the model quantized by
+# tools/normserve-quantize (its reference inputs as calibration samples), run by normserve
+# (oneDNN int8) and by ONNX Runtime (its QDQ path) on the same file. The default
+# precisions are fp32 plus those the CPU has instructions for (avx512_bf16, avx512_vnni).
 set -uo pipefail
 
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -20,8 +25,11 @@ threads=2
 cpus=""
 runners=normserve,onnxruntime,pytorch
 do_build=1
+precisions=fp32
+grep -qw avx512_bf16 /proc/cpuinfo && precisions+=,bf16
+grep -qw avx512_vnni /proc/cpuinfo && precisions+=,int8
 
-usage() { sed -n '5,7p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '5,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --build-dir) build_dir="$2"; shift 2 ;;
@@ -32,6 +40,7 @@ while [[ $# -gt 0 ]]; do
     --cpus) cpus="$2"; shift 2 ;;
     --runners) runners="$2"; shift 2 ;;
     --no-build) do_build=0; shift ;;
+    --precisions) precisions="$2"; shift 2 ;;
     -h|--help) usage ;;
     *) echo "run_bench.sh: unknown argument '$1'" >&2; usage ;;
   esac
@@ -45,6 +54,7 @@ cd "$ROOT" || exit 1
 [[ -n "$cpus" ]] || cpus="$(seq -s, 0 $((threads - 1)))"
 IFS=, read -r -a model_list <<< "$models"
 has_runner() { [[ ",$runners," == *",$1,"* ]]; }
+has_precision() { [[ ",$precisions," == *",$1,"* ]]; }
 log() { echo "run_bench: $*" >&2; }
 
 results="$build_dir/bench_results.jsonl"
@@ -64,7 +74,7 @@ if has_runner normserve && [[ $do_build == 1 ]]; then
   if [[ ! -f "$build_dir/CMakeCache.txt" ]]; then
     cmake -S "$ROOT" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release || exit 1
   fi
-  cmake --build "$build_dir" --target normserve_engine_bench || exit 1
+  cmake --build "$build_dir" --target normserve_engine_bench normserve-quantize || exit 1
 fi
 
 # 2. The ONNX files every runner reads.
@@ -77,9 +87,21 @@ if [[ ${#missing[@]} -gt 0 ]]; then
   log "exporting $only to $models_dir"
   "$PYTHON" "$ROOT/scripts/export_test_models.py" --out "$models_dir" --only "$only" || exit 1
 fi
+# The int8 file both int8 runners read, calibrated on the model's reference inputs.
+if has_precision int8; then
+  for m in "${model_list[@]}"; do
+    d="$models_dir/$m"
+    if [[ ! -f "$d/model_int8.onnx" || "$d/model.onnx" -nt "$d/model_int8.onnx" ]]; then
+      log "quantizing $m to $d/model_int8.onnx"
+      "$build_dir/tools/normserve-quantize" --model="$d/model.onnx" \
+        --samples="$d/input_b1.npy,$d/input_b3.npy" --out="$d/model_int8.onnx" >&2 || exit 1
+    fi
+  done
+fi
 
 # Runs one runner pinned to $cpus; appends its JSON line (tagged with $round) to $results.
 round=0
+precision=fp32
 run() {
   local label="$1"; shift
   local out rc line
@@ -92,6 +114,8 @@ run() {
     return 1
   fi
   line="${line%\}},\"round\":$round}"
+  # The runner's own precision field if it writes one (normserve_engine_bench does).
+  [[ $line == *'"precision"'* ]] || line="${line%\}},\"precision\":\"$precision\"}"
   echo "$line" >> "$results"
   log "$line"
 }
@@ -122,6 +146,24 @@ for m in "${model_list[@]}"; do
     run "pytorch $m" "$PYTHON" "$BENCH_DIR/torch_bench.py" --name "$m" --onnx "$onnx" \
       --threads "$threads" --seconds "$seconds" --require_export_script
   fi
+  if has_runner normserve && has_precision bf16; then
+    precision=bf16
+    run "normserve bf16 $m" "$engine_bench" --model="$onnx" --name="$m" --precision=bf16 \
+      --threads="$threads" --seconds="$seconds"
+  fi
+  if has_precision int8; then
+    precision=int8
+    if has_runner normserve; then
+      run "normserve int8 $m" "$engine_bench" --model="$models_dir/$m/model_int8.onnx" \
+        --name="$m" --precision=int8 --threads="$threads" --seconds="$seconds"
+    fi
+    if has_runner onnxruntime; then
+      run "onnxruntime int8 $m" node "$BENCH_DIR/ort_bench.js" \
+        --model "$models_dir/$m/model_int8.onnx" --name "$m" --threads "$threads" \
+        --seconds "$seconds"
+    fi
+  fi
+  precision=fp32
 done
 done
 
