@@ -1,11 +1,12 @@
-// An int8 version from the training endpoint, on the real normserve binary (issue 10
-// items 3 and 6): a session commits with precision int8, the quality gate refuses it
-// below its thresholds, force publishes it, and it serves in int8 beside its float
-// source; a session on that int8 version observes in the float source and its commit
-// (precision left empty) quantizes again after the new statistics. The reported gate
-// figures are recomputed here from what the server actually serves on the held-out
-// requests against the float source run by the fp32 engine, and the published float
-// source carries the statistics CalibrateLayerwise computes on the same samples.
+// Reduced-precision versions from the training endpoint, on the real normserve binary
+// (issue 10 items 3 and 6). A commit on a bf16 model publishes a float file that serves in
+// bf16, its statistics observed in fp32. An int8 version: a session commits with precision int8,
+// the quality gate refuses it below its thresholds, force publishes it, and it serves in int8
+// beside its float source; a session on that int8 version observes in the float source and its
+// commit (precision left empty) quantizes again after the new statistics. The reported gate figures
+// are recomputed here from what the server actually serves on the held-out requests against the
+// float source run by the fp32 engine, and the published float source carries the statistics
+// CalibrateLayerwise computes on the same samples.
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
@@ -114,7 +115,7 @@ std::string ModelMetadataPrecision(TrainingServer& server, int64_t version) {
   return resp.precision();
 }
 
-class Int8CommitTest : public ::testing::Test {
+class PrecisionCommitTest : public ::testing::Test {
  protected:
   void SetUp() override {
     repo_ = repo_dir_.path() + "/repo";
@@ -128,7 +129,7 @@ class Int8CommitTest : public ::testing::Test {
   std::string repo_, state_;
 };
 
-TEST_F(Int8CommitTest, GateForceServeThenRecalibrateOnTheInt8Version) {
+TEST_F(PrecisionCommitTest, GateForceServeThenRecalibrateOnTheInt8Version) {
   if (!CheckPrecisionSupported(Precision::kInt8, dnnl::get_effective_cpu_isa()).ok()) {
     // This CPU cannot run int8: the commit is refused naming the ISA, nothing published.
     TrainingServer server(repo_, state_);
@@ -280,6 +281,76 @@ TEST_F(Int8CommitTest, GateForceServeThenRecalibrateOnTheInt8Version) {
   EXPECT_EQ(rolled.published().version(), 4);
   EXPECT_EQ(ReadFile(VersionFile(4, kFloatSource)), ReadFile(VersionFile(2, kFloatSource)));
   EXPECT_EQ(ModelMetadataPrecision(server, 4), "int8");
+}
+
+TEST_F(PrecisionCommitTest, CommitOnABf16ModelServesBf16WithStatisticsObservedInFp32) {
+  testing::WriteFile(absl::StrCat(repo_, "/", kModel, "/config.json"),
+                     "{\"name\": \"fashion_bn_cnn\", \"precision\": \"bf16\"}");
+  TrainingServer server(repo_, state_, {"--training_min_values_per_channel=16"});
+  if (!CheckPrecisionSupported(Precision::kBf16, dnnl::get_effective_cpu_isa()).ok()) {
+    // No bf16 instructions: the model is refused at load, so nothing serves or trains.
+    ASSERT_NE(server.process(), nullptr);
+    v1::PredictResponse r;
+    EXPECT_FALSE(server.Predict(&r).ok());
+    return;
+  }
+  ASSERT_NE(server.process(), nullptr);
+  EXPECT_EQ(ModelMetadataPrecision(server, 1), "bf16");
+  const std::string id = server.StartSession("bf16");
+  std::mt19937 rng(17);
+  const std::vector<std::vector<float>> requests = Accumulate(server, id, rng, 0.7f, 0.2f);
+  v1::CommitResponse commit;
+  // config.json serves every version in bf16: an int8 (QDQ) version is refused up front.
+  grpc::Status int8 = server.Commit(id, true, &commit, "int8");
+  EXPECT_EQ(int8.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(int8.error_message(), HasSubstr("sets precision bf16"));
+  grpc::Status c = server.Commit(id, true, &commit);
+  ASSERT_TRUE(c.ok()) << c.error_message();
+  EXPECT_EQ(commit.published().version(), 2);
+  EXPECT_FALSE(commit.report().has_int8());
+  EXPECT_EQ(ModelMetadataPrecision(server, 2), "bf16");
+  EXPECT_FALSE(fs::exists(VersionFile(2, kFloatSource)));
+
+  // Observed in fp32: the statistics are CalibrateLayerwise's in float to 1e-6, far below
+  // bf16's 8-bit mantissa (relative steps of 0.4%).
+  std::vector<Tensor> samples;
+  for (const auto& image : requests) samples.push_back(ToKernelTensor(image));
+  auto base = Model::LoadFile(testing::DefaultRepositoryModel(kModel));
+  ASSERT_TRUE(base.ok());
+  auto oracle = CalibrateLayerwise(*base, samples);
+  ASSERT_TRUE(oracle.ok()) << oracle.status();
+  auto published = Model::LoadFile(VersionFile(2, "model.onnx"));
+  ASSERT_TRUE(published.ok());
+  EXPECT_EQ((*published)->int8_convs(), 0);
+  for (const CalibratedLayer& l : oracle->layers) {
+    auto stats = (*published)->GetBnStatistics(l.info.name);
+    ASSERT_TRUE(stats.ok());
+    for (size_t ch = 0; ch < l.committed.mean.size(); ++ch) {
+      EXPECT_NEAR(stats->mean[ch], l.committed.mean[ch],
+                  1e-6 * (1 + std::abs(l.committed.mean[ch])))
+          << l.info.name;
+      EXPECT_NEAR(stats->var[ch], l.committed.var[ch], 1e-6 * (1 + l.committed.var[ch]))
+          << l.info.name;
+    }
+  }
+  // And it serves: bf16 output of v2 close to the fp32 engine on the same file.
+  CompileOptions options;
+  options.intra_op_threads = 1;
+  auto fp32 = CompiledModel::Compile(*published, options);
+  ASSERT_TRUE(fp32.ok());
+  auto context = (*fp32)->NewContext();
+  std::vector<Tensor> want;
+  ASSERT_TRUE(context->Run({TensorView{requests[0].data(), {1, 1, 28, 28}}}, &want).ok());
+  v1::PredictResponse got;
+  ASSERT_TRUE(server.Predict(&got, requests[0], 2).ok());
+  double scale = 0, err = 0;
+  for (size_t k = 0; k < want[0].data.size(); ++k) {
+    scale = std::max(scale, std::fabs(static_cast<double>(want[0].data[k])));
+    err = std::max(err,
+                   std::fabs(static_cast<double>(got.outputs(0).float_data(k)) - want[0].data[k]));
+  }
+  EXPECT_GT(err, 0);  // bf16 arithmetic, not fp32
+  EXPECT_LT(err / scale, 0.05);
 }
 
 }  // namespace
