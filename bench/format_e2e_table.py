@@ -28,6 +28,7 @@ THROUGHPUT_TARGET = 0.95
 AUTO_LATENCY_TARGET = 1.05
 AUTO_VS_LATENCY_TARGET = 1.25
 AUTO_VS_BEST_FIXED_TARGET = 0.95
+ACCUMULATE_VS_SERVING_TARGET = 0.8
 
 
 def print_table(table):
@@ -38,8 +39,52 @@ def print_table(table):
             print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
 
 
+def _medians(rows):
+    """(model, clients, policy) -> median p50, p99, req/s over rounds, summed errors."""
+    figures = {}
+    for r in rows:
+        f = figures.setdefault((r["model"], r["clients"], r["policy"]),
+                               {"p50": [], "p99": [], "rps": [], "errors": 0})
+        f["p50"].append(r["p50_ms"])
+        f["p99"].append(r["p99_ms"])
+        f["rps"].append(r["throughput_rps"])
+        f["errors"] += r.get("errors", 0)
+    return {k: {"p50": statistics.median(v["p50"]), "p99": statistics.median(v["p99"]),
+                "rps": statistics.median(v["rps"]), "errors": v["errors"]}
+            for k, v in figures.items()}
+
+
+def training_report(training_rows, serving_rows):
+    """Accumulate (one observed forward pass and a durable log append per request) against
+    serving's Predict under the same policy and client count (issue 12 item 4)."""
+    train, serve = _medians(training_rows), _medians(serving_rows)
+    table = [("model", "clients", "policy", "Accumulate p50 ms", "Accumulate req/s",
+              "vs serving req/s")]
+    verdicts = []
+    for key in sorted(train):
+        model, n, policy = key
+        f = train[key]
+        cells = [model, str(n), policy + (" [%d errors]" % f["errors"] if f["errors"] else ""),
+                 f"{f['p50']:.3f}", f"{f['rps']:.1f}", "-"]
+        if key in serve:
+            ratio = f["rps"] / serve[key]["rps"]
+            cells[5] = f"{ratio:.3f}x"
+            if n == 8 and policy == "auto":
+                verdicts.append((f"{model}: Accumulate 8-client req/s {ratio:.3f}x serving's "
+                                 f"(target >= {ACCUMULATE_VS_SERVING_TARGET})",
+                                 ratio >= ACCUMULATE_VS_SERVING_TARGET))
+        table.append(cells)
+    print()
+    print_table(table)
+    print()
+    for what, ok in verdicts:
+        print(("ok      " if ok else "MISSED  ") + what)
+
+
 def policy_report(rows):
     """The policy sweep's table; rows are e2e lines with a "policy"."""
+    training = [r for r in rows if r.get("api") == "training"]
+    rows = [r for r in rows if r.get("api") != "training"]
     figures = {}  # (model, clients, policy) -> lists of figures over rounds
     models, clients_seen, policies = [], [], []
     for r in rows:
@@ -96,6 +141,8 @@ def policy_report(rows):
     print()
     for what, ok in verdicts:
         print(("ok      " if ok else "MISSED  ") + what)
+    if training:
+        training_report(training, rows)
 
 
 def main(path):

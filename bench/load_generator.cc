@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <string>
@@ -30,14 +31,19 @@
 #include "absl/synchronization/mutex.h"
 #include "bench/engine_runner.h"
 #include "bench/latency_stats.h"
+#include "bench/request_sender.h"
 #include "kernels/status_macros.h"
-#include "kserve/grpc_predict_v2.grpc.pb.h"
-#include "normserve/v1/inference.grpc.pb.h"
 
 ABSL_FLAG(std::string, address, "", "normserve's gRPC address, e.g. 127.0.0.1:8001");
 ABSL_FLAG(std::string, model, "", "the ONNX file the server serves (in-process side, input shape)");
 ABSL_FLAG(std::string, name, "", "model name on the server; default: the file's directory name");
-ABSL_FLAG(std::string, api, "normserve", "normserve (v1 Predict) or kserve (ModelInfer)");
+ABSL_FLAG(std::string, api, "normserve",
+          "comma-separated: normserve (v1 Predict), kserve (ModelInfer), training (Accumulate "
+          "into a session opened per configuration on --training_address)");
+ABSL_FLAG(std::string, training_address, "", "the training endpoint's address (--api training)");
+ABSL_FLAG(std::string, training_token_file, "", "file holding its bearer token");
+ABSL_FLAG(int64_t, training_max_samples, 0,
+          "max_samples of each session (0: the server's --training_max_samples)");
 ABSL_FLAG(std::string, clients, "1,8", "comma-separated concurrent client counts");
 ABSL_FLAG(std::string, channels, "per_client,shared",
           "for more than one client: per_client (one channel and TCP connection each) "
@@ -91,75 +97,6 @@ std::string StatsJson(const Pool& pool) {
       pool.window_seconds > 0 ? pool.completed / pool.window_seconds : 0.0);
 }
 
-// One request message per API, built once; every client sends the same bytes.
-class RequestSender {
- public:
-  RequestSender(const std::string& api, const std::string& model, const PreparedEngine& e)
-      : kserve_(api == "kserve") {
-    for (size_t i = 0; i < e.inputs.size(); ++i) {
-      const TensorView& in = e.inputs[i];
-      // x86-64 is little-endian: the float buffer is the wire encoding.
-      const std::string raw(reinterpret_cast<const char*>(e.buffers[i].data()),
-                            e.buffers[i].size() * sizeof(float));
-      if (kserve_) {
-        kserve_request_.set_model_name(model);
-        auto* t = kserve_request_.add_inputs();
-        t->set_name(e.input_names[i]);
-        t->set_datatype("FP32");
-        for (int64_t d : in.shape) t->add_shape(d);
-        kserve_request_.add_raw_input_contents(raw);
-      } else {
-        predict_request_.mutable_model_spec()->set_name(model);
-        auto* t = predict_request_.add_inputs();
-        t->set_name(e.input_names[i]);
-        t->set_dtype(v1::DATA_TYPE_FP32);
-        for (int64_t d : in.shape) t->add_shape(d);
-        t->set_raw_data(raw);
-      }
-    }
-  }
-
-  // A per-thread caller: stubs are cheap, the channel is what is shared or not.
-  class Caller {
-   public:
-    Caller(const RequestSender* sender, std::shared_ptr<grpc::Channel> channel)
-        : sender_(sender),
-          predict_(v1::InferenceService::NewStub(channel)),
-          kserve_(inference::GRPCInferenceService::NewStub(channel)) {}
-
-    // One blocking call; checks that the answer carries finite outputs.
-    absl::Status Call() {
-      grpc::ClientContext context;
-      context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
-      if (sender_->kserve_) {
-        inference::ModelInferResponse response;
-        const grpc::Status s = kserve_->ModelInfer(&context, sender_->kserve_request_, &response);
-        if (!s.ok()) return ToStatus(s);
-        if (response.raw_output_contents_size() == 0) return absl::InternalError("no outputs");
-        return absl::OkStatus();
-      }
-      v1::PredictResponse response;
-      const grpc::Status s = predict_->Predict(&context, sender_->predict_request_, &response);
-      if (!s.ok()) return ToStatus(s);
-      if (response.outputs_size() == 0) return absl::InternalError("no outputs");
-      return absl::OkStatus();
-    }
-
-   private:
-    static absl::Status ToStatus(const grpc::Status& s) {
-      return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
-    }
-    const RequestSender* sender_;
-    std::unique_ptr<v1::InferenceService::Stub> predict_;
-    std::unique_ptr<inference::GRPCInferenceService::Stub> kserve_;
-  };
-
- private:
-  const bool kserve_;
-  v1::PredictRequest predict_request_;
-  inference::ModelInferRequest kserve_request_;
-};
-
 // A channel with its own subchannel pool, hence its own TCP connection: gRPC otherwise
 // shares one connection between channels created with the same target and arguments.
 std::shared_ptr<grpc::Channel> NewChannel(const std::string& address) {
@@ -206,7 +143,7 @@ void RunEndToEnd(const RequestSender& sender, const std::string& address, int cl
   std::vector<std::thread> threads;
   for (int c = 0; c < clients; ++c) {
     threads.emplace_back([&, c] {
-      RequestSender::Caller caller(&sender, channels[c]);
+      RequestSender::Caller caller(&sender, channels[c], c);
       std::vector<double> mine;
       int64_t completed = 0, errors = 0;
       std::string first_error;
@@ -256,12 +193,25 @@ absl::StatusOr<std::vector<int>> ParseClients(const std::string& text) {
 int Main() {
   const std::string address = absl::GetFlag(FLAGS_address);
   const std::string model_path = absl::GetFlag(FLAGS_model);
-  const std::string api = absl::GetFlag(FLAGS_api);
   if (address.empty() || model_path.empty()) {
     return Fail(absl::InvalidArgumentError("--address and --model are required"));
   }
-  if (api != "normserve" && api != "kserve") {
-    return Fail(absl::InvalidArgumentError("--api must be normserve or kserve"));
+  std::vector<Api> apis;
+  for (absl::string_view a : absl::StrSplit(absl::GetFlag(FLAGS_api), ',', absl::SkipEmpty())) {
+    absl::StatusOr<Api> parsed = ParseApi(a);
+    if (!parsed.ok()) return Fail(parsed.status());
+    apis.push_back(*parsed);
+  }
+  if (apis.empty()) return Fail(absl::InvalidArgumentError("--api is empty"));
+  const std::string training_address = absl::GetFlag(FLAGS_training_address);
+  std::string token;
+  if (std::find(apis.begin(), apis.end(), Api::kTraining) != apis.end()) {
+    std::ifstream in(absl::GetFlag(FLAGS_training_token_file));
+    std::getline(in, token);
+    if (training_address.empty() || token.empty()) {
+      return Fail(absl::InvalidArgumentError(
+          "--api training needs --training_address and a non-empty --training_token_file"));
+    }
   }
   std::string name = absl::GetFlag(FLAGS_name);
   if (name.empty()) name = std::filesystem::absolute(model_path).parent_path().filename().string();
@@ -299,10 +249,15 @@ int Main() {
     if (!alt.ok()) return Fail(alt.status());
     alternative = *std::move(alt);
   }
-  const RequestSender sender(api, name, **engine);
-  if (absl::Status s = WaitReady(sender, address, absl::GetFlag(FLAGS_ready_timeout)); !s.ok()) {
+  const RequestSender ready_probe(Api::kNormserve, name, **engine);
+  if (absl::Status s = WaitReady(ready_probe, address, absl::GetFlag(FLAGS_ready_timeout));
+      !s.ok()) {
     return Fail(s);
   }
+  std::vector<std::unique_ptr<RequestSender>> senders;
+  for (Api a : apis) senders.push_back(std::make_unique<RequestSender>(a, name, **engine));
+  std::shared_ptr<grpc::Channel> training_channel =
+      training_address.empty() ? nullptr : NewChannel(training_address);
 
   // Keyed by the JSON line's identifying fields.
   std::map<std::string, Pool> pools;
@@ -340,13 +295,31 @@ int Main() {
         // With one client both kinds are the same thing.
         if (n == 1 && kind != channel_kinds.front()) continue;
         const std::string channel = n == 1 ? "single" : kind;
-        RunEndToEnd(
-            sender, address, n, kind == "shared", warmup, seconds,
-            pool(absl::StrFormat(
-                "\"runner\":\"e2e\",\"api\":\"%s\",\"clients\":%d,"
-                "\"channel\":\"%s\"%s",
-                api, n, channel,
-                policy.empty() ? std::string() : absl::StrCat(",\"policy\":\"", policy, "\""))));
+        for (const std::unique_ptr<RequestSender>& sender : senders) {
+          const bool training = sender->api() == Api::kTraining;
+          std::string session;
+          if (training) {
+            // A fresh session per configuration, aborted after it: the kept samples of
+            // one window never count against the next one's max_samples.
+            absl::StatusOr<std::string> started = StartTrainingSession(
+                training_channel, token, name, absl::GetFlag(FLAGS_training_max_samples));
+            if (!started.ok()) return Fail(started.status());
+            session = *started;
+            sender->SetTrainingSession(session, token);
+          }
+          RunEndToEnd(
+              *sender, training ? training_address : address, n, kind == "shared", warmup, seconds,
+              pool(absl::StrFormat(
+                  "\"runner\":\"e2e\",\"api\":\"%s\",\"clients\":%d,"
+                  "\"channel\":\"%s\"%s",
+                  ApiName(sender->api()), n, channel,
+                  policy.empty() ? std::string() : absl::StrCat(",\"policy\":\"", policy, "\""))));
+          if (training) {
+            if (absl::Status s = AbortTrainingSession(training_channel, token, session); !s.ok()) {
+              return Fail(s);
+            }
+          }
+        }
       }
     }
     if (alternative != nullptr) {

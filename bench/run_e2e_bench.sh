@@ -17,7 +17,10 @@
 #                               [--channels per_client,shared] [--api normserve|kserve]
 #                               [--workers 1] [--intra-op-threads 0] [--no-build]
 #                               [--policies latency,throughput,auto,fixed,batching]
-#                               [--fixed 1x2,2x1] [--batching 8:500]
+#                               [--fixed 1x2,2x1] [--batching 8:500] [--training]
+# --training (with --policies): the servers also run the training endpoint, and every
+# configuration is measured again as Accumulate requests into a fresh session (issue 12
+# item 4: Accumulate at >= 0.8x serving's throughput at 8 clients).
 set -uo pipefail
 
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -38,8 +41,9 @@ do_build=1
 policies=""
 fixed=""
 batching=8:500
+training=0
 
-usage() { sed -n '15,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '15,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --build-dir) build_dir="$2"; shift 2 ;;
@@ -56,6 +60,7 @@ while [[ $# -gt 0 ]]; do
     --fixed) fixed="$2"; shift 2 ;;
     --batching) batching="$2"; shift 2 ;;
     --no-build) do_build=0; shift ;;
+    --training) training=1; shift ;;
     -h|--help) usage ;;
     *) echo "run_e2e_bench.sh: unknown argument '$1'" >&2; usage ;;
   esac
@@ -101,6 +106,7 @@ fi
 
 # 3. A repository with exactly these models, and the server on a free loopback port.
 work="$(mktemp -d "${TMPDIR:-/tmp}/normserve_e2e.XXXXXX")" || exit 1
+(umask 077 && od -An -tx8 -N16 /dev/urandom | tr -d ' \n' > "$work/token")
 server_pid=""
 cleanup() {
   if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
@@ -117,8 +123,14 @@ for m in "${model_list[@]}"; do
 done
 # start_server FLAG...: a server on a free port with these scheduling flags; sets $port.
 start_server() {
+  local train_flags=()
+  if [[ $training == 1 ]]; then
+    rm -rf "$work/state"
+    train_flags=(--training_port=0 --training_token_file="$work/token"
+                 --training_state_dir="$work/state" --training_max_samples=1000000)
+  fi
   "$normserve" --host=127.0.0.1 --port=0 --metrics_port=-1 --model_repository="$work/repo" \
-    "$@" 2> "$work/server.log" &
+    "${train_flags[@]}" "$@" 2> "$work/server.log" &
   server_pid=$!
   port=""
   for _ in $(seq 1 600); do
@@ -133,6 +145,7 @@ start_server() {
     exit 1
   fi
   log "$(grep -m1 'listening on' "$work/server.log" | sed 's/.*normserve: //')"
+  training_port="$(sed -n 's/.*training endpoint on 127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$work/server.log" | head -n 1)"
 }
 stop_server() {
   if ! kill -0 "$server_pid" 2>/dev/null; then
@@ -191,9 +204,15 @@ if [[ -n "$policies" ]]; then
       fi
       for m in "${model_list[@]}"; do
         log "round $round/$rounds, $label: $m, clients $clients, ${seconds}s + ${warmup}s warm-up each"
+        train_args=()
+        if [[ $training == 1 ]]; then
+          train_args=(--api="$api,training" --training_address="127.0.0.1:$training_port"
+                      --training_token_file="$work/token")
+        fi
         "$loadgen" --address="127.0.0.1:$port" --model="$(onnx_of "$m")" --name="$m" \
-          --api="$api" --clients="$clients" --channels=per_client --seconds="$seconds" \
-          --warmup_seconds="$warmup" --rounds=1 --inprocess=false --policy="$label" \
+          --api="$api" "${train_args[@]}" --clients="$clients" --channels=per_client \
+          --seconds="$seconds" --warmup_seconds="$warmup" --rounds=1 --inprocess=false \
+          --policy="$label" \
           >> "$results" || { log "FAILED: $m under $label"; failures=$((failures + 1)); }
       done
       stop_server
