@@ -23,10 +23,10 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kernels/engine.h"
-#include "kernels/layerwise_calibration.h"
 #include "kernels/model.h"
 #include "kernels/precision.h"
 #include "tests/service/server_process.h"
+#include "tests/training/expect_layerwise_statistics.h"
 #include "tests/training/training_server.h"
 
 namespace normserve {
@@ -48,7 +48,11 @@ std::string ReadFile(const std::string& path) {
   return s.str();
 }
 
-Tensor ToKernelTensor(const std::vector<float>& image) { return Tensor{{1, 1, 28, 28}, image}; }
+std::vector<Tensor> ToKernelTensors(const std::vector<std::vector<float>>& images) {
+  std::vector<Tensor> out;
+  for (const auto& image : images) out.push_back(Tensor{{1, 1, 28, 28}, image});
+  return out;
+}
 
 // The gate's figures recomputed from the outside: the server's answers on the held-out
 // requests (which every 5th is, the proto documents) against the fp32 engine on `float_file`.
@@ -204,14 +208,9 @@ TEST_F(PrecisionCommitTest, GateForceServeThenRecalibrateOnTheInt8Version) {
                 q.top1_agreement(), 1e-9);
 
     // ExportModel of the int8 version is its QDQ file.
-    grpc::ClientContext ctx;
-    server.Authorize(&ctx);
-    v1::ExportModelRequest ereq;
-    ereq.mutable_model_spec()->set_name(kModel);
-    ereq.mutable_model_spec()->set_version(2);
-    v1::ExportModelResponse exported;
-    ASSERT_TRUE(server.training()->ExportModel(&ctx, ereq, &exported).ok());
-    EXPECT_EQ(exported.onnx(), ReadFile(VersionFile(2, "model.onnx")));
+    std::string exported;
+    ASSERT_TRUE(server.Export(2, &exported).ok());
+    EXPECT_EQ(exported, ReadFile(VersionFile(2, "model.onnx")));
   }
 
   // Restarted with the default gate. A session on the int8 version observes in its float
@@ -252,23 +251,9 @@ TEST_F(PrecisionCommitTest, GateForceServeThenRecalibrateOnTheInt8Version) {
 
   // The float source carries the exact layer-wise statistics of the shifted samples,
   // computed on v2's float source.
-  std::vector<Tensor> samples;
-  for (const auto& image : shifted) samples.push_back(ToKernelTensor(image));
-  auto oracle = CalibrateLayerwise(*float_v2, samples);
-  ASSERT_TRUE(oracle.ok()) << oracle.status();
   auto float_v3 = Model::LoadFile(VersionFile(3, kFloatSource));
   ASSERT_TRUE(float_v3.ok());
-  for (const CalibratedLayer& l : oracle->layers) {
-    auto stats = (*float_v3)->GetBnStatistics(l.info.name);
-    ASSERT_TRUE(stats.ok());
-    for (size_t ch = 0; ch < l.committed.mean.size(); ++ch) {
-      EXPECT_NEAR(stats->mean[ch], l.committed.mean[ch],
-                  1e-6 * (1 + std::abs(l.committed.mean[ch])))
-          << l.info.name;
-      EXPECT_NEAR(stats->var[ch], l.committed.var[ch], 1e-6 * (1 + l.committed.var[ch]))
-          << l.info.name;
-    }
-  }
+  testing::ExpectLayerwiseStatistics(*float_v2, ToKernelTensors(shifted), **float_v3);
 
   // A rollback to the int8 v2 takes its float source along.
   grpc::ClientContext rctx;
@@ -313,26 +298,12 @@ TEST_F(PrecisionCommitTest, CommitOnABf16ModelServesBf16WithStatisticsObservedIn
 
   // Observed in fp32: the statistics are CalibrateLayerwise's in float to 1e-6, far below
   // bf16's 8-bit mantissa (relative steps of 0.4%).
-  std::vector<Tensor> samples;
-  for (const auto& image : requests) samples.push_back(ToKernelTensor(image));
   auto base = Model::LoadFile(testing::DefaultRepositoryModel(kModel));
   ASSERT_TRUE(base.ok());
-  auto oracle = CalibrateLayerwise(*base, samples);
-  ASSERT_TRUE(oracle.ok()) << oracle.status();
   auto published = Model::LoadFile(VersionFile(2, "model.onnx"));
   ASSERT_TRUE(published.ok());
   EXPECT_EQ((*published)->int8_convs(), 0);
-  for (const CalibratedLayer& l : oracle->layers) {
-    auto stats = (*published)->GetBnStatistics(l.info.name);
-    ASSERT_TRUE(stats.ok());
-    for (size_t ch = 0; ch < l.committed.mean.size(); ++ch) {
-      EXPECT_NEAR(stats->mean[ch], l.committed.mean[ch],
-                  1e-6 * (1 + std::abs(l.committed.mean[ch])))
-          << l.info.name;
-      EXPECT_NEAR(stats->var[ch], l.committed.var[ch], 1e-6 * (1 + l.committed.var[ch]))
-          << l.info.name;
-    }
-  }
+  testing::ExpectLayerwiseStatistics(*base, ToKernelTensors(requests), **published);
   // And it serves: bf16 output of v2 close to the fp32 engine on the same file.
   CompileOptions options;
   options.intra_op_threads = 1;

@@ -23,6 +23,7 @@
 #include "normserve/v1/inference.grpc.pb.h"
 #include "normserve/v1/training.grpc.pb.h"
 #include "tests/service/server_process.h"
+#include "tests/training/expect_layerwise_statistics.h"
 #include "tests/training/training_server.h"
 
 namespace normserve {
@@ -235,28 +236,11 @@ TEST_F(TrainingIntegrationTest, AccumulateGateForceCommitExportAndMetrics) {
   // The published statistics are the exact layer-wise ones of the accepted samples.
   auto base = Model::LoadFile(testing::DefaultRepositoryModel(kModel));
   ASSERT_TRUE(base.ok());
-  auto oracle = CalibrateLayerwise(*base, samples);
-  ASSERT_TRUE(oracle.ok());
-  grpc::ClientContext ctx;
-  server.Authorize(&ctx);
-  v1::ExportModelRequest ereq;
-  ereq.mutable_model_spec()->set_name(kModel);
-  ereq.mutable_model_spec()->set_version(2);
-  v1::ExportModelResponse exported;
-  ASSERT_TRUE(server.training()->ExportModel(&ctx, ereq, &exported).ok());
-  auto reloaded = Model::LoadBytes(exported.onnx());
+  std::string exported;
+  ASSERT_TRUE(server.Export(2, &exported).ok());
+  auto reloaded = Model::LoadBytes(exported);
   ASSERT_TRUE(reloaded.ok()) << reloaded.status();
-  for (const CalibratedLayer& l : oracle->layers) {
-    auto stats = (*reloaded)->GetBnStatistics(l.info.name);
-    ASSERT_TRUE(stats.ok());
-    for (size_t c = 0; c < l.committed.mean.size(); ++c) {
-      // The ONNX file stores float32.
-      EXPECT_NEAR(stats->mean[c], l.committed.mean[c], 1e-6 * (1 + std::abs(l.committed.mean[c])))
-          << l.info.name;
-      EXPECT_NEAR(stats->var[c], l.committed.var[c], 1e-6 * (1 + l.committed.var[c]))
-          << l.info.name;
-    }
-  }
+  testing::ExpectLayerwiseStatistics(*base, samples, **reloaded);
   // The repository holds version 2 on disk; no temp dirs are left behind.
   EXPECT_TRUE(fs::exists(repo_ + "/" + kModel + "/2/model.onnx"));
   for (const auto& e : fs::directory_iterator(repo_ + "/" + kModel)) {

@@ -136,6 +136,19 @@ class TrainingServer {
     return serving_->Predict(&ctx, req, out);
   }
 
+  // The bytes ExportModel returns for `version`.
+  grpc::Status Export(int64_t version, std::string* onnx) {
+    grpc::ClientContext ctx;
+    Authorize(&ctx);
+    v1::ExportModelRequest req;
+    req.mutable_model_spec()->set_name(kModel);
+    req.mutable_model_spec()->set_version(version);
+    v1::ExportModelResponse resp;
+    grpc::Status s = training_->ExportModel(&ctx, req, &resp);
+    *onnx = resp.onnx();
+    return s;
+  }
+
   std::string Metrics() { return testing::HttpGet(process_->metrics_port(), "/metrics"); }
 
  private:
