@@ -33,6 +33,12 @@ ABSL_FLAG(int32_t, warmup, 10, "untimed runs before timing");
 ABSL_FLAG(int32_t, min_iters, 20, "timed runs at least, even past --seconds");
 ABSL_FLAG(int32_t, max_iters, 100000, "timed runs at most, even within --seconds");
 ABSL_FLAG(bool, describe_plan, false, "print the compiled batch-1 plan to stderr");
+ABSL_FLAG(bool, observed, false,
+          "time the training endpoint's observed pass instead (every BN layer's input "
+          "moments recorded, stopped after the last one): what one Accumulate computes");
+ABSL_FLAG(bool, observed_winograd, true,
+          "with --observed: Winograd where faster, as the live pass does (false: direct "
+          "convolutions only, as the layer-wise commit replay)");
 ABSL_FLAG(bool, conv_peak, false,
           "instead of a model, measure oneDNN's throughput on one 3x3 convolution "
           "(N=1, C=K=256, 56x56, pad 1, format_tag::any)");
@@ -58,6 +64,8 @@ struct EngineBenchOptions {
   int max_iters = 100000;
   bool describe_plan = false;
   Precision precision = Precision::kFp32;
+  bool observed = false;
+  bool observed_winograd = false;
 };
 
 struct EngineBenchResult {
@@ -95,20 +103,32 @@ std::string JsonString(const std::string& s) {
 absl::StatusOr<EngineBenchResult> RunEngineBench(const EngineBenchOptions& o) {
   ASSIGN_OR_RETURN(std::unique_ptr<PreparedEngine> engine,
                    PrepareEngine(o.model_path, o.threads, 1234, o.precision));
-  const std::shared_ptr<const CompiledModel>& compiled = engine->compiled;
+  std::shared_ptr<const CompiledModel> compiled = engine->compiled;
+  BnObservations observations;
+  if (o.observed) {
+    // What a training Accumulate runs: every BN layer's input observed (BatchNorm kept
+    // unfolded), stopped after the last one.
+    CompileOptions observed = LiveStatisticsOptions(*engine->model, o.threads);
+    observed.observed_winograd = o.observed_winograd;
+    if (observed.observed_bn_layers.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(o.name, ": no BN layer to observe"));
+    }
+    ASSIGN_OR_RETURN(compiled, CompiledModel::Compile(engine->model, observed));
+  }
+  BnObservations* observe = o.observed ? &observations : nullptr;
   if (o.describe_plan) std::fprintf(stderr, "%s\n", compiled->DescribePlan().c_str());
   const std::vector<TensorView>& inputs = engine->inputs;
 
   std::unique_ptr<ExecutionContext> context = compiled->NewContext();
   std::vector<Tensor> outputs;
-  for (int i = 0; i < o.warmup; ++i) RETURN_IF_ERROR(context->Run(inputs, &outputs));
+  for (int i = 0; i < o.warmup; ++i) RETURN_IF_ERROR(context->Run(inputs, &outputs, observe));
 
   std::vector<double> times_ms;
   const auto start = Clock::now();
   const auto budget = std::chrono::duration<double>(o.seconds);
   while (static_cast<int>(times_ms.size()) < o.max_iters) {
     const auto t0 = Clock::now();
-    RETURN_IF_ERROR(context->Run(inputs, &outputs));
+    RETURN_IF_ERROR(context->Run(inputs, &outputs, observe));
     const auto t1 = Clock::now();
     times_ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
     if (static_cast<int>(times_ms.size()) >= o.min_iters && t1 - start >= budget) break;
@@ -170,6 +190,8 @@ int Main() {
   o.max_iters = std::max(o.min_iters, absl::GetFlag(FLAGS_max_iters));
   o.describe_plan = absl::GetFlag(FLAGS_describe_plan);
   o.precision = *precision;
+  o.observed = absl::GetFlag(FLAGS_observed);
+  o.observed_winograd = absl::GetFlag(FLAGS_observed_winograd);
 
   absl::StatusOr<EngineBenchResult> r = RunEngineBench(o);
   if (!r.ok()) return Fail(r.status());
@@ -177,11 +199,11 @@ int Main() {
   std::printf(
       "{\"runner\":\"normserve\",\"model\":%s,\"median_ms\":%.6f,\"p90_ms\":%.6f,"
       "\"mean_ms\":%.6f,\"min_ms\":%.6f,\"iters\":%lld,\"threads\":%d,"
-      "\"gflop_per_run\":%.6f,\"gflops_achieved\":%.2f,\"precision\":\"%s\"}\n",
+      "\"gflop_per_run\":%.6f,\"gflops_achieved\":%.2f,\"precision\":\"%s\"%s}\n",
       JsonString(o.name).c_str(), l.median_ms, l.p90_ms, l.mean_ms, l.min_ms,
       static_cast<long long>(l.iters), o.threads, r->gflop_per_run,
       l.median_ms > 0 ? r->gflop_per_run / (l.median_ms / 1e3) : 0.0,
-      std::string(PrecisionName(o.precision)).c_str());
+      std::string(PrecisionName(o.precision)).c_str(), o.observed ? ",\"observed\":true" : "");
   return 0;
 }
 

@@ -17,8 +17,8 @@ struct ChannelMoments {
 // One ChannelMoments per sample of a plain [batch, channels, spatial...] float32 tensor.
 // Two passes (mean, then squared deviations): a one-pass sum of squares cancels badly for
 // activations whose mean is large against their spread. Channels run in parallel on the
-// caller's OpenMP threads; each channel's sums are sequential, so results do not depend
-// on the thread count.
+// caller's OpenMP threads; each channel's sums run in a fixed order (8 interleaved
+// partial sums, channel_moments.cc), so results do not depend on the thread count.
 std::vector<ChannelMoments> ChannelMomentsOf(const float* data, int64_t batch, int64_t channels,
                                              int64_t spatial);
 

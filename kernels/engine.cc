@@ -45,6 +45,15 @@ Precision EffectivePrecision(const CompileOptions& options) {
   return options.observed_bn_layers.empty() ? options.precision : Precision::kFp32;
 }
 
+CompileOptions LiveStatisticsOptions(const Model& model, int intra_op_threads) {
+  CompileOptions options;
+  options.intra_op_threads = intra_op_threads;
+  options.stop_after_observed = true;
+  options.observed_winograd = true;
+  for (const BnLayerInfo& l : model.bn_layers()) options.observed_bn_layers.push_back(l.name);
+  return options;
+}
+
 CompiledModel::CompiledModel(std::shared_ptr<const Model> model, const CompileOptions& options)
     : model_(std::move(model)), options_(options) {}
 
@@ -275,9 +284,14 @@ absl::StatusOr<std::vector<std::shared_ptr<const Plan>>> ExecutionContext::Sched
   const CompiledModel& cm = *model_;
   std::shared_ptr<const Plan> plan = cm.cache_->Find(shapes);
   const int64_t batch = shapes[0][0];
+  // A Winograd statistics plan sees every sample at batch 1, so that its statistics do
+  // not depend on how samples were batched (CompileOptions::observed_winograd).
+  const bool per_sample = observing && cm.options_.observed_winograd;
   const bool chunk =
-      plan == nullptr && batch > 1 && !observing && !cm.options_.compile_unlisted_batch_sizes &&
-      std::find(cm.chunk_sizes_.begin(), cm.chunk_sizes_.end(), batch) == cm.chunk_sizes_.end();
+      batch > 1 &&
+      (per_sample ||
+       (plan == nullptr && !observing && !cm.options_.compile_unlisted_batch_sizes &&
+        std::find(cm.chunk_sizes_.begin(), cm.chunk_sizes_.end(), batch) == cm.chunk_sizes_.end()));
   if (!chunk) {
     if (plan == nullptr) {
       ASSIGN_OR_RETURN(plan, cm.PlanFor(shapes));
@@ -293,7 +307,7 @@ absl::StatusOr<std::vector<std::shared_ptr<const Plan>>> ExecutionContext::Sched
   for (int64_t done = 0; done < batch;) {
     int64_t size = 1;
     for (int64_t c : cm.chunk_sizes_) {
-      if (c <= batch - done) {
+      if (!per_sample && c <= batch - done) {
         size = c;
         break;
       }
@@ -362,7 +376,15 @@ absl::Status ExecutionContext::RunPlans(const std::vector<std::shared_ptr<const 
       const int64_t per_sample = ElementsPerSample(plan->outputs[o].shape);
       outs[o] = outputs[o] == nullptr ? nullptr : outputs[o] + done * per_sample;
     }
-    RETURN_IF_ERROR(RunPlan(plan, views, outs, nullptr));
+    BnObservations part;
+    RETURN_IF_ERROR(RunPlan(plan, views, outs, observations != nullptr ? &part : nullptr));
+    if (observations != nullptr) {
+      for (auto& [layer, samples] : part.per_layer) {
+        std::vector<ChannelMoments>& all = observations->per_layer[layer];
+        all.insert(all.end(), std::make_move_iterator(samples.begin()),
+                   std::make_move_iterator(samples.end()));
+      }
+    }
     done += plan->batch;
   }
   return absl::OkStatus();

@@ -61,6 +61,11 @@ struct CompileOptions {
   // With observed layers: stop the plan once the last observed layer's input is known
   // (outputs are then not produced).
   bool stop_after_observed = false;
+  // With observed layers: Winograd where conv_algorithm would pick it. Its rounding
+  // depends on the batch, so statistics are then batch-invariant only if every sample is
+  // run at batch 1 (the caller's job: a training session's live pass does that; the
+  // layer-wise commit replay, which batches, keeps direct convolutions).
+  bool observed_winograd = false;
   // Fusions can be turned off to test them against the unfused plan.
   bool fold_batch_norm = true;
   bool fuse_post_ops = true;
@@ -78,6 +83,11 @@ struct CompileOptions {
 
 // The precision plans of `options` are built in: fp32 for statistics plans.
 Precision EffectivePrecision(const CompileOptions& options);
+
+// The plan a training session's live pass and the live drift watch run: every BN layer's
+// input observed, stopped after the last one, Winograd where faster with every sample at
+// batch 1 (the layer-wise commit replay builds its own, direct, batched plans).
+CompileOptions LiveStatisticsOptions(const Model& model, int intra_op_threads);
 
 // Observations of one Run: for each observed layer, one ChannelMoments per sample.
 struct BnObservations {

@@ -20,8 +20,9 @@ namespace {
 
 bool WantWinograd(const std::string& conv, const LoweringContext& ctx) {
   // Statistics plans feed float64 accumulators that must not depend on how requests
-  // were batched; oneDNN's Winograd kernels round differently at batch 1 and batch N.
-  if (!ctx.options().observed_bn_layers.empty()) return false;
+  // were batched; oneDNN's Winograd kernels round differently at batch 1 and batch N
+  // (observed_winograd: the caller runs every sample at batch 1).
+  if (!ctx.options().observed_bn_layers.empty() && !ctx.options().observed_winograd) return false;
   if (ctx.winograd_convs() != nullptr) return ctx.winograd_convs()->contains(conv);
   return ctx.options().conv_algorithm != ConvAlgorithm::kDirect;
 }

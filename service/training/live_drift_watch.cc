@@ -78,11 +78,8 @@ void LiveDriftWatch::Process(const Item& item) {
     // A new serving version: its own frozen statistics, a fresh window.
     Shadow next;
     next.servable_id = s.id;
-    CompileOptions options;
-    options.intra_op_threads = options_.intra_op_threads;
-    options.stop_after_observed = true;
+    const CompileOptions options = LiveStatisticsOptions(s.model(), options_.intra_op_threads);
     for (const BnLayerInfo& l : s.model().bn_layers()) {
-      options.observed_bn_layers.push_back(l.name);
       next.layers.push_back(l);
       absl::StatusOr<BnStatistics> frozen = s.model().GetBnStatistics(l.name);
       next.frozen.push_back(frozen.ok() ? *frozen : BnStatistics{});

@@ -184,12 +184,9 @@ absl::StatusOr<std::shared_ptr<const Session::Base>> Session::MakeBase(
   auto base = std::make_shared<Base>();
   base->model = model;
   base->generation = generation;
-  CompileOptions options;
-  options.intra_op_threads = env.intra_op_threads;
+  CompileOptions options = LiveStatisticsOptions(*model, env.intra_op_threads);
   options.max_batch = env.max_batch;
-  options.stop_after_observed = true;
   for (const BnLayerInfo& l : model->bn_layers()) {
-    options.observed_bn_layers.push_back(l.name);
     ASSIGN_OR_RETURN(BnStatistics frozen, model->GetBnStatistics(l.name));
     base->frozen.push_back(std::move(frozen));
   }

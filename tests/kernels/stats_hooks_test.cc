@@ -1,5 +1,7 @@
 // Statistics hooks: observed BN layers report per-sample, per-channel moments of their
 // input in float64, and new statistics give a new plan without re-reading the file.
+#include <string>
+
 #include "gtest/gtest.h"
 #include "kernels/engine.h"
 #include "tests/kernels/conv_bn_fixture.h"
@@ -37,6 +39,35 @@ TEST(StatsHooks, ObservedLayerMomentsMatchFloat64Reference) {
       for (int i = 0; i < plane; ++i) m2 += std::pow(conv[(s * 8 + ch) * plane + i] - mean, 2);
       EXPECT_NEAR(samples[s].mean[ch], mean, 1e-5 * (1 + std::fabs(mean)));
       EXPECT_NEAR(samples[s].m2[ch], m2, 1e-5 * (1 + m2));
+    }
+  }
+}
+
+// The live statistics plan may use Winograd, whose rounding depends on the batch: a
+// batch-4 run must still give each sample exactly what a batch-1 run of it gives.
+TEST(StatsHooks, LiveStatisticsPlanIsBatchInvariant) {
+  auto m = Model::LoadFile(std::string(NORMSERVE_SOURCE_DIR) +
+                           "/models/repository/fashion_bn_cnn/1/model.onnx");
+  ASSERT_TRUE(m.ok()) << m.status();
+  const CompileOptions o = LiveStatisticsOptions(**m, 1);
+  EXPECT_TRUE(o.observed_winograd);
+  EXPECT_EQ(o.observed_bn_layers.size(), (*m)->bn_layers().size());
+  auto c = CompiledModel::Compile(*m, o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  std::mt19937 rng(5);
+  const int n = 4, per = 28 * 28;
+  auto x = testing::RandomVector(n * per, &rng, 0.f, 1.f);
+  auto ctx = (*c)->NewContext();
+  std::vector<Tensor> out;
+  BnObservations batched;
+  ASSERT_TRUE(ctx->Run({TensorView{x.data(), {n, 1, 28, 28}}}, &out, &batched).ok());
+  for (int s = 0; s < n; ++s) {
+    BnObservations one;
+    ASSERT_TRUE(ctx->Run({TensorView{x.data() + s * per, {1, 1, 28, 28}}}, &out, &one).ok());
+    for (const BnLayerInfo& l : (*m)->bn_layers()) {
+      ASSERT_EQ(batched.per_layer[l.name].size(), static_cast<size_t>(n)) << l.name;
+      EXPECT_EQ(batched.per_layer[l.name][s].mean, one.per_layer[l.name][0].mean) << l.name;
+      EXPECT_EQ(batched.per_layer[l.name][s].m2, one.per_layer[l.name][0].m2) << l.name;
     }
   }
 }

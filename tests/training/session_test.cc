@@ -232,10 +232,7 @@ TEST_F(SessionTest, ConcurrentAccumulationMatchesOneThreadAndTwoPassReference) {
   ASSERT_EQ(p->layers.size(), 6u);
 
   // Independent float64 two-pass reference from the per-sample moments of each layer.
-  CompileOptions options;
-  options.stop_after_observed = true;
-  for (const BnLayerInfo& l : model_->bn_layers()) options.observed_bn_layers.push_back(l.name);
-  auto compiled = CompiledModel::Compile(model_, options);
+  auto compiled = CompiledModel::Compile(model_, LiveStatisticsOptions(*model_, 0));
   ASSERT_TRUE(compiled.ok());
   auto ctx = (*compiled)->NewContext();
   std::vector<BnObservations> obs(samples.size());
