@@ -105,7 +105,26 @@ absl::Status FoldBatchNorms(SpecializedGraph* g, const absl::flat_hash_set<std::
           bias[o] = beta * static_cast<float>(c->AsDouble(c->size() == 1 ? 0 : o));
       }
     }
+    // A QDQ int8 convolution's weights are its file's integers times per-channel scales
+    // (ops/conv.cc recovers the integers as w / s). Folding multiplies channel o by
+    // k = g / sqrt(var + eps), so its scale becomes s |k| and the integers at most change
+    // sign; with stale scales they would be re-rounded and saturate. A zero or non-finite
+    // k would lose them: such a BN stays unfolded.
+    std::vector<float> int8_scales;
+    if (conv && prod.HasAttr("int8_weight_scales")) {
+      int8_scales = prod.attrs.at("int8_weight_scales").floats;
+      if (static_cast<int64_t>(int8_scales.size()) != out) continue;
+      bool representable = true;
+      for (int64_t o = 0; o < out; ++o) {
+        const double k = static_cast<double>(params.scale[o]) /
+                         std::sqrt(static_cast<double>(params.var[o]) + params.epsilon);
+        int8_scales[o] = static_cast<float>(int8_scales[o] * std::fabs(k));
+        representable = representable && std::isfinite(int8_scales[o]) && int8_scales[o] > 0;
+      }
+      if (!representable) continue;
+    }
     FoldBatchNormIntoWeights(params, &weights, &bias);
+    if (!int8_scales.empty()) prod.attrs["int8_weight_scales"].floats = std::move(int8_scales);
 
     ConstTensor nw, nb;
     nw.shape = wshape;

@@ -221,9 +221,24 @@ absl::StatusOr<std::string> FoldBatchNormsOnnx(const Model& model) {
     if (p->op_type() != "Conv" && !gemm) continue;
     const std::string& wname = p->input(1);
     if (!FloatConst(model.graph(), wname) || uses[wname] != 1) continue;
-    bool params = true;
-    for (int k = 1; k < 5; ++k) params = params && FloatConst(model.graph(), bn.input(k));
-    if (!params) continue;
+    // A parameter may come through an Identity of an initializer: torch's export shares
+    // equal initializers that way, and a BN whose output is summed with another BN's (a
+    // residual block's two branches) gets the same beta gradients, so equal betas.
+    std::string params[5];
+    std::vector<int> identities;
+    for (int k = 1; k < 5; ++k) {
+      params[k] = bn.input(k);
+      if (FloatConst(model.graph(), params[k])) continue;
+      auto id = producer.find(params[k]);
+      if (id == producer.end()) break;
+      const onnx::NodeProto& idn = g->node(id->second);
+      if (idn.op_type() != "Identity" || !FloatConst(model.graph(), idn.input(0))) break;
+      if (uses[params[k]] == 1) identities.push_back(id->second);
+      params[k] = idn.input(0);
+    }
+    bool all_const = true;
+    for (int k = 1; k < 5; ++k) all_const = all_const && FloatConst(model.graph(), params[k]);
+    if (!all_const) continue;
     const bool has_bias = p->input_size() > 2 && !p->input(2).empty();
     if (has_bias && (!FloatConst(model.graph(), p->input(2)) || uses[p->input(2)] != 1)) continue;
     if (gemm && (IntAttr(*p, "transA", 0) != 0 || FloatAttr(*p, "alpha", 1) != 1 ||
@@ -243,10 +258,10 @@ absl::StatusOr<std::string> FoldBatchNormsOnnx(const Model& model) {
     }
     const int64_t out_channels = wshape[0];
     BnParams bp;
-    bp.scale = inits.at(bn.input(1)).floats;
-    bp.bias = inits.at(bn.input(2)).floats;
-    bp.mean = inits.at(bn.input(3)).floats;
-    bp.var = inits.at(bn.input(4)).floats;
+    bp.scale = inits.at(params[1]).floats;
+    bp.bias = inits.at(params[2]).floats;
+    bp.mean = inits.at(params[3]).floats;
+    bp.var = inits.at(params[4]).floats;
     bp.epsilon = FloatAttr(bn, "epsilon", 1e-5f);
     if (static_cast<int64_t>(bp.scale.size()) != out_channels) continue;
     std::vector<float> bias =
@@ -260,6 +275,7 @@ absl::StatusOr<std::string> FoldBatchNormsOnnx(const Model& model) {
     p->set_input(2, bname);
     p->set_output(0, bn.output(0));
     drop[i] = true;
+    for (int id : identities) drop[id] = true;
   }
   google::protobuf::RepeatedPtrField<onnx::NodeProto> kept;
   for (int i = 0; i < g->node_size(); ++i)

@@ -5,6 +5,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/engine.h"
+#include "kernels/specialize.h"
 #include "tests/kernels/conv_bn_fixture.h"
 #include "tests/kernels/onnx_builder.h"
 
@@ -96,6 +97,73 @@ TEST(FoldBatchNorms, GemmThenBatchNorm1dFoldsWithTransposedWeights) {
       EXPECT_NEAR(out[0].data[s * 4 + o], want, 1e-5);
     }
   }
+}
+
+// A QDQ file's int8 convolution (qdq_import.h) keeps its weights as integers q times
+// per-channel scales s, and ops/conv.cc recovers q as w / s. Folding a BN after it (a QDQ
+// file whose BN was left unfolded, e.g. ConvInteger -> DequantizeLinear -> BN) must keep
+// that exact: w' / s' = q * sign(k) with k = g / sqrt(var + eps), also for |k| > 1, where
+// stale scales would give integers beyond 127. (fashion_bn_resnet served int8 lost 10
+// accuracy points on its two downsampling shortcuts before.)
+TEST(FoldBatchNorms, Int8ConvolutionKeepsItsIntegerWeightsWithRescaledScales) {
+  const int64_t out = 4, per = 2 * 3 * 3;
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int> level(-127, 127);
+  std::vector<int> q(out * per);
+  for (int& v : q) v = level(rng);
+  q[0] = 127;  // a full-range weight in channel 0, whose |k| is 3
+  const std::vector<float> scales = {0.01f, 0.02f, 0.005f, 0.03f};
+  const std::vector<float> gamma = {3.f, -2.f, 0.25f, 1.f}, var = {1.f, 0.5f, 2.f, 4.f};
+  SpecializedGraph g;
+  g.inputs = {ValueSpec{"x", ElementType::kFloat32, {1, 2, 5, 5}}};
+  g.outputs = {ValueSpec{"y", ElementType::kFloat32, {1, out, 5, 5}}};
+  ConstTensor w;
+  w.shape = {out, 2, 3, 3};
+  for (int64_t i = 0; i < out * per; ++i) w.floats.push_back(q[i] * scales[i / per]);
+  g.consts["w"] = w;
+  for (auto [name, v] : {std::pair{"g", gamma},
+                         {"b", {0.1f, 0.2f, 0.3f, 0.4f}},
+                         {"m", {0.f, 1.f, -1.f, 2.f}},
+                         {"v", var}}) {
+    ConstTensor t;
+    t.shape = {out};
+    t.floats = v;
+    g.consts[name] = t;
+  }
+  Node conv;
+  conv.name = "conv";
+  conv.op = "Conv";
+  conv.inputs = {"x", "w"};
+  conv.outputs = {"h"};
+  conv.attrs["pads"].kind = Attribute::Kind::kInts;
+  conv.attrs["pads"].ints = {1, 1, 1, 1};
+  conv.attrs["int8_weight_scales"].kind = Attribute::Kind::kFloats;
+  conv.attrs["int8_weight_scales"].floats = scales;
+  conv.attrs["int8_src_scale"].kind = Attribute::Kind::kFloat;
+  conv.attrs["int8_src_scale"].f = 0.02f;
+  Node bn;
+  bn.name = "bn";
+  bn.op = "BatchNormalization";
+  bn.inputs = {"h", "g", "b", "m", "v"};
+  bn.outputs = {"y"};
+  g.nodes = {conv, bn};
+  g.shapes["x"] = {1, 2, 5, 5};
+  g.shapes["h"] = g.shapes["y"] = {1, out, 5, 5};
+
+  ASSERT_TRUE(FoldBatchNorms(&g, {}).ok());
+  ASSERT_EQ(g.nodes.size(), 1u);
+  const Node& folded = g.nodes[0];
+  const std::vector<float>& folded_scales = folded.attrs.at("int8_weight_scales").floats;
+  const std::vector<float>& folded_w = g.consts.at(folded.inputs[1]).floats;
+  for (int64_t o = 0; o < out; ++o) {
+    const double k = gamma[o] / std::sqrt(static_cast<double>(var[o]) + 1e-5);
+    EXPECT_NEAR(folded_scales[o], scales[o] * std::fabs(k), 1e-6 * scales[o] * std::fabs(k));
+    for (int64_t i = 0; i < per; ++i) {
+      const double integer = folded_w[o * per + i] / folded_scales[o];
+      EXPECT_NEAR(integer, k < 0 ? -q[o * per + i] : q[o * per + i], 1e-3) << o << " " << i;
+    }
+  }
+  EXPECT_FLOAT_EQ(folded.FloatAttr("int8_src_scale", 0), 0.02f);
 }
 
 }  // namespace

@@ -1,11 +1,10 @@
-// bf16 against fp32 accuracy of the default repository's fashion_bn_cnn on the 10000
-// Fashion-MNIST test images, clean and shifted (the recalibration experiment's inputs,
-// written by scripts/export_fashion_test_sets.py), with the frozen training statistics and
-// after the exact layer-wise recalibration from 256 samples of each shift: the two
-// precisions must agree within 0.2 accuracy points everywhere.
+// bf16 against fp32 accuracy of the default repository's fashion_bn_cnn and of the small BN
+// ResNet of scripts/train_fashion_resnet.py on the 10000 Fashion-MNIST test images, clean and
+// shifted (the recalibration experiment's inputs, written by scripts/export_fashion_test_sets.py),
+// with the frozen training statistics and after the exact layer-wise recalibration from 256 samples
+// of each shift: the two precisions must agree within 0.2 accuracy points everywhere.
 #include <algorithm>
 #include <cstdio>
-#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -16,17 +15,13 @@
 #include "kernels/model.h"
 #include "kernels/npy_io.h"
 #include "tests/kernels/batch_rows.h"
+#include "tests/kernels/fashion_models.h"
 
 namespace normserve {
 namespace {
 
 constexpr double kMaxAccuracyGap = 0.002;  // 0.2 points (issue 10 item 2)
 constexpr int64_t kBatch = 500;
-
-std::string Env(const char* name) {
-  const char* v = std::getenv(name);
-  return v != nullptr ? v : "";
-}
 
 // Fraction of `images` whose argmax output is the label.
 double Accuracy(const std::shared_ptr<const Model>& model, Precision precision,
@@ -60,14 +55,14 @@ double Accuracy(const std::shared_ptr<const Model>& model, Precision precision,
   return static_cast<double>(correct) / n;
 }
 
-TEST(FashionBf16Accuracy, WithinTwoTenthsOfAPointOfFp32CleanShiftedAndRecalibrated) {
-  const std::string data = Env("NORMSERVE_FASHION_DATA");
-  auto model = Model::LoadFile(Env("NORMSERVE_SOURCE_DIR") +
-                               "/models/repository/fashion_bn_cnn/1/model.onnx");
+void ExpectBf16WithinBoundOfFp32(const FashionModel& fashion) {
+  const std::string data = FashionEnv("NORMSERVE_FASHION_DATA");
+  auto model = Model::LoadFile(fashion.onnx_path);
   ASSERT_TRUE(model.ok()) << model.status();
   auto labels = ReadNpyFile(data + "/labels.npy");
   ASSERT_TRUE(labels.ok()) << labels.status();
-  std::printf("%-11s %-12s %8s %8s %8s\n", "test set", "statistics", "fp32", "bf16", "gap");
+  std::printf("%s\n%-11s %-12s %8s %8s %8s\n", fashion.onnx_path.c_str(), "test set", "statistics",
+              "fp32", "bf16", "gap");
   for (const char* shift : {"clean", "contrast", "noise", "brightness"}) {
     SCOPED_TRACE(shift);
     auto images = ReadNpyFile(data + "/test_" + shift + ".npy");
@@ -83,12 +78,21 @@ TEST(FashionBf16Accuracy, WithinTwoTenthsOfAPointOfFp32CleanShiftedAndRecalibrat
       const double bf16 = Accuracy(m, Precision::kBf16, *images, *labels);
       std::printf("%-11s %-12s %8.4f %8.4f %+8.4f\n", shift, what, fp32, bf16, bf16 - fp32);
       EXPECT_NEAR(bf16, fp32, kMaxAccuracyGap) << what;
-      // The data and the model are the experiment's: clean frozen is its 0.862.
       if (std::string(shift) == "clean" && std::string(what) == "frozen") {
-        EXPECT_NEAR(fp32, 0.862, 0.005);
+        EXPECT_NEAR(fp32, fashion.clean_fp32, fashion.clean_fp32_tolerance);
       }
     }
   }
+}
+
+TEST(FashionBf16Accuracy, BnCnnWithinTwoTenthsOfAPointOfFp32CleanShiftedAndRecalibrated) {
+  ExpectBf16WithinBoundOfFp32(FashionBnCnn());
+}
+
+TEST(FashionBf16Accuracy, BnResnetWithinTwoTenthsOfAPointOfFp32CleanShiftedAndRecalibrated) {
+  auto resnet = FashionBnResnet();
+  ASSERT_TRUE(resnet.ok()) << resnet.status();
+  ExpectBf16WithinBoundOfFp32(*resnet);
 }
 
 }  // namespace

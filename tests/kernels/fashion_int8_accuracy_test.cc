@@ -1,11 +1,11 @@
-// int8 against fp32 accuracy of the default repository's fashion_bn_cnn on the 10000
-// Fashion-MNIST test images, clean and shifted (scripts/export_fashion_test_sets.py): the
-// QDQ file QuantizeInt8 writes, run by ONNX Runtime's int8 kernels, must be within 0.5
-// accuracy points of normserve's fp32. As a training commit would: BN statistics first
-// (exact layer-wise recalibration from the shift's 256 calibration samples), then the
-// int8 scales from the same samples. Layer-wise and one-pass scales are both reported, and
-// the layer-wise file is also served by normserve itself (precision int8, oneDNN int8
-// convolutions) under the same bound.
+// int8 against fp32 accuracy of the default repository's fashion_bn_cnn and of the small BN
+// ResNet of scripts/train_fashion_resnet.py on the 10000 Fashion-MNIST test images, clean and
+// shifted (scripts/export_fashion_test_sets.py): the QDQ file QuantizeInt8 writes, run by ONNX
+// Runtime's int8 kernels, must be within 0.5 accuracy points of normserve's fp32. As a training
+// commit would: BN statistics first (exact layer-wise recalibration from the shift's 256
+// calibration samples), then the int8 scales from the same samples. Layer-wise and one-pass scales
+// are both reported, and the layer-wise file is also served by normserve itself (precision int8,
+// oneDNN int8 convolutions) under the same bound.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -23,17 +23,13 @@
 #include "kernels/npy_io.h"
 #include "kernels/precision.h"
 #include "tests/kernels/batch_rows.h"
+#include "tests/kernels/fashion_models.h"
 
 namespace normserve {
 namespace {
 
 constexpr double kMaxAccuracyGap = 0.005;  // 0.5 points (issue 10 item 4)
 constexpr int64_t kBatch = 500;
-
-std::string Env(const char* name) {
-  const char* v = std::getenv(name);
-  return v != nullptr ? v : "";
-}
 
 // Mean over samples of max|a - b| / max|b| (b: fp32 logits): finer than accuracy for
 // telling two quantizations apart.
@@ -97,8 +93,9 @@ std::vector<float> RunOrt(const std::string& onnx_bytes, const std::string& imag
       .write(reinterpret_cast<const char*>(images.data.data()), images.data.size() * sizeof(float));
   std::string shape;
   for (int64_t d : images.shape) shape += (shape.empty() ? "" : ",") + std::to_string(d);
-  const std::string cmd = "node " + Env("NORMSERVE_SOURCE_DIR") + "/tests/kernels/ort_run.js " +
-                          model + " " + in + " " + shape + " " + out + " 500";
+  const std::string cmd = "node " + FashionEnv("NORMSERVE_SOURCE_DIR") +
+                          "/tests/kernels/ort_run.js " + model + " " + in + " " + shape + " " +
+                          out + " 500";
   EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
   std::ifstream f(out, std::ios::binary | std::ios::ate);
   std::vector<float> r(static_cast<size_t>(f.tellg()) / sizeof(float));
@@ -108,15 +105,14 @@ std::vector<float> RunOrt(const std::string& onnx_bytes, const std::string& imag
   return r;
 }
 
-TEST(FashionInt8Accuracy, OnnxRuntimeOnTheQdqFileWithinHalfAPointOfFp32) {
-  const std::string data = Env("NORMSERVE_FASHION_DATA");
-  auto model = Model::LoadFile(Env("NORMSERVE_SOURCE_DIR") +
-                               "/models/repository/fashion_bn_cnn/1/model.onnx");
+void ExpectInt8WithinBoundOfFp32(const FashionModel& fashion) {
+  const std::string data = FashionEnv("NORMSERVE_FASHION_DATA");
+  auto model = Model::LoadFile(fashion.onnx_path);
   ASSERT_TRUE(model.ok()) << model.status();
   auto labels = ReadNpyFile(data + "/labels.npy");
   ASSERT_TRUE(labels.ok()) << labels.status();
-  std::printf("%-11s %-12s %8s %13s %13s\n", "test set", "statistics", "fp32", "int8 lw (gap)",
-              "int8 1p (gap)");
+  std::printf("%s\n%-11s %-12s %8s %13s %13s\n", fashion.onnx_path.c_str(), "test set",
+              "statistics", "fp32", "int8 lw (gap)", "int8 1p (gap)");
   for (const char* shift : {"clean", "contrast", "noise", "brightness"}) {
     SCOPED_TRACE(shift);
     auto images = ReadNpyFile(data + "/test_" + shift + ".npy");
@@ -155,8 +151,21 @@ TEST(FashionInt8Accuracy, OnnxRuntimeOnTheQdqFileWithinHalfAPointOfFp32) {
           served, served - fp32);
       EXPECT_NEAR(int8[0], fp32, kMaxAccuracyGap) << what;
       EXPECT_NEAR(served, fp32, kMaxAccuracyGap) << what;
+      if (std::string(what) == "frozen") {
+        EXPECT_NEAR(fp32, fashion.clean_fp32, fashion.clean_fp32_tolerance);
+      }
     }
   }
+}
+
+TEST(FashionInt8Accuracy, BnCnnOnnxRuntimeOnTheQdqFileWithinHalfAPointOfFp32) {
+  ExpectInt8WithinBoundOfFp32(FashionBnCnn());
+}
+
+TEST(FashionInt8Accuracy, BnResnetOnnxRuntimeOnTheQdqFileWithinHalfAPointOfFp32) {
+  auto resnet = FashionBnResnet();
+  ASSERT_TRUE(resnet.ok()) << resnet.status();
+  ExpectInt8WithinBoundOfFp32(*resnet);
 }
 
 }  // namespace

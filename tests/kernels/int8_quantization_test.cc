@@ -19,6 +19,7 @@
 #include "kernels/npy_io.h"
 #include "kernels/precision.h"
 #include "onnx/onnx_pb.h"
+#include "tests/kernels/onnx_builder.h"
 
 namespace normserve {
 namespace {
@@ -202,6 +203,53 @@ TEST(FoldBatchNormsOnnx, FoldedFileMatchesTheModelInNormserveAndOnnxRuntime) {
   const Agreement in_ort = Compare(RunOrt(*folded_bytes, input, "folded_resnet18"), ours, 2);
   EXPECT_LT(in_ns.max_rel, 1e-5);
   EXPECT_LT(in_ort.max_rel, 1e-4);  // ORT's own convolutions and summation order
+}
+
+// A residual block's two BN layers get identical beta gradients (both outputs feed one
+// sum), so trained betas are equal and torch's export shares them: the second BN's beta is
+// an Identity of the first's initializer (fashion_bn_resnet's downsampling shortcuts). Its
+// BN must fold too: left unfolded, the QDQ file quantizes the shortcut convolution's
+// output before the BN.
+TEST(FoldBatchNormsOnnx, FoldsABatchNormWhoseParameterIsAnIdentityOfAnInitializer) {
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> u(-1.f, 1.f), pos(0.5f, 2.f);
+  auto vec = [&](int n, auto& dist) {
+    std::vector<float> v(n);
+    for (float& x : v) x = dist(rng);
+    return v;
+  };
+  testing::OnnxBuilder m;
+  m.Input("x", {-1, 2, 5, 5});
+  m.Output("y", {-1, 3, 5, 5});
+  m.Initializer("beta", {3}, vec(3, u));
+  m.Node("Identity", "share", {"beta"}, {"beta_shared"});
+  for (const char* branch : {"a", "b"}) {
+    const std::string b = branch;
+    m.Initializer("w" + b, {3, 2, 3, 3}, vec(3 * 2 * 9, u));
+    for (const char* p : {"g", "m", "v"})
+      m.Initializer(p + b, {3}, std::string(p) == "v" ? vec(3, pos) : vec(3, u));
+    auto* conv = m.Node("Conv", "conv_" + b, {"x", "w" + b}, {"h" + b});
+    testing::OnnxBuilder::Ints(conv, "pads", {1, 1, 1, 1});
+    m.Node("BatchNormalization", "bn_" + b,
+           {"h" + b, "g" + b, b == "a" ? "beta" : "beta_shared", "m" + b, "v" + b}, {"n" + b});
+  }
+  m.Node("Add", "sum", {"na", "nb"}, {"y"});
+  auto model = Model::LoadBytes(m.Bytes());
+  ASSERT_TRUE(model.ok()) << model.status();
+  ASSERT_EQ((*model)->bn_layers().size(), 2u);
+  auto folded_bytes = FoldBatchNormsOnnx(**model);
+  ASSERT_TRUE(folded_bytes.ok()) << folded_bytes.status();
+  onnx::ModelProto proto;
+  ASSERT_TRUE(proto.ParseFromString(*folded_bytes));
+  for (const auto& n : proto.graph().node()) {
+    EXPECT_NE(n.op_type(), "BatchNormalization") << n.name();
+    EXPECT_NE(n.op_type(), "Identity") << n.name();  // its only reader was folded away
+  }
+  auto folded = Model::LoadBytes(*folded_bytes);
+  ASSERT_TRUE(folded.ok()) << folded.status();
+  const Tensor input = Stack(RandomSamples({-1, 2, 5, 5}, 2, 4));
+  const Agreement a = Compare(RunFp32(*folded, input), RunFp32(*model, input), 2);
+  EXPECT_LT(a.max_rel, 1e-5);
 }
 
 struct Case {
