@@ -48,10 +48,12 @@ phase_gcc() {
     (cd build && ctest --output-on-failure --timeout 1200 -j "$jobs" -LE "$exclude" "$@")
 }
 phase_asan() {
-  # The recalibration experiment and the zoo run the same engine code as parity_test and
-  # the integration tests, for minutes under ASan: the GCC phase runs them.
+  # The recalibration experiment, the zoo and the int8 accuracy passes run the same engine
+  # code as parity_test, int8_serving_test and the integration tests, for minutes under
+  # ASan: the GCC phase runs them.
   bash scripts/build_clang.sh asan &&
-    (cd build-asan && ctest --output-on-failure --timeout 1800 -j "$jobs" -LE "$exclude|experiment|zoo_quick")
+    (cd build-asan && ctest --output-on-failure --timeout 1800 -j "$jobs" \
+      -LE "$exclude|experiment|zoo_quick|int8_accuracy")
 }
 phase_tsan() {
   # Only the concurrency tests and what they start; the absl::Mutex shim is preloaded
