@@ -4,8 +4,9 @@
 Usage: /usr/bin/python3 scripts/train_fashion_resnet.py --models DIR [--data DIR] [--if_stale]
 
 Not committed: the bf16 and int8 Fashion-MNIST accuracy tests (tests/kernels) generate it into
-the source tree's .cache/ (CMake NORMSERVE_MODEL_CACHE) through a CTest fixture, and --if_stale makes that a cache: nothing is done
-when DIR already holds a complete run that is newer than this script and the helpers it imports.
+the source tree's .cache/ (CMake NORMSERVE_MODEL_CACHE) through a CTest fixture, and
+--if_stale makes that a cache: nothing is done when DIR already holds a complete run that is
+newer than this script and the helpers it imports.
 
 Data and preprocessing are fashion_bn_cnn's (scripts/train_fashion_mnist.py): Debian's
 dataset-fashion-mnist idx files, float32 [N,1,28,28] = pixel / 255, no mean/std, so the
