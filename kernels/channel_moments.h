@@ -22,6 +22,17 @@ struct ChannelMoments {
 std::vector<ChannelMoments> ChannelMomentsOf(const float* data, int64_t batch, int64_t channels,
                                              int64_t spatial);
 
+// The same moments of a tensor whose channels are interleaved in blocks of `block`:
+// [batch][ceil(channels / block)][spatial][block] (oneDNN's nChw16c / nChw8c, padded
+// channels ignored); channels-last [batch][spatial][channels] is block = channels. Read
+// where the producing convolution wrote it, without a reorder to the plain layout: the
+// channels of a block are the SIMD lanes, each channel's sums run in spatial order, so
+// results do not depend on the thread count (they may differ from the plain layout's in
+// the last bits: another summation order).
+std::vector<ChannelMoments> BlockedChannelMomentsOf(const float* data, int64_t batch,
+                                                    int64_t channels, int64_t spatial,
+                                                    int64_t block);
+
 }  // namespace normserve
 
 #endif  // NORMSERVE_KERNELS_CHANNEL_MOMENTS_H_

@@ -48,22 +48,42 @@ absl::Status LowerBatchNorm(const FusedNode& f, LoweringContext& ctx) {
 }
 
 // Statistics hook: per-sample, per-channel count / mean / M2 of the BN input, in float64.
+// The channel block of `v` if it is a dense f32 channels-blocked (16 or 8) or channels-last
+// layout of dims `x`, else 0 (plain, or a layout the moments are not read from).
+int64_t ChannelBlockOf(const Val& v, const dims& x) {
+  if (x.size() < 3 || x.size() > 5 || v.desc.data_type() != dt::f32) return 0;
+  if (v.desc == md(x, dt::f32, BlockedTag(x.size()))) return 16;
+  static constexpr tag kBlocked8[] = {tag::aBc8b, tag::aBcd8b, tag::aBcde8b};
+  if (v.desc == md(x, dt::f32, kBlocked8[x.size() - 3])) return 8;
+  if (v.desc == md(x, dt::f32, ChannelsLastTag(x.size()))) return x[1];
+  return 0;
+}
+
 absl::Status LowerBatchNormMoments(const Node& n, LoweringContext& ctx) {
   const dims x = ctx.DimsOf(n.inputs[0]);
-  ASSIGN_OR_RETURN(Val src, ctx.PlainVal(n.inputs[0]));
+  // Read where the producer wrote it when that is a channel-blocked or channels-last
+  // layout: a reorder to plain per observed layer cost a live pass more than its moments.
+  ASSIGN_OR_RETURN(Val src, ctx.Get(n.inputs[0]));
+  const int64_t block = ChannelBlockOf(src, x);
+  if (block == 0) {
+    ASSIGN_OR_RETURN(src, ctx.PlainVal(n.inputs[0]));
+  }
   const int ref = ctx.Ref(src);
   const int64_t batch = x[0], channels = x[1];
   int64_t spatial = 1;
   for (size_t i = 2; i < x.size(); ++i) spatial *= x[i];
   const std::string layer = n.name;
   PlanStep step;
-  step.what = absl::StrCat("moments ", layer);
+  step.what =
+      absl::StrCat("moments ", layer, block == 0 ? "" : absl::StrCat(" [blocked:", block, "]"));
   step.args = {{DNNL_ARG_SRC, ref}};
-  step.custom = [ref, batch, channels, spatial, layer](const std::vector<dnnl::memory>& mems,
-                                                       BnObservations* obs) {
+  step.custom = [ref, batch, channels, spatial, block, layer](const std::vector<dnnl::memory>& mems,
+                                                              BnObservations* obs) {
     if (obs == nullptr) return;
     const float* data = static_cast<const float*>(mems[ref].get_data_handle());
-    obs->per_layer[layer] = ChannelMomentsOf(data, batch, channels, spatial);
+    obs->per_layer[layer] = block == 0
+                                ? ChannelMomentsOf(data, batch, channels, spatial)
+                                : BlockedChannelMomentsOf(data, batch, channels, spatial, block);
   };
   ctx.AddCustomStep(std::move(step));
   return absl::OkStatus();
