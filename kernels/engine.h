@@ -61,9 +61,9 @@ struct CompileOptions {
   // With observed layers: stop the plan once the last observed layer's input is known
   // (outputs are then not produced).
   bool stop_after_observed = false;
-  // With observed layers: Winograd where conv_algorithm would pick it. Its rounding
-  // depends on the batch, so statistics are then batch-invariant only if every sample is
-  // run at batch 1 (the caller's job: a training session's live pass does that; the
+  // With observed layers: Winograd for every convolution oneDNN has a Winograd kernel for
+  // (not by timing, which is per process: a recovered session must reproduce its moments).
+  // Its rounding depends on the batch, so Run then takes every sample at batch 1 (the
   // layer-wise commit replay, which batches, keeps direct convolutions).
   bool observed_winograd = false;
   // Fusions can be turned off to test them against the unfused plan.

@@ -92,9 +92,13 @@ absl::Status LowerConv(const FusedNode& f, LoweringContext& ctx) {
     } catch (const dnnl::error&) {
       // No Winograd kernel for this shape, ISA or post-op chain: direct it is.
     }
+    // A live statistics plan takes Winograd wherever it exists rather than where it timed
+    // faster: the timing is made once per process, and a session recovered by another
+    // process must compute the same per-sample moments from its log.
     if (wpd &&
         (ctx.winograd_convs() != nullptr ||
          ctx.options().conv_algorithm == ConvAlgorithm::kWinograd ||
+         ctx.options().observed_winograd ||
          WinogradIsFaster(
              absl::StrCat("x=", absl::StrJoin(x, "x"), " w=", absl::StrJoin(w, "x"),
                           " pads=", absl::StrJoin(pads, ","), " bias=", has_bias, PostOpsText(f)),
