@@ -167,6 +167,16 @@ write_meta() {
     "$rounds" >> "$results"
 }
 
+# The table from every JSON line of the run; exits 1 if anything failed.
+finish() {
+  write_meta
+  echo
+  "$PYTHON" "$BENCH_DIR/format_e2e_table.py" "$results" || failures=$((failures + 1))
+  echo "raw results: $results"
+  [[ $failures -eq 0 ]] || { log "$failures failure(s)"; exit 1; }
+  exit 0
+}
+
 # 4a. The policy sweep: one server per policy, every model and client count on each. Rounds
 # go round the policies, so background load falls on all of them alike.
 if [[ -n "$policies" ]]; then
@@ -219,12 +229,7 @@ if [[ -n "$policies" ]]; then
       rm -f "$work"/repo/*/config.json
     done
   done
-  write_meta
-  echo
-  "$PYTHON" "$BENCH_DIR/format_e2e_table.py" "$results" || failures=$((failures + 1))
-  echo "raw results: $results"
-  [[ $failures -eq 0 ]] || { log "$failures failure(s)"; exit 1; }
-  exit 0
+  finish
 fi
 
 # 4b. One server with --workers / --intra-op-threads, in-process references beside it.
@@ -242,9 +247,4 @@ for m in "${model_list[@]}"; do
   }
 done
 stop_server
-write_meta
-
-echo
-"$PYTHON" "$BENCH_DIR/format_e2e_table.py" "$results" || failures=$((failures + 1))
-echo "raw results: $results"
-[[ $failures -eq 0 ]] || { log "$failures failure(s)"; exit 1; }
+finish

@@ -47,16 +47,22 @@ void BlockMoments(const float* p, int64_t spatial, int64_t stride, int64_t j0, i
   }
 }
 
-}  // namespace
-
-std::vector<ChannelMoments> ChannelMomentsOf(const float* data, int64_t batch, int64_t channels,
-                                             int64_t spatial) {
+// One ChannelMoments per sample, `channels` wide, to be filled.
+std::vector<ChannelMoments> Sized(int64_t batch, int64_t channels, int64_t spatial) {
   std::vector<ChannelMoments> samples(batch);
   for (ChannelMoments& m : samples) {
     m.count = spatial;
     m.mean.resize(channels);
     m.m2.resize(channels);
   }
+  return samples;
+}
+
+}  // namespace
+
+std::vector<ChannelMoments> ChannelMomentsOf(const float* data, int64_t batch, int64_t channels,
+                                             int64_t spatial) {
+  std::vector<ChannelMoments> samples = Sized(batch, channels, spatial);
   const int64_t rows = batch * channels;
   // Small activations (a 1 x C head) are not worth waking the thread team for.
 #pragma omp parallel for schedule(static) if (rows * spatial >= (int64_t{1} << 16))
@@ -74,12 +80,7 @@ std::vector<ChannelMoments> ChannelMomentsOf(const float* data, int64_t batch, i
 std::vector<ChannelMoments> BlockedChannelMomentsOf(const float* data, int64_t batch,
                                                     int64_t channels, int64_t spatial,
                                                     int64_t block) {
-  std::vector<ChannelMoments> samples(batch);
-  for (ChannelMoments& m : samples) {
-    m.count = spatial;
-    m.mean.resize(channels);
-    m.m2.resize(channels);
-  }
+  std::vector<ChannelMoments> samples = Sized(batch, channels, spatial);
   const int64_t blocks = (channels + block - 1) / block;
   const int64_t chunks = (block + kBlockLanes - 1) / kBlockLanes;  // lane groups of a block
   const int64_t tasks = batch * blocks * chunks;

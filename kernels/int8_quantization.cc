@@ -290,6 +290,15 @@ absl::StatusOr<std::string> FoldBatchNormsOnnx(const Model& model) {
 absl::StatusOr<Int8QuantizationResult> QuantizeInt8(std::shared_ptr<const Model> model,
                                                     absl::Span<const Tensor> samples,
                                                     const Int8QuantizationOptions& options) {
+  std::vector<const Tensor*> pointers;
+  pointers.reserve(samples.size());
+  for (const Tensor& t : samples) pointers.push_back(&t);
+  return QuantizeInt8(std::move(model), absl::MakeConstSpan(pointers), options);
+}
+
+absl::StatusOr<Int8QuantizationResult> QuantizeInt8(std::shared_ptr<const Model> model,
+                                                    absl::Span<const Tensor* const> samples,
+                                                    const Int8QuantizationOptions& options) {
   if (samples.empty()) return absl::InvalidArgumentError("no samples to calibrate int8 with");
   if (options.histogram_bins < 16 || options.batch < 1)
     return absl::InvalidArgumentError("histogram_bins must be >= 16 and batch >= 1");
@@ -409,7 +418,7 @@ absl::StatusOr<Int8QuantizationResult> QuantizeInt8(std::shared_ptr<const Model>
   std::vector<const float*> rows;
   const int64_t in_per = per_sample(input_name);
   for (size_t s = 0; s < samples.size(); ++s) {
-    const Tensor& t = samples[s];
+    const Tensor& t = *samples[s];
     if (t.shape.empty() || static_cast<int64_t>(t.data.size()) != t.shape[0] * in_per) {
       return absl::InvalidArgumentError(
           absl::StrCat("calibration sample ", s, " has shape ", ShapeToString(t.shape),

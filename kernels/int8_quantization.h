@@ -72,6 +72,11 @@ struct Int8QuantizationResult {
 absl::StatusOr<Int8QuantizationResult> QuantizeInt8(std::shared_ptr<const Model> model,
                                                     absl::Span<const Tensor> samples,
                                                     const Int8QuantizationOptions& options = {});
+// The same with the samples by pointer: a caller calibrating on some of its tensors (a
+// training commit holding out every fifth) does not copy the others.
+absl::StatusOr<Int8QuantizationResult> QuantizeInt8(std::shared_ptr<const Model> model,
+                                                    absl::Span<const Tensor* const> samples,
+                                                    const Int8QuantizationOptions& options = {});
 
 // The clipping threshold T minimizing the expected squared error of quantizing values
 // whose magnitudes have histogram `counts` (bin i covers [i w, (i+1) w)) to `levels`

@@ -19,7 +19,7 @@ namespace {
 
 // Row-by-row outputs (batch 1, as serving runs them) of `model` on every row of `inputs`.
 absl::StatusOr<std::vector<std::vector<float>>> RunRows(std::shared_ptr<const Model> model,
-                                                        absl::Span<const Tensor> inputs,
+                                                        absl::Span<const Tensor* const> inputs,
                                                         Precision precision, int threads) {
   CompileOptions options;
   options.intra_op_threads = threads;
@@ -28,7 +28,8 @@ absl::StatusOr<std::vector<std::vector<float>>> RunRows(std::shared_ptr<const Mo
                    CompiledModel::Compile(std::move(model), options));
   std::unique_ptr<ExecutionContext> context = compiled->NewContext();
   std::vector<std::vector<float>> rows;
-  for (const Tensor& t : inputs) {
+  for (const Tensor* input : inputs) {
+    const Tensor& t = *input;
     const int64_t batch = t.shape.empty() ? 1 : t.shape[0];
     const size_t per = batch > 0 ? t.data.size() / static_cast<size_t>(batch) : 0;
     std::vector<int64_t> shape = t.shape;
@@ -56,12 +57,13 @@ absl::StatusOr<Int8Commit> QuantizeForCommit(std::shared_ptr<const Model> float_
   // Before the calibration passes, which run in float32 and would be wasted.
   RETURN_IF_ERROR(CheckPrecisionSupported(Precision::kInt8, dnnl::get_effective_cpu_isa()));
   const int every = std::max(2, options.holdout_every);
-  std::vector<Tensor> calibration, held_out;
+  // By pointer: a session keeps up to --training_max_samples inputs, not worth a copy.
+  std::vector<const Tensor*> calibration, held_out;
   for (size_t i = 0; i < samples.size(); ++i) {
-    ((i + 1) % every == 0 ? held_out : calibration).push_back(samples[i]);
+    ((i + 1) % every == 0 ? held_out : calibration).push_back(&samples[i]);
   }
   if (held_out.empty()) {  // fewer requests than `every`: the last one is held out
-    held_out.push_back(std::move(calibration.back()));
+    held_out.push_back(calibration.back());
     calibration.pop_back();
   }
   Int8QuantizationOptions quantization;
@@ -76,7 +78,7 @@ absl::StatusOr<Int8Commit> QuantizeForCommit(std::shared_ptr<const Model> float_
 
   Int8Commit commit;
   Int8Quality& q = commit.quality;
-  for (const Tensor& t : calibration) q.calibration_samples += t.shape.empty() ? 1 : t.shape[0];
+  for (const Tensor* t : calibration) q.calibration_samples += t->shape.empty() ? 1 : t->shape[0];
   q.held_out_samples = static_cast<int64_t>(fp32_rows.size());
   q.quantized_layers = quantized.quantized_layers;
   int64_t agree = 0;

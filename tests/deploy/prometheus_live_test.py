@@ -195,12 +195,18 @@ def drive_training(port, meta):
     name = next((n for n, md in meta.items() if md.bn_layers), None)
     if name is not None:
         md = meta[name]
-        sid = stub.StartSession(tpb.StartSessionRequest(model_spec=ipb.ModelSpec(name=name)),
-                                metadata=auth, timeout=30).session_id
-        for k in range(8):
-            stub.Accumulate(tpb.AccumulateRequest(session_id=sid, request_id=f"c{k}", inputs=[
-                tensor_for(s, lambda i, k=k: ((i * 3 + k) % 7) / 7.0) for s in md.inputs]),
-                metadata=auth, timeout=30)
+
+        def session_of_8(stride, modulus):
+            """A new session on `name` holding 8 samples of a pattern of its own."""
+            sid = stub.StartSession(tpb.StartSessionRequest(model_spec=ipb.ModelSpec(name=name)),
+                                    metadata=auth, timeout=30).session_id
+            for k in range(8):
+                stub.Accumulate(tpb.AccumulateRequest(session_id=sid, request_id=f"c{k}", inputs=[
+                    tensor_for(s, lambda i, k=k: ((i * stride + k) % modulus) / modulus)
+                    for s in md.inputs]), metadata=auth, timeout=30)
+            return sid
+
+        sid = session_of_8(3, 7)
         try:
             stub.Commit(tpb.CommitRequest(session_id=sid), metadata=auth, timeout=120)
         except grpc.RpcError as e:
@@ -214,12 +220,7 @@ def drive_training(port, meta):
         # An int8 version (forced: the gate on 8 samples is not the point here):
         # normserve_training_int8_*. A CPU without VNNI refuses it, and the int8 panels
         # then fail this test as unexported, which is what they would show there.
-        sid = stub.StartSession(tpb.StartSessionRequest(model_spec=ipb.ModelSpec(name=name)),
-                                metadata=auth, timeout=30).session_id
-        for k in range(8):
-            stub.Accumulate(tpb.AccumulateRequest(session_id=sid, request_id=f"q{k}", inputs=[
-                tensor_for(s, lambda i, k=k: ((i * 5 + k) % 9) / 9.0) for s in md.inputs]),
-                metadata=auth, timeout=30)
+        sid = session_of_8(5, 9)
         stub.Commit(tpb.CommitRequest(session_id=sid, force=True, precision="int8"),
                     metadata=auth, timeout=120)
     channel.close()
