@@ -13,11 +13,14 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "kernels/status_macros.h"
 
 namespace normserve {
 namespace {
 
 std::atomic<bool> g_fail_next_fsync{false};
+std::atomic<int64_t> g_sync_delay_ns{0};
 
 constexpr uint32_t kMaxPayloadBytes = 1u << 30;
 constexpr int kHeaderBytes = 8;
@@ -92,12 +95,42 @@ absl::Status Errno(const std::string& what, const std::string& path) {
 }  // namespace
 
 void InjectSampleLogFsyncFailureForTest() { g_fail_next_fsync.store(true); }
+void SetSampleLogSyncDelayForTest(absl::Duration delay) {
+  g_sync_delay_ns.store(absl::ToInt64Nanoseconds(delay));
+}
 
-uint32_t Crc32c(absl::string_view data) {
+uint32_t Crc32cPortable(absl::string_view data) {
   const auto& table = Crc32cTable();
   uint32_t c = 0xffffffffu;
   for (char ch : data) c = table[(c ^ static_cast<unsigned char>(ch)) & 0xff] ^ (c >> 8);
   return c ^ 0xffffffffu;
+}
+
+#if defined(__x86_64__)
+namespace {
+// The crc32 instruction computes the same reflected Castagnoli CRC as the table.
+__attribute__((target("sse4.2"))) uint32_t Crc32cSse42(absl::string_view data) {
+  uint64_t c = 0xffffffffu;
+  const char* p = data.data();
+  size_t n = data.size();
+  for (; n >= 8; p += 8, n -= 8) {
+    uint64_t word;
+    std::memcpy(&word, p, 8);  // unaligned and strict-aliasing safe
+    c = __builtin_ia32_crc32di(c, word);
+  }
+  uint32_t c32 = static_cast<uint32_t>(c);
+  for (; n > 0; ++p, --n) c32 = __builtin_ia32_crc32qi(c32, static_cast<unsigned char>(*p));
+  return c32 ^ 0xffffffffu;
+}
+}  // namespace
+#endif
+
+uint32_t Crc32c(absl::string_view data) {
+#if defined(__x86_64__)
+  static const bool sse42 = __builtin_cpu_supports("sse4.2");
+  if (sse42) return Crc32cSse42(data);
+#endif
+  return Crc32cPortable(data);
 }
 
 std::string EncodeSampleRecord(const SampleRecord& record) {
@@ -219,35 +252,55 @@ absl::StatusOr<SampleLogRecovery> SampleLog::Recover(const std::string& path) {
   return out;
 }
 
-absl::Status SampleLog::Append(const SampleRecord& record) {
-  const std::string bytes = EncodeSampleRecord(record);
+absl::Status SampleLog::Write(absl::string_view encoded) {
   size_t written = 0;
-  absl::Status status;
-  while (written < bytes.size()) {
-    const ssize_t n = ::write(fd_, bytes.data() + written, bytes.size() - written);
+  while (written < encoded.size()) {
+    const ssize_t n = ::write(fd_, encoded.data() + written, encoded.size() - written);
     if (n < 0) {
       if (errno == EINTR) continue;
-      status = Errno("cannot append to", path_);
-      break;
+      absl::Status status = Errno("cannot append to", path_);
+      // Cut this record's bytes; the records written before it stay whole.
+      if (::ftruncate(fd_, static_cast<off_t>(written_size_)) != 0) {
+        status = absl::InternalError(absl::StrCat(status.message(), "; and cannot truncate back"));
+      }
+      return status;
     }
     written += static_cast<size_t>(n);
   }
-  if (status.ok()) {
-    if (g_fail_next_fsync.exchange(false)) {
-      errno = EIO;
-      status = Errno("cannot fsync", path_);
-    } else if (::fdatasync(fd_) != 0) {
-      status = Errno("cannot fsync", path_);
-    }
+  written_size_ += static_cast<int64_t>(encoded.size());
+  return absl::OkStatus();
+}
+
+absl::Status SampleLog::SyncData() const {
+  if (const int64_t delay = g_sync_delay_ns.load(); delay > 0) {
+    absl::SleepFor(absl::Nanoseconds(delay));
   }
-  if (!status.ok()) {
-    // Cut the unacknowledged bytes so a retry appends after the last good record.
-    if (::ftruncate(fd_, static_cast<off_t>(size_)) != 0) {
-      status = absl::InternalError(absl::StrCat(status.message(), "; and cannot truncate back"));
-    }
-    return status;
+  if (g_fail_next_fsync.exchange(false)) {
+    errno = EIO;
+    return Errno("cannot fsync", path_);
   }
-  size_ += static_cast<int64_t>(bytes.size());
+  if (::fdatasync(fd_) != 0) return Errno("cannot fsync", path_);
+  return absl::OkStatus();
+}
+
+absl::Status SampleLog::DropUnsynced() {
+  if (::ftruncate(fd_, static_cast<off_t>(synced_size_)) != 0) {
+    return Errno("cannot truncate unsynced records of", path_);
+  }
+  written_size_ = synced_size_;
+  return absl::OkStatus();
+}
+
+absl::Status SampleLog::Append(const SampleRecord& record) {
+  RETURN_IF_ERROR(Write(EncodeSampleRecord(record)));
+  const int64_t written = written_size_;
+  if (absl::Status s = SyncData(); !s.ok()) {
+    if (absl::Status cut = DropUnsynced(); !cut.ok()) {
+      return absl::InternalError(absl::StrCat(s.message(), "; and ", cut.message()));
+    }
+    return s;
+  }
+  MarkSynced(written);
   return absl::OkStatus();
 }
 

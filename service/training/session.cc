@@ -413,8 +413,12 @@ absl::StatusOr<AccumulateOutcome> Session::Accumulate(const std::string& request
                   tensors.status());
   }
   const int64_t n = (*tensors)[0].shape[0];
+  // Encoded (copied and checksummed) outside the lock: for a 224x224 input that is the
+  // larger part of the record's cost, and every writer queues on the lock.
+  SampleRecord record{request_id, *std::move(tensors)};
+  const std::string encoded = EncodeSampleRecord(record);
   while (true) {
-    absl::StatusOr<Moments> moments = ComputeMoments(*base, *tensors, /*queue=*/true);
+    absl::StatusOr<Moments> moments = ComputeMoments(*base, record.inputs, /*queue=*/true);
     if (!moments.ok()) {
       if (moments.status().code() == absl::StatusCode::kOutOfRange) {
         return refuse(TrainingMetrics::Refusal::kNonFiniteActivation,
@@ -423,6 +427,12 @@ absl::StatusOr<AccumulateOutcome> Session::Accumulate(const std::string& request
       return moments.status();
     }
     absl::MutexLock lock(&mu_);
+    // A drain (Commit, Rebase, Abort) goes first; a retry of a pending id waits for the
+    // first attempt's sync, whose outcome decides whether this one is a duplicate.
+    auto may_write = [this, &request_id]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      return draining_ == 0 && !pending_ids_.contains(request_id);
+    };
+    mu_.Await(absl::Condition(&may_write));
     RETURN_IF_ERROR(UsableLocked());
     if (request_ids_.contains(request_id)) {  // a concurrent retry won the race
       if (metrics != nullptr) metrics->RequestDuplicate(model_, id_);
@@ -432,32 +442,109 @@ absl::StatusOr<AccumulateOutcome> Session::Accumulate(const std::string& request
       base = base_;
       continue;
     }
-    if (requests_accepted_ + n > config_.max_samples) {
+    if (requests_accepted_ + pending_samples_ + n > config_.max_samples) {
       ++requests_refused_;
       if (metrics != nullptr) metrics->Refused(model_, TrainingMetrics::Refusal::kLimit);
-      return absl::ResourceExhaustedError(
-          absl::StrCat("session ", id_, " keeps at most max_samples=", config_.max_samples,
-                       " samples for the exact commit (", requests_accepted_,
-                       " kept, this request has ", n, "); commit or start a new session"));
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "session ", id_, " keeps at most max_samples=", config_.max_samples,
+          " samples for the exact commit (", requests_accepted_ + pending_samples_,
+          " kept or being written, this request has ", n, "); commit or start a new session"));
     }
     // Durable first: only a record that is on disk may change the statistics.
-    SampleRecord record{request_id, *std::move(tensors)};
-    if (absl::Status s = log_->Append(record); !s.ok()) {
+    if (absl::Status s = log_->Write(encoded); !s.ok()) {
       if (metrics != nullptr) metrics->WalFsyncFailure();
       Log(LogLevel::kError, absl::StrCat("training session ", id_, ": ", s.message()));
       return absl::UnavailableError(absl::StrCat(
           "sample not durable, not applied (retry with the same request_id): ", s.message()));
     }
-    // Durable but unacknowledged here: recovery applies it, a retry is a duplicate.
-    RETURN_IF_ERROR(FaultPoint(env_.fault_hook, "accumulate.logged"));
-    MergeLocked(*moments);
-    request_ids_.insert(request_id);
-    samples_.push_back(std::move(record.inputs[0]));
-    requests_accepted_ += n;
-    if (metrics != nullptr) metrics->RequestsAccepted(model_, id_, n);
-    ExportMetricsLocked();
-    return AccumulateOutcome{false, requests_accepted_};
+    WalTicket ticket;
+    pending_.push_back(PendingRecord{request_id, n, *std::move(moments),
+                                     std::move(record.inputs[0]), log_->written_size(), &ticket});
+    pending_ids_.insert(request_id);
+    pending_samples_ += n;
+    while (!ticket.done) {
+      if (!syncing_) {
+        SyncPendingLocked();
+        continue;
+      }
+      auto settled = [this, &ticket]()
+                         ABSL_NO_THREAD_SAFETY_ANALYSIS { return ticket.done || !syncing_; };
+      mu_.Await(absl::Condition(&settled));
+    }
+    RETURN_IF_ERROR(ticket.status);
+    return AccumulateOutcome{false, ticket.requests_accepted};
   }
+}
+
+void Session::SyncPendingLocked() {
+  syncing_ = true;
+  // Stays valid with mu_ released: the log is only replaced after DrainPendingLocked,
+  // which waits for this sync.
+  SampleLog* const log = log_.get();
+  const int64_t covered = log->written_size();
+  mu_.Unlock();
+  absl::Status synced = log->SyncData();
+  mu_.Lock();
+  syncing_ = false;
+  TrainingMetrics* metrics = env_.metrics;
+  if (metrics != nullptr) metrics->WalSynced();
+  if (!synced.ok()) {
+    // Whatever was written since the last good sync is cut, so every pending record
+    // fails, including those written while this sync ran.
+    if (absl::Status cut = log->DropUnsynced(); !cut.ok()) {
+      synced = absl::InternalError(absl::StrCat(synced.message(), "; and ", cut.message()));
+    }
+    if (metrics != nullptr) metrics->WalFsyncFailure();
+    Log(LogLevel::kError, absl::StrCat("training session ", id_, ": ", synced.message(), " (",
+                                       pending_.size(), " pending records not applied)"));
+    const absl::Status refused = absl::UnavailableError(absl::StrCat(
+        "sample not durable, not applied (retry with the same request_id): ", synced.message()));
+    for (PendingRecord& p : pending_) {
+      p.ticket->status = refused;
+      p.ticket->done = true;
+    }
+    pending_.clear();
+    pending_ids_.clear();
+    pending_samples_ = 0;
+    return;
+  }
+  log->MarkSynced(covered);
+  bool applied = false;
+  while (!pending_.empty() && pending_.front().log_end <= covered) {
+    PendingRecord p = std::move(pending_.front());
+    pending_.pop_front();
+    pending_ids_.erase(p.request_id);
+    pending_samples_ -= p.samples;
+    // Durable but unacknowledged here: recovery applies it, a retry is a duplicate.
+    if (absl::Status fault = FaultPoint(env_.fault_hook, "accumulate.logged"); !fault.ok()) {
+      p.ticket->status = fault;
+      p.ticket->done = true;
+      continue;
+    }
+    MergeLocked(p.moments);
+    request_ids_.insert(p.request_id);
+    samples_.push_back(std::move(p.input));
+    requests_accepted_ += p.samples;
+    if (metrics != nullptr) metrics->RequestsAccepted(model_, id_, p.samples);
+    p.ticket->requests_accepted = requests_accepted_;
+    p.ticket->done = true;
+    applied = true;
+  }
+  // Once per group: the summary behind the metrics walks every channel of every layer.
+  if (applied) ExportMetricsLocked();
+}
+
+void Session::DrainPendingLocked() {
+  ++draining_;
+  while (!pending_.empty() || syncing_) {
+    if (!syncing_) {
+      SyncPendingLocked();
+      continue;
+    }
+    auto idle = [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return !syncing_; };
+    mu_.Await(absl::Condition(&idle));
+  }
+  --draining_;
 }
 
 SessionSummary Session::LiveSummaryLocked() const {
@@ -548,6 +635,7 @@ ReplayProgress Session::Progress() const {
 
 absl::StatusOr<SessionSummary> Session::Commit(const PublishFn& publish) {
   absl::MutexLock lock(&mu_);
+  DrainPendingLocked();
   RETURN_IF_ERROR(UsableLocked());
   ASSIGN_OR_RETURN(SessionSummary summary, ExactSummaryLocked("commit"));
   ASSIGN_OR_RETURN(int64_t version, publish(config_, summary, samples_));
@@ -578,6 +666,7 @@ absl::StatusOr<SessionSummary> Session::Commit(const PublishFn& publish) {
 
 absl::Status Session::Rebase(int64_t version, std::shared_ptr<const Model> base) {
   absl::MutexLock lock(&mu_);
+  DrainPendingLocked();
   RETURN_IF_ERROR(UsableLocked());
   if (config_.base_version == version) return absl::OkStatus();
   ASSIGN_OR_RETURN(std::shared_ptr<const Base> b,
@@ -610,6 +699,7 @@ absl::Status Session::Rebase(int64_t version, std::shared_ptr<const Model> base)
 
 absl::Status Session::Abort(const std::string& tombstone) {
   absl::MutexLock lock(&mu_);
+  DrainPendingLocked();
   if (aborted_) return UsableLocked();
   RETURN_IF_ERROR(FaultPoint(env_.fault_hook, "abort.begin"));
   // The commit point is the rename: after it the directory name is one recovery deletes,

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -146,8 +147,10 @@ class Session {
   const std::string& model() const { return model_; }
   const std::string& dir() const { return dir_; }
 
-  // Validates, computes the per-sample moments of every BN layer outside the lock, then
-  // under the lock appends to the log (fsync) and merges. Refusals are counted.
+  // Validates, computes the per-sample moments of every BN layer and encodes the record
+  // outside the lock, then under it writes the record to the log, waits until a sync
+  // makes it durable (group commit: one fdatasync covers every record written before it,
+  // run by a waiter with the lock released) and merges in log order. Refusals are counted.
   absl::StatusOr<AccumulateOutcome> Accumulate(const std::string& request_id,
                                                absl::Span<const RequestTensor> inputs);
 
@@ -198,6 +201,21 @@ class Session {
   struct Moments {
     std::vector<std::vector<ChannelMoments>> per_layer;  // [layer][sample]
   };
+  // What an Accumulate waits on; on its stack, filled by the sync's leader under mu_.
+  struct WalTicket {
+    bool done = false;
+    absl::Status status;
+    int64_t requests_accepted = 0;
+  };
+  // A record written to the log, not yet known durable, not applied, not acknowledged.
+  struct PendingRecord {
+    std::string request_id;
+    int64_t samples = 0;
+    Moments moments;
+    Tensor input;
+    int64_t log_end = 0;  // the log's written size after this record
+    WalTicket* ticket = nullptr;
+  };
 
   Session(SessionConfig config, std::string dir, SessionEnv env);
   static absl::StatusOr<std::shared_ptr<const Base>> MakeBase(std::shared_ptr<const Model> model,
@@ -209,6 +227,12 @@ class Session {
   absl::StatusOr<Moments> ComputeMoments(const Base& base, absl::Span<const Tensor> inputs,
                                          bool queue = false);
   void MergeLocked(const Moments& moments) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The group commit's leader: syncs the log with mu_ released, then applies (or on a
+  // failed sync refuses) every pending record the sync covered, in log order.
+  void SyncPendingLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Before anything that replaces the log, the base or the samples (Commit, Rebase,
+  // Abort): no record left pending, no sync running; new writers wait meanwhile.
+  void DrainPendingLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The live accumulators of every kept sample replayed through `base`.
   absl::StatusOr<std::vector<LayerAccumulator>> ReplayLocked(const Base& base)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -238,7 +262,13 @@ class Session {
   // Set by recovery on a checksum mismatch: "<file> at offset N: reason".
   std::string corrupt_ ABSL_GUARDED_BY(mu_);
   bool aborted_ ABSL_GUARDED_BY(mu_) = false;
-  std::atomic<int64_t> base_version_{0};  // mirrors config_.base_version
+  // Group commit state: records written but not yet synced, in log order.
+  std::deque<PendingRecord> pending_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<std::string> pending_ids_ ABSL_GUARDED_BY(mu_);
+  int64_t pending_samples_ ABSL_GUARDED_BY(mu_) = 0;
+  bool syncing_ ABSL_GUARDED_BY(mu_) = false;  // a leader is in SyncData, mu_ released
+  int draining_ ABSL_GUARDED_BY(mu_) = 0;      // DrainPendingLocked callers waiting
+  std::atomic<int64_t> base_version_{0};       // mirrors config_.base_version
 
   // Written by the replay (under mu_ too), read by Progress() without mu_.
   mutable absl::Mutex progress_mu_;

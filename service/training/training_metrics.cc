@@ -99,6 +99,10 @@ TrainingMetrics::TrainingMetrics(std::shared_ptr<prometheus::Registry> registry)
           Counter(*registry_, "normserve_training_wal_fsync_failures_total",
                   "Sample log appends that failed to write or fsync (not acknowledged).")
               .Add({})),
+      syncs_(Counter(*registry_, "normserve_training_wal_syncs_total",
+                     "Sample log fdatasyncs; accepted requests per sync is the group commit's "
+                     "batching.")
+                 .Add({})),
       live_mean_(
           Gauge(*registry_, "normserve_live_drift_mean_shift",
                 "Live traffic: mean |mu - mu_frozen| / sigma_frozen over a layer's channels.")),
@@ -201,6 +205,7 @@ void TrainingMetrics::VersionsPruned(const std::string& model, int n) {
 
 void TrainingMetrics::WalTornTail() { torn_tails_.Increment(); }
 void TrainingMetrics::WalFsyncFailure() { fsync_failures_.Increment(); }
+void TrainingMetrics::WalSynced() { syncs_.Increment(); }
 
 void TrainingMetrics::SetLiveDrift(const std::string& model, const std::vector<LiveDrift>& layers) {
   for (const LiveDrift& d : layers) {

@@ -68,6 +68,8 @@ class TrainingMetrics {
   void VersionsPruned(const std::string& model, int n);
   void WalTornTail();
   void WalFsyncFailure();
+  // One fdatasync of a session log, however many records it made durable.
+  void WalSynced();
 
   void SetLiveDrift(const std::string& model, const std::vector<LiveDrift>& layers);
   void LiveDriftRequest(const std::string& model, bool observed);
@@ -102,6 +104,7 @@ class TrainingMetrics {
   prometheus::Family<prometheus::Counter>& versions_pruned_;
   prometheus::Counter& torn_tails_;
   prometheus::Counter& fsync_failures_;
+  prometheus::Counter& syncs_;
   prometheus::Family<prometheus::Gauge>& live_mean_;
   prometheus::Family<prometheus::Gauge>& live_logvar_;
   prometheus::Family<prometheus::Gauge>& live_kl_;

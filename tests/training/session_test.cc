@@ -14,6 +14,7 @@
 #include <future>
 #include <limits>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -460,6 +461,145 @@ TEST_F(SessionTest, FailedFsyncIsNotAppliedAndRetrySucceedsOnce) {
   ASSERT_TRUE(rec.ok());
   EXPECT_EQ(rec->records.size(), 1u);
   EXPECT_FALSE(rec->torn_tail);
+}
+
+double SyncsTotal(const std::string& metrics) {
+  const std::string name = "\nnormserve_training_wal_syncs_total ";  // not the HELP line
+  const size_t at = metrics.find(name);
+  return at == std::string::npos ? -1 : std::stod(metrics.substr(at + name.size()));
+}
+
+// Restores the sync delay however the test ends.
+struct SlowDisk {
+  explicit SlowDisk(absl::Duration d) { SetSampleLogSyncDelayForTest(d); }
+  ~SlowDisk() { SetSampleLogSyncDelayForTest(absl::ZeroDuration()); }
+};
+
+// Group commit on a slow disk (30 ms a sync): eight writers share syncs, every
+// acknowledged record is in the log once, and Commit hands the samples over in log order
+// (the order recovery rebuilds, so an int8 commit holds out the same requests after a
+// restart).
+TEST_F(SessionTest, ConcurrentWritersShareSyncsInLogOrder) {
+  auto s = NewSession("group");
+  ASSERT_NE(s, nullptr);
+  const std::vector<Tensor> samples = Samples(32, 1, 21);
+  {
+    SlowDisk slow(absl::Milliseconds(30));
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 8; ++t) {
+      threads.emplace_back([&, t] {
+        for (size_t i = t; i < samples.size(); i += 8) {
+          auto r = Add(*s, absl::StrCat("g", i), samples[i]);
+          EXPECT_TRUE(r.ok()) << r.status();
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+  }
+  EXPECT_EQ(s->requests_accepted(), 32);
+  const double syncs = SyncsTotal(MetricsText());
+  EXPECT_GE(syncs, 1);
+  EXPECT_LE(syncs, 16) << "writers did not share syncs";
+
+  auto rec = SampleLog::Recover(s->dir() + "/samples.wal");
+  ASSERT_TRUE(rec.ok()) << rec.status();
+  ASSERT_EQ(rec->records.size(), 32u);
+  std::set<std::string> ids;
+  for (const SampleRecord& r : rec->records) ids.insert(r.request_id);
+  EXPECT_EQ(ids.size(), 32u);
+  std::vector<Tensor> handed;
+  auto c = s->Commit([&](const SessionConfig&, SessionSummary&,
+                         absl::Span<const Tensor> kept) -> absl::StatusOr<int64_t> {
+    handed.assign(kept.begin(), kept.end());
+    return 2;
+  });
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(handed.size(), 32u);
+  for (size_t i = 0; i < handed.size(); ++i) {
+    EXPECT_EQ(handed[i].data, rec->records[i].inputs[0].data) << "sample " << i << " out of order";
+  }
+}
+
+// A failed sync refuses every record it would have covered, the leader's and those
+// written while it ran: none is applied, the log is cut back, and each retry succeeds once.
+TEST_F(SessionTest, FailedGroupSyncRefusesEveryPendingRecord) {
+  auto s = NewSession("groupfail");
+  ASSERT_NE(s, nullptr);
+  const std::vector<Tensor> samples = Samples(6, 1, 22);
+  std::vector<absl::StatusOr<AccumulateOutcome>> results(6, absl::UnknownError("not run"));
+  {
+    SlowDisk slow(absl::Milliseconds(300));
+    InjectSampleLogFsyncFailureForTest();
+    std::vector<std::thread> threads;
+    threads.emplace_back([&] { results[0] = Add(*s, "f0", samples[0]); });
+    absl::SleepFor(absl::Milliseconds(60));  // f0 leads the failing sync
+    for (int i = 1; i < 6; ++i) {
+      threads.emplace_back([&, i] { results[i] = Add(*s, absl::StrCat("f", i), samples[i]); });
+    }
+    for (auto& th : threads) th.join();
+  }
+  for (int i = 0; i < 6; ++i) {
+    ASSERT_FALSE(results[i].ok()) << "f" << i << " was acknowledged";
+    EXPECT_EQ(results[i].status().code(), absl::StatusCode::kUnavailable) << results[i].status();
+    EXPECT_THAT(results[i].status().message(), HasSubstr("retry with the same request_id"));
+  }
+  EXPECT_EQ(s->requests_accepted(), 0);
+  auto empty = SampleLog::Recover(s->dir() + "/samples.wal");
+  ASSERT_TRUE(empty.ok());
+  EXPECT_TRUE(empty->records.empty());
+  EXPECT_FALSE(empty->torn_tail);
+  for (int i = 0; i < 6; ++i) {
+    auto again = Add(*s, absl::StrCat("f", i), samples[i]);
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_FALSE(again->duplicate);
+  }
+  EXPECT_EQ(s->requests_accepted(), 6);
+  auto rec = SampleLog::Recover(s->dir() + "/samples.wal");
+  ASSERT_TRUE(rec.ok());
+  EXPECT_EQ(rec->records.size(), 6u);
+  EXPECT_THAT(MetricsText(), HasSubstr("normserve_training_wal_fsync_failures_total 1"));
+}
+
+// Commit waits for a record whose sync is running and includes it: an Accumulate that is
+// being made durable is never cut off by a commit (nor applied to a committed session).
+TEST_F(SessionTest, CommitWaitsForARecordBeingSynced) {
+  auto s = NewSession("drain");
+  ASSERT_NE(s, nullptr);
+  const std::vector<Tensor> samples = Samples(3, 1, 23);
+  ASSERT_TRUE(Add(*s, "d0", samples[0]).ok());
+  ASSERT_TRUE(Add(*s, "d1", samples[1]).ok());
+  absl::StatusOr<AccumulateOutcome> late = absl::UnknownError("not run");
+  size_t committed_samples = 0;
+  {
+    SlowDisk slow(absl::Milliseconds(200));
+    std::thread writer([&] { late = Add(*s, "d2", samples[2]); });
+    absl::SleepFor(absl::Milliseconds(50));  // d2's sync is running
+    auto c = s->Commit([&](const SessionConfig&, SessionSummary&,
+                           absl::Span<const Tensor> kept) -> absl::StatusOr<int64_t> {
+      committed_samples = kept.size();
+      return 2;
+    });
+    writer.join();
+    ASSERT_TRUE(c.ok()) << c.status();
+  }
+  ASSERT_TRUE(late.ok()) << late.status();
+  EXPECT_EQ(late->requests_accepted, 3);
+  EXPECT_EQ(committed_samples, 3u);
+}
+
+TEST(SampleLogTest, HardwareCrc32cMatchesTheTable) {
+  std::mt19937 rng(5);
+  std::string data(4099, '\0');
+  for (char& c : data) c = static_cast<char>(rng());
+  // Every length 0..64 at every offset 0..7 (the 8-byte loop's head and tail), then long.
+  for (size_t offset = 0; offset < 8; ++offset) {
+    for (size_t len = 0; len <= 64; ++len) {
+      const absl::string_view v(data.data() + offset, len);
+      ASSERT_EQ(Crc32c(v), Crc32cPortable(v)) << "offset " << offset << " length " << len;
+    }
+  }
+  EXPECT_EQ(Crc32c(data), Crc32cPortable(data));
+  EXPECT_EQ(Crc32cPortable("123456789"), 0xE3069283u);
 }
 
 TEST_F(SessionTest, RecoveryReplaysTheLogExactlyOnce) {
