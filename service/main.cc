@@ -24,6 +24,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
 #include "service/server.h"
 
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address the gRPC and metrics endpoints bind to.");
@@ -296,6 +297,13 @@ int main(int argc, char** argv) {
     }
   }
   absl::ParseCommandLine(argc, argv);
+#ifdef NDEBUG
+  // Debian builds Abseil without NDEBUG, which leaves Mutex deadlock detection on: a
+  // global graph updated on every nested lock and every Mutex destruction (1.3 to 1.7 %
+  // of the server's profile under Accumulate load). Abseil's own optimized builds turn it
+  // off; so does ours. Debug builds and the unit tests keep it.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+#endif
   absl::StatusOr<normserve::ServerOptions> options = OptionsFromFlags();
   if (!options.ok()) {
     std::fprintf(stderr, "normserve: invalid flags:\n  %s\n",
