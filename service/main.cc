@@ -88,6 +88,9 @@ ABSL_FLAG(double, training_int8_min_top1_agreement, 0.98,
           "fp32's.");
 ABSL_FLAG(double, training_int8_max_relative_logit_error, 0.25,
           "int8 commit gate: largest max|int8 - fp32| / max|fp32| of a held-out output row.");
+ABSL_FLAG(int64_t, training_int8_calibration_requests, 256,
+          "int8 commit: most kept requests the activation scales are computed from, evenly "
+          "spaced (the calibration holds all their activations at once).");
 ABSL_FLAG(double, live_drift_fraction, 0,
           "Fraction of serving requests fed to the live drift watch (0: off).");
 
@@ -141,6 +144,11 @@ void TrainingFromFlags(bool plaintext, normserve::ServerOptions* o,
   t.int8_gate.min_top1_agreement = absl::GetFlag(FLAGS_training_int8_min_top1_agreement);
   t.int8_gate.max_relative_logit_error =
       absl::GetFlag(FLAGS_training_int8_max_relative_logit_error);
+  t.int8_gate.max_calibration_requests = absl::GetFlag(FLAGS_training_int8_calibration_requests);
+  Check(t.int8_gate.max_calibration_requests >= 1,
+        absl::StrCat("--training_int8_calibration_requests=", t.int8_gate.max_calibration_requests,
+                     " must be >= 1"),
+        errors);
   Check(t.int8_gate.min_top1_agreement >= 0 && t.int8_gate.min_top1_agreement <= 1,
         absl::StrCat("--training_int8_min_top1_agreement=", t.int8_gate.min_top1_agreement,
                      " is outside [0, 1]"),

@@ -66,6 +66,13 @@ absl::StatusOr<Int8Commit> QuantizeForCommit(std::shared_ptr<const Model> float_
     held_out.push_back(calibration.back());
     calibration.pop_back();
   }
+  const int64_t n = static_cast<int64_t>(calibration.size());
+  const int64_t m = std::max<int64_t>(1, options.max_calibration_requests);
+  if (n > m) {
+    std::vector<const Tensor*> spaced;
+    for (int64_t k = 0; k < m; ++k) spaced.push_back(calibration[(2 * k + 1) * n / (2 * m)]);
+    calibration = std::move(spaced);
+  }
   Int8QuantizationOptions quantization;
   quantization.intra_op_threads = options.intra_op_threads;
   ASSIGN_OR_RETURN(Int8QuantizationResult quantized,
