@@ -1,0 +1,163 @@
+#include "kernels/observed_batch_norm.h"
+
+#include <algorithm>
+
+namespace normserve {
+namespace {
+
+// Values of one tile (a few rows of one block, 16 KiB): read from memory by the sum pass,
+// from L1 by the deviation pass.
+constexpr int64_t kTileValues = 4096;
+// Tiles of one segment, the unit of parallel work (64 KiB of input: enough
+// segments to balance two threads on a 56x56 layer).
+constexpr int64_t kSegmentTiles = 4;
+
+// Count, mean and M2 of a set of values, one per channel of a block.
+struct Running {
+  double count = 0;
+  double* mean;
+  double* m2;
+};
+
+// Chan, Golub & LeVeque's pairwise update: `acc` becomes the moments of the union of its
+// values and `count` values with moments (mean, m2).
+__attribute__((always_inline)) inline void Merge(Running* acc, double count, const double* mean,
+                                                 const double* m2, int64_t width) {
+  if (acc->count == 0) {
+    std::copy(mean, mean + width, acc->mean);
+    std::copy(m2, m2 + width, acc->m2);
+    acc->count = count;
+    return;
+  }
+  const double n = acc->count + count;
+  const double w_mean = count / n, w_m2 = acc->count * count / n;
+  for (int64_t j = 0; j < width; ++j) {
+    const double d = mean[j] - acc->mean[j];
+    acc->mean[j] += d * w_mean;
+    acc->m2[j] += m2[j] + d * d * w_m2;
+  }
+  acc->count = n;
+}
+
+// Rows [r0, r1) of one block (`width` real channels out of `block`), starting at `in` and
+// `out`; its moments are merged into `acc`. `tmp` holds 3 * block doubles. Inlined into
+// one copy per vector ISA below: the channels of a row are the vector lanes.
+__attribute__((always_inline)) inline void SegmentBody(const float* in, float* out, int64_t r0,
+                                                       int64_t r1, int64_t block, int64_t width,
+                                                       int64_t tile_rows, const float* bn_mean,
+                                                       const float* scale, const float* shift,
+                                                       float lo, float hi, double* tmp,
+                                                       Running* acc) {
+  double* sum = tmp;
+  double* mean = tmp + block;
+  double* dev = tmp + 2 * block;
+  for (int64_t t0 = r0; t0 < r1; t0 += tile_rows) {
+    const int64_t t1 = std::min(r1, t0 + tile_rows);
+    std::fill(sum, sum + width, 0.0);
+    std::fill(dev, dev + width, 0.0);
+    for (int64_t r = t0; r < t1; ++r) {
+      const float* row = in + r * block;
+      for (int64_t j = 0; j < width; ++j) sum[j] += static_cast<double>(row[j]);
+    }
+    const double rows = static_cast<double>(t1 - t0);
+    for (int64_t j = 0; j < width; ++j) mean[j] = sum[j] / rows;
+    for (int64_t r = t0; r < t1; ++r) {
+      const float* row = in + r * block;
+      float* o = out + r * block;
+      for (int64_t j = 0; j < width; ++j) {
+        const float x = row[j];
+        const double d = static_cast<double>(x) - mean[j];
+        dev[j] += d * d;
+        const float y = (x - bn_mean[j]) * scale[j] + shift[j];
+        o[j] = std::min(std::max(y, lo), hi);
+      }
+      for (int64_t j = width; j < block; ++j) o[j] = 0.f;  // oneDNN's zero padding
+    }
+    Merge(acc, rows, mean, dev, width);
+  }
+}
+
+#define NORMSERVE_SEGMENT_PARAMS                                                                 \
+  const float *in, float *out, int64_t r0, int64_t r1, int64_t block, int64_t width,             \
+      int64_t tile_rows, const float *bn_mean, const float *scale, const float *shift, float lo, \
+      float hi, double *tmp, Running *acc
+#define NORMSERVE_SEGMENT_ARGS \
+  in, out, r0, r1, block, width, tile_rows, bn_mean, scale, shift, lo, hi, tmp, acc
+
+// The package's baseline is SSE2, where this kernel was compute-bound. Every lane runs the
+// same IEEE operations in every copy (no FMA: -ffp-contract=off), so they agree bit for bit.
+__attribute__((target("avx512f,avx512dq,avx512vl,avx512bw"))) void SegmentAvx512(
+    NORMSERVE_SEGMENT_PARAMS) {
+  SegmentBody(NORMSERVE_SEGMENT_ARGS);
+}
+__attribute__((target("avx2"))) void SegmentAvx2(NORMSERVE_SEGMENT_PARAMS) {
+  SegmentBody(NORMSERVE_SEGMENT_ARGS);
+}
+void SegmentBaseline(NORMSERVE_SEGMENT_PARAMS) { SegmentBody(NORMSERVE_SEGMENT_ARGS); }
+
+using SegmentFn = void (*)(NORMSERVE_SEGMENT_PARAMS);
+SegmentFn ChooseSegment() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw"))
+    return SegmentAvx512;
+  if (__builtin_cpu_supports("avx2")) return SegmentAvx2;
+  return SegmentBaseline;
+}
+
+#undef NORMSERVE_SEGMENT_PARAMS
+#undef NORMSERVE_SEGMENT_ARGS
+
+}  // namespace
+
+std::vector<ChannelMoments> ObservedBatchNormForward(const ObservedBatchNormShape& shape,
+                                                     const float* src,
+                                                     const BatchNormAffine& affine, float* dst) {
+  const int64_t batch = shape.batch, channels = shape.channels, spatial = shape.spatial,
+                block = shape.block;
+  const int64_t blocks = (channels + block - 1) / block;
+  const int64_t tile_rows = std::max<int64_t>(1, kTileValues / block);
+  const int64_t segment_rows = tile_rows * kSegmentTiles;
+  const int64_t segments = (spatial + segment_rows - 1) / segment_rows;
+  const int64_t tasks = batch * blocks * segments;
+  // Per task: the segment's mean and M2 for each channel of its block.
+  std::vector<double> partial(tasks * 2 * block);
+  std::vector<double> counts(tasks);
+  static const SegmentFn segment = ChooseSegment();
+#pragma omp parallel for schedule(static) if (batch * channels * spatial >= (int64_t{1} << 16))
+  for (int64_t t = 0; t < tasks; ++t) {
+    thread_local std::vector<double> tmp;
+    tmp.resize(3 * block);
+    const int64_t n = t / (blocks * segments), b = t / segments % blocks, k = t % segments;
+    const int64_t first = b * block, width = std::min(block, channels - first);
+    const int64_t r0 = k * segment_rows, r1 = std::min(spatial, r0 + segment_rows);
+    const int64_t offset = (n * blocks + b) * spatial * block;
+    Running acc{0, partial.data() + t * 2 * block, partial.data() + t * 2 * block + block};
+    segment(src + offset, dst + offset, r0, r1, block, width, tile_rows, affine.mean.data() + first,
+            affine.scale.data() + first, affine.shift.data() + first, affine.lo, affine.hi,
+            tmp.data(), &acc);
+    counts[t] = acc.count;
+  }
+  std::vector<ChannelMoments> samples(batch);
+  std::vector<double> mean(block), m2(block);
+  for (int64_t n = 0; n < batch; ++n) {
+    ChannelMoments& m = samples[n];
+    m.count = spatial;
+    m.mean.resize(channels);
+    m.m2.resize(channels);
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t first = b * block, width = std::min(block, channels - first);
+      Running acc{0, mean.data(), m2.data()};
+      for (int64_t k = 0; k < segments; ++k) {
+        const int64_t t = (n * blocks + b) * segments + k;
+        const double* p = partial.data() + t * 2 * block;
+        Merge(&acc, counts[t], p, p + block, width);
+      }
+      std::copy(mean.begin(), mean.begin() + width, m.mean.begin() + first);
+      std::copy(m2.begin(), m2.begin() + width, m.m2.begin() + first);
+    }
+  }
+  return samples;
+}
+
+}  // namespace normserve
