@@ -39,8 +39,48 @@ __attribute__((always_inline)) inline void Merge(Running* acc, double count, con
   acc->count = n;
 }
 
+// One tile's rows [0, rows) (stride `block`) for L channels: their mean and M2 (two passes,
+// the second from L1) and the clamped affine written to `out`. Its accumulators stay in
+// registers; each lane's operations are the same whatever L, so the cut of a block into
+// chunks does not change results.
+template <int L>
+__attribute__((always_inline)) inline void TileChunk(const float* in, float* out, int64_t rows,
+                                                     int64_t block, const float* bn_mean,
+                                                     const float* scale, const float* shift,
+                                                     float lo, float hi, double* mean,
+                                                     double* dev) {
+  double sum[L] = {}, mu[L], dv[L] = {};
+  float m[L], sc[L], sh[L];
+  for (int l = 0; l < L; ++l) {
+    m[l] = bn_mean[l];
+    sc[l] = scale[l];
+    sh[l] = shift[l];
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* p = in + r * block;
+    for (int l = 0; l < L; ++l) sum[l] += static_cast<double>(p[l]);
+  }
+  const double n = static_cast<double>(rows);
+  for (int l = 0; l < L; ++l) mu[l] = sum[l] / n;
+  for (int64_t r = 0; r < rows; ++r) {
+    float x[L];  // the row read whole before `out` (which may be `in`) is written
+    for (int l = 0; l < L; ++l) x[l] = in[r * block + l];
+    float* o = out + r * block;
+    for (int l = 0; l < L; ++l) {
+      const double d = static_cast<double>(x[l]) - mu[l];
+      dv[l] += d * d;
+      const float y = (x[l] - m[l]) * sc[l] + sh[l];
+      o[l] = std::min(std::max(y, lo), hi);
+    }
+  }
+  for (int l = 0; l < L; ++l) {
+    mean[l] = mu[l];
+    dev[l] = dv[l];
+  }
+}
+
 // Rows [r0, r1) of one block (`width` real channels out of `block`), starting at `in` and
-// `out`; its moments are merged into `acc`. `tmp` holds 3 * block doubles. Inlined into
+// `out`; its moments are merged into `acc`. `tmp` holds 2 * block doubles. Inlined into
 // one copy per vector ISA below: the channels of a row are the vector lanes.
 __attribute__((always_inline)) inline void SegmentBody(const float* in, float* out, int64_t r0,
                                                        int64_t r1, int64_t block, int64_t width,
@@ -48,32 +88,27 @@ __attribute__((always_inline)) inline void SegmentBody(const float* in, float* o
                                                        const float* scale, const float* shift,
                                                        float lo, float hi, double* tmp,
                                                        Running* acc) {
-  double* sum = tmp;
-  double* mean = tmp + block;
-  double* dev = tmp + 2 * block;
+  double* mean = tmp;
+  double* dev = tmp + block;
   for (int64_t t0 = r0; t0 < r1; t0 += tile_rows) {
-    const int64_t t1 = std::min(r1, t0 + tile_rows);
-    std::fill(sum, sum + width, 0.0);
-    std::fill(dev, dev + width, 0.0);
-    for (int64_t r = t0; r < t1; ++r) {
-      const float* row = in + r * block;
-      for (int64_t j = 0; j < width; ++j) sum[j] += static_cast<double>(row[j]);
+    const int64_t rows = std::min(r1, t0 + tile_rows) - t0;
+    const float* tin = in + t0 * block;
+    float* tout = out + t0 * block;
+    int64_t j = 0;
+#define NORMSERVE_CHUNKS(L)                                                                 \
+  for (; j + L <= width; j += L)                                                            \
+    TileChunk<L>(tin + j, tout + j, rows, block, bn_mean + j, scale + j, shift + j, lo, hi, \
+                 mean + j, dev + j);
+    NORMSERVE_CHUNKS(16)
+    NORMSERVE_CHUNKS(8)
+    NORMSERVE_CHUNKS(4)
+    NORMSERVE_CHUNKS(1)
+#undef NORMSERVE_CHUNKS
+    if (width < block) {  // oneDNN's zero padding of the last block
+      for (int64_t r = 0; r < rows; ++r)
+        std::fill(tout + r * block + width, tout + (r + 1) * block, 0.f);
     }
-    const double rows = static_cast<double>(t1 - t0);
-    for (int64_t j = 0; j < width; ++j) mean[j] = sum[j] / rows;
-    for (int64_t r = t0; r < t1; ++r) {
-      const float* row = in + r * block;
-      float* o = out + r * block;
-      for (int64_t j = 0; j < width; ++j) {
-        const float x = row[j];
-        const double d = static_cast<double>(x) - mean[j];
-        dev[j] += d * d;
-        const float y = (x - bn_mean[j]) * scale[j] + shift[j];
-        o[j] = std::min(std::max(y, lo), hi);
-      }
-      for (int64_t j = width; j < block; ++j) o[j] = 0.f;  // oneDNN's zero padding
-    }
-    Merge(acc, rows, mean, dev, width);
+    Merge(acc, static_cast<double>(rows), mean, dev, width);
   }
 }
 
@@ -127,7 +162,7 @@ std::vector<ChannelMoments> ObservedBatchNormForward(const ObservedBatchNormShap
 #pragma omp parallel for schedule(static) if (batch * channels * spatial >= (int64_t{1} << 16))
   for (int64_t t = 0; t < tasks; ++t) {
     thread_local std::vector<double> tmp;
-    tmp.resize(3 * block);
+    tmp.resize(2 * block);
     const int64_t n = t / (blocks * segments), b = t / segments % blocks, k = t % segments;
     const int64_t first = b * block, width = std::min(block, channels - first);
     const int64_t r0 = k * segment_rows, r1 = std::min(spatial, r0 + segment_rows);

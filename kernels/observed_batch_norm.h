@@ -30,8 +30,9 @@ struct BatchNormAffine {
   float hi = std::numeric_limits<float>::infinity();
 };
 
-// Fills `dst` (same layout as `src`; may not alias it) and returns one ChannelMoments per
-// sample of `src`.
+// Fills `dst` (same layout as `src`; either `src` itself, every value being read before it
+// is overwritten, or a buffer not overlapping it) and returns one ChannelMoments per sample
+// of `src`.
 //
 // Moments: the spatial extent of a sample's channel is cut into segments of a fixed number
 // of values and each segment into tiles small enough for L1; a tile's mean and M2 are

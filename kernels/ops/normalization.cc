@@ -145,13 +145,16 @@ absl::Status LowerObservedBatchNorm(const FusedNode& f, bool output_needed, Lowe
   shape.channels = x[1];
   for (size_t i = 2; i < x.size(); ++i) shape.spatial *= x[i];
   shape.block = block;
-  Val dst = ctx.NewVal(src.desc);
+  // In place when the convolution's output has no other reader: the writes then go to lines
+  // the kernel has just read instead of a second buffer's worth of cache misses.
+  const bool in_place = ctx.DiesHere(n.inputs[0], src);
+  Val dst = in_place ? src : ctx.NewVal(src.desc);
   const int src_ref = ctx.Ref(src), dst_ref = ctx.Ref(dst);
   auto params = std::make_shared<const BatchNormAffine>(std::move(affine));
   const std::string layer = n.name;
   PlanStep step;
-  step.what =
-      absl::StrCat("observed_batch_norm ", layer, PostOpsText(f), " [custom:blocked:", block, "]");
+  step.what = absl::StrCat("observed_batch_norm ", layer, PostOpsText(f),
+                           " [custom:blocked:", block, in_place ? ",in_place" : "", "]");
   step.args = {{DNNL_ARG_SRC, src_ref}, {DNNL_ARG_DST, dst_ref}};
   step.custom = [=](const std::vector<dnnl::memory>& mems, BnObservations* obs) {
     std::vector<ChannelMoments> moments =
@@ -161,6 +164,7 @@ absl::Status LowerObservedBatchNorm(const FusedNode& f, bool output_needed, Lowe
   };
   ctx.AddCustomStep(std::move(step));
   ctx.Define(f.output, dst);
+  if (in_place) ctx.SetSoleValue(dst.buffer);
   return absl::OkStatus();
 }
 

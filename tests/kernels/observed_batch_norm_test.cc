@@ -162,6 +162,26 @@ TEST_P(ObservedBatchNormTest, SameBitsForEveryThreadCount) {
   EXPECT_EQ(out1, out3);
 }
 
+// In place (the plan's choice when the convolution's output has no other reader) gives the
+// same bits as into a separate buffer.
+TEST_P(ObservedBatchNormTest, InPlaceEqualsSeparateBuffer) {
+  const Case k = GetParam();
+  const std::vector<float> x = Activations(k.batch, k.channels, k.spatial, 9);
+  const BatchNormAffine affine = AffineFor(x, k.channels, k.spatial, 0.f, 6.f);
+  std::vector<float> in = ToBlocked(x, k.batch, k.channels, k.spatial, k.block, 0.f);
+  const ObservedBatchNormShape shape{k.batch, k.channels, k.spatial, k.block};
+  std::vector<float> out(in.size());
+  const std::vector<ChannelMoments> separate =
+      ObservedBatchNormForward(shape, in.data(), affine, out.data());
+  const std::vector<ChannelMoments> in_place =
+      ObservedBatchNormForward(shape, in.data(), affine, in.data());
+  EXPECT_EQ(in, out);
+  for (int64_t n = 0; n < k.batch; ++n) {
+    EXPECT_EQ(separate[n].mean, in_place[n].mean) << "sample " << n;
+    EXPECT_EQ(separate[n].m2, in_place[n].m2) << "sample " << n;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Layouts, ObservedBatchNormTest,
     testing::Values(Case{2, 37, 3001, 16},     // nChw16c, 3 padding channels, many tiles
