@@ -149,13 +149,21 @@ __attribute__((target("avx2"))) void SegmentAvx2(NORMSERVE_SEGMENT_PARAMS) {
 void SegmentBaseline(NORMSERVE_SEGMENT_PARAMS) { SegmentBody(NORMSERVE_SEGMENT_ARGS); }
 
 using SegmentFn = void (*)(NORMSERVE_SEGMENT_PARAMS);
-SegmentFn ChooseSegment() {
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw"))
-    return SegmentAvx512;
-  if (__builtin_cpu_supports("avx2")) return SegmentAvx2;
-  return SegmentBaseline;
+SegmentFn SegmentFor(KernelIsa isa) {
+  switch (isa) {
+    case KernelIsa::kAvx512:
+      return SegmentAvx512;
+    case KernelIsa::kAvx2:
+      return SegmentAvx2;
+    case KernelIsa::kBaseline:
+      return SegmentBaseline;
+    case KernelIsa::kAuto:
+      break;
+  }
+  static const SegmentFn widest = CpuRuns(KernelIsa::kAvx512) ? SegmentAvx512
+                                  : CpuRuns(KernelIsa::kAvx2) ? SegmentAvx2
+                                                              : SegmentBaseline;
+  return widest;
 }
 
 #undef NORMSERVE_SEGMENT_PARAMS
@@ -163,9 +171,23 @@ SegmentFn ChooseSegment() {
 
 }  // namespace
 
+bool CpuRuns(KernelIsa isa) {
+  __builtin_cpu_init();
+  switch (isa) {
+    case KernelIsa::kAvx512:
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw");
+    case KernelIsa::kAvx2:
+      return __builtin_cpu_supports("avx2");
+    default:
+      return true;
+  }
+}
+
 std::vector<ChannelMoments> ObservedBatchNormForward(const ObservedBatchNormShape& shape,
                                                      const float* src,
-                                                     const BatchNormAffine& affine, float* dst) {
+                                                     const BatchNormAffine& affine, float* dst,
+                                                     KernelIsa isa) {
   const int64_t batch = shape.batch, channels = shape.channels, spatial = shape.spatial,
                 block = shape.block;
   const int64_t blocks = (channels + block - 1) / block;
@@ -178,7 +200,7 @@ std::vector<ChannelMoments> ObservedBatchNormForward(const ObservedBatchNormShap
   // Per task: its segment's mean and M2 for each channel of its group.
   std::vector<double> partial(tasks * 2 * kGroupChannels);
   std::vector<double> counts(tasks);
-  static const SegmentFn segment = ChooseSegment();
+  const SegmentFn segment = SegmentFor(isa);
 #pragma omp parallel for schedule(static) if (batch * channels * spatial >= (int64_t{1} << 15))
   for (int64_t t = 0; t < tasks; ++t) {
     thread_local std::vector<double> tmp;

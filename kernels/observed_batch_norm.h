@@ -42,9 +42,15 @@ struct BatchNormAffine {
 // cuts depend on the shape only, and no value is contracted into an FMA (the file is
 // built with -ffp-contract=off), so results do not depend on the thread count or the
 // vector ISA.
+//
+// `isa` picks one of the kernel's vector copies (kAuto: the widest this CPU runs); they
+// give the same bits, which tests check through it.
+enum class KernelIsa { kAuto, kBaseline, kAvx2, kAvx512 };
+bool CpuRuns(KernelIsa isa);
 std::vector<ChannelMoments> ObservedBatchNormForward(const ObservedBatchNormShape& shape,
                                                      const float* src,
-                                                     const BatchNormAffine& affine, float* dst);
+                                                     const BatchNormAffine& affine, float* dst,
+                                                     KernelIsa isa = KernelIsa::kAuto);
 
 }  // namespace normserve
 

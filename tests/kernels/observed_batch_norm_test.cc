@@ -162,6 +162,33 @@ TEST_P(ObservedBatchNormTest, SameBitsForEveryThreadCount) {
   EXPECT_EQ(out1, out3);
 }
 
+// Every vector copy of the kernel gives the baseline's bits: a session recovered on a host
+// with another ISA must recompute its log's moments exactly.
+TEST_P(ObservedBatchNormTest, SameBitsForEveryVectorIsa) {
+  const Case k = GetParam();
+  const std::vector<float> x = Activations(k.batch, k.channels, k.spatial, 13);
+  const BatchNormAffine affine = AffineFor(x, k.channels, k.spatial, 0.f, 6.f);
+  const std::vector<float> in = ToBlocked(x, k.batch, k.channels, k.spatial, k.block, 0.f);
+  const ObservedBatchNormShape shape{k.batch, k.channels, k.spatial, k.block};
+  std::vector<float> base_out(in.size());
+  const std::vector<ChannelMoments> base =
+      ObservedBatchNormForward(shape, in.data(), affine, base_out.data(), KernelIsa::kBaseline);
+  int compared = 0;
+  for (KernelIsa isa : {KernelIsa::kAvx2, KernelIsa::kAvx512, KernelIsa::kAuto}) {
+    if (!CpuRuns(isa)) continue;
+    ++compared;
+    std::vector<float> out(in.size());
+    const std::vector<ChannelMoments> got =
+        ObservedBatchNormForward(shape, in.data(), affine, out.data(), isa);
+    EXPECT_EQ(out, base_out) << "isa " << static_cast<int>(isa);
+    for (int64_t n = 0; n < k.batch; ++n) {
+      EXPECT_EQ(got[n].mean, base[n].mean) << "isa " << static_cast<int>(isa) << " sample " << n;
+      EXPECT_EQ(got[n].m2, base[n].m2) << "isa " << static_cast<int>(isa) << " sample " << n;
+    }
+  }
+  EXPECT_GT(compared, 0);
+}
+
 // In place (the plan's choice when the convolution's output has no other reader) gives the
 // same bits as into a separate buffer.
 TEST_P(ObservedBatchNormTest, InPlaceEqualsSeparateBuffer) {
