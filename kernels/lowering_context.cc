@@ -96,7 +96,10 @@ std::string PostOpsText(const FusedNode& f) {
   return absl::StrCat(" +", absl::StrJoin(parts, "+"));
 }
 
-bool FusedRelu(const FusedNode& f) { return f.post_ops.size() == 1 && !f.post_ops[0].sum; }
+bool FusedRelu(const FusedNode& f) {
+  return f.post_ops.size() == 1 && !f.post_ops[0].sum &&
+         f.post_ops[0].act.alg == dnnl::algorithm::eltwise_relu && f.post_ops[0].act.alpha == 0.f;
+}
 
 LoweringContext::LoweringContext(const SpecializedGraph& graph, const CompileOptions& options,
                                  int64_t opset, Plan* plan,

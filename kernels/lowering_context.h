@@ -43,7 +43,7 @@ dnnl::memory::dims PadRank(const dnnl::memory::dims& d, size_t rank);
 std::vector<float> Floats(const ConstTensor& t);
 // " +sum+eltwise_relu" for step descriptions; "" without post-ops.
 std::string PostOpsText(const FusedNode& f);
-// True when the only post-op is an activation a normalization can fuse (its Relu).
+// True when the only post-op is a plain ReLU (what a normalization fuses in oneDNN).
 bool FusedRelu(const FusedNode& f);
 
 // A runtime value: an arena buffer viewed through a memory descriptor. Several values

@@ -49,8 +49,10 @@ absl::Status Lower(const std::vector<FusedNode>& nodes,
     ctx.SetCurrentNode(static_cast<int>(i));
     const FusedNode& f = nodes[i];
     if (f.node.op == "BatchNormalization" && observed.contains(f.node.name)) {
-      RETURN_IF_ERROR(Guard(f.node, [&] { return LowerBatchNormMoments(f.node, ctx); }));
-      if (--observed_left == 0 && options.stop_after_observed) return ctx.Finish(false);
+      const bool last = --observed_left == 0 && options.stop_after_observed;
+      RETURN_IF_ERROR(Guard(f.node, [&] { return LowerObservedBatchNorm(f, !last, ctx); }));
+      if (last) return ctx.Finish(false);
+      continue;
     }
     const OpFunctions* op = FindOp(f.node.op);
     const OpLowering lower = op != nullptr ? op->lower : nullptr;

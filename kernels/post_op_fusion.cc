@@ -98,9 +98,19 @@ std::vector<FusedNode> FusePostOps(const SpecializedGraph& g, bool enable) {
         if (j < 0) break;
         const Node& c = g.nodes[j];
         if (norm) {
-          // oneDNN's fuse_norm_relu flag takes a plain ReLU only.
-          if (c.op != "Relu" || !f.post_ops.empty()) break;
-          f.post_ops.push_back({false, {dnnl::algorithm::eltwise_relu, 0.f, 0.f}});
+          // oneDNN's fuse_norm_relu flag takes a plain ReLU only; a batch norm also takes a
+          // Clip (ReLU6), which an observed one applies in its own kernel
+          // (observed_batch_norm.h) and an unobserved one as an eltwise after it.
+          if (!f.post_ops.empty()) break;
+          if (c.op == "Relu") {
+            f.post_ops.push_back({false, {dnnl::algorithm::eltwise_relu, 0.f, 0.f}});
+          } else if (c.op == "Clip" && op == "BatchNormalization") {
+            auto acts = ActivationOf(c, g);
+            if (!acts.ok() || acts->size() != 1) break;
+            f.post_ops.push_back({false, (*acts)[0]});
+          } else {
+            break;
+          }
         } else if (IsActivationOp(c.op)) {
           auto acts = ActivationOf(c, g);
           if (!acts.ok()) break;

@@ -34,9 +34,9 @@ struct OpFunctions {
 // The functions of `op`, or nullptr when the engine does not run it on runtime tensors.
 const OpFunctions* FindOp(const std::string& op);
 
-// The BN statistics hook (per-sample channel moments of the BN input), inserted by
-// BuildPlan before an observed BatchNormalization; lives in ops/normalization.cc.
-absl::Status LowerBatchNormMoments(const Node& n, LoweringContext& ctx);
+// An observed BatchNormalization: the per-sample channel moments of its input, then (when
+// `output_needed`) the layer with its fused activation; lives in ops/normalization.cc.
+absl::Status LowerObservedBatchNorm(const FusedNode& f, bool output_needed, LoweringContext& ctx);
 
 }  // namespace normserve
 

@@ -6,6 +6,7 @@
 #include "gtest/gtest.h"
 #include "kernels/engine.h"
 #include "kernels/specialize.h"
+#include "tests/kernels/conv_bn_clip_chain.h"
 #include "tests/kernels/conv_bn_fixture.h"
 #include "tests/kernels/onnx_builder.h"
 
@@ -64,6 +65,28 @@ TEST_P(ConvBnTest, FoldedAndUnfoldedMatchReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(FoldOrNot, ConvBnTest, ::testing::Bool());
+
+// A BN followed by a Clip (ReLU6) absorbs it (post_op_fusion.h); left unfolded, its
+// lowering must still clip, as an eltwise after the batch_norm primitive.
+TEST_P(ConvBnTest, BatchNormWithRelu6FoldedAndUnfoldedMatchReference) {
+  const bool fold = GetParam();
+  testing::ConvBnClipChain f;
+  auto model = Model::LoadBytes(f.onnx);
+  ASSERT_TRUE(model.ok()) << model.status();
+  CompileOptions options;
+  options.fold_batch_norm = fold;
+  auto compiled = CompiledModel::Compile(*model, options);
+  ASSERT_TRUE(compiled.ok()) << compiled.status();
+  const std::string plan = (*compiled)->DescribePlan();
+  EXPECT_EQ(plan.find("batch_norm bn1") == std::string::npos, fold) << plan;
+  EXPECT_EQ(plan.find("eltwise bn1 eltwise_clip") != std::string::npos, !fold) << plan;
+  std::mt19937 rng(4);
+  const int n = 2;
+  std::vector<float> x = RandomVector(n * 3 * 12 * 12, &rng, -2.f, 2.f);
+  std::vector<Tensor> out;
+  ASSERT_TRUE((*compiled)->NewContext()->Run({TensorView{x.data(), {n, 3, 12, 12}}}, &out).ok());
+  EXPECT_LT(MaxAbsDiff(out[0].data, f.Ref(x, n).y), 1e-4);
+}
 
 TEST(FoldBatchNorms, GemmThenBatchNorm1dFoldsWithTransposedWeights) {
   // Linear(5 -> 4) exported as Gemm(transB=0) then BatchNorm1d on a [N, 4] activation.

@@ -1,13 +1,21 @@
 // Statistics hooks: observed BN layers report per-sample, per-channel moments of their
 // input in float64, and new statistics give a new plan without re-reading the file.
+#include <algorithm>
+#include <cmath>
+#include <random>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "kernels/engine.h"
+#include "tests/kernels/conv_bn_clip_chain.h"
 #include "tests/kernels/conv_bn_fixture.h"
 
 namespace normserve {
 namespace {
+
+using testing::ConvBnClipChain;
 
 TEST(StatsHooks, ObservedLayerMomentsMatchFloat64Reference) {
   testing::ConvBnFixture f;
@@ -70,6 +78,59 @@ TEST(StatsHooks, LiveStatisticsPlanIsBatchInvariant) {
       EXPECT_EQ(batched.per_layer[l.name][s].m2, one.per_layer[l.name][0].m2) << l.name;
     }
   }
+}
+
+void ExpectMomentsOf(const std::vector<ChannelMoments>& got, const std::vector<double>& values,
+                     int n, int channels, int plane) {
+  ASSERT_EQ(got.size(), static_cast<size_t>(n));
+  for (int s = 0; s < n; ++s) {
+    EXPECT_EQ(got[s].count, plane);
+    for (int ch = 0; ch < channels; ++ch) {
+      const double* v = values.data() + (static_cast<size_t>(s) * channels + ch) * plane;
+      double mean = 0, m2 = 0;
+      for (int i = 0; i < plane; ++i) mean += v[i];
+      mean /= plane;
+      for (int i = 0; i < plane; ++i) m2 += (v[i] - mean) * (v[i] - mean);
+      EXPECT_NEAR(got[s].mean[ch], mean, 1e-5 * (1 + std::fabs(mean))) << "channel " << ch;
+      EXPECT_NEAR(got[s].m2[ch], m2, 1e-5 * (1 + m2)) << "channel " << ch;
+    }
+  }
+}
+
+TEST(StatsHooks, ObservedBatchNormWithRelu6FeedsTheNextLayerExactly) {
+  ConvBnClipChain f;
+  auto m = Model::LoadBytes(f.onnx);
+  ASSERT_TRUE(m.ok()) << m.status();
+  CompileOptions o;
+  o.observed_bn_layers = {"bn1", "bn2"};
+  auto c = CompiledModel::Compile(*m, o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  // The first layer runs as one kernel with its clamp: no eltwise step is left for the Clip.
+  const std::string plan = (*c)->DescribePlan();
+  EXPECT_NE(plan.find("observed_batch_norm bn1 +eltwise_clip"), std::string::npos) << plan;
+  EXPECT_EQ(plan.find("eltwise relu6"), std::string::npos) << plan;
+  std::mt19937 rng(8);
+  const int n = 2, plane = ConvBnClipChain::kH * ConvBnClipChain::kW;
+  auto x = testing::RandomVector(n * 3 * plane, &rng, -2.f, 2.f);
+  std::vector<Tensor> out;
+  BnObservations obs;
+  ASSERT_TRUE((*c)->NewContext()->Run({TensorView{x.data(), {n, 3, 12, 12}}}, &out, &obs).ok());
+  const ConvBnClipChain::Values want = f.Ref(x, n);
+  int clipped_low = 0, clipped_high = 0;
+  for (int s = 0; s < n; ++s)
+    for (int ch = 0; ch < ConvBnClipChain::kMid; ++ch)
+      for (int p = 0; p < plane; ++p) {
+        const double v = want.c1[(s * ConvBnClipChain::kMid + ch) * plane + p];
+        const double y = (v - f.m1[ch]) / std::sqrt(f.v1[ch] + 1e-5) * f.g1[ch] + f.b1[ch];
+        clipped_low += y < 0;
+        clipped_high += y > 6;
+      }
+  EXPECT_GT(clipped_low, 0);
+  EXPECT_GT(clipped_high, 0);
+  ExpectMomentsOf(obs.per_layer["bn1"], want.c1, n, ConvBnClipChain::kMid, plane);
+  ExpectMomentsOf(obs.per_layer["bn2"], want.c2, n, ConvBnClipChain::kOut, plane);
+  ASSERT_EQ(out.size(), 1u);
+  for (size_t i = 0; i < want.y.size(); ++i) ASSERT_NEAR(out[0].data[i], want.y[i], 1e-4) << i;
 }
 
 TEST(StatsHooks, StopAfterObservedProducesNoOutputs) {
