@@ -14,7 +14,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "kernels/status_macros.h"
 
 namespace normserve {
 namespace {
@@ -288,19 +287,6 @@ absl::Status SampleLog::DropUnsynced() {
     return Errno("cannot truncate unsynced records of", path_);
   }
   written_size_ = synced_size_;
-  return absl::OkStatus();
-}
-
-absl::Status SampleLog::Append(const SampleRecord& record) {
-  RETURN_IF_ERROR(Write(EncodeSampleRecord(record)));
-  const int64_t written = written_size_;
-  if (absl::Status s = SyncData(); !s.ok()) {
-    if (absl::Status cut = DropUnsynced(); !cut.ok()) {
-      return absl::InternalError(absl::StrCat(s.message(), "; and ", cut.message()));
-    }
-    return s;
-  }
-  MarkSynced(written);
   return absl::OkStatus();
 }
 

@@ -60,11 +60,9 @@ class SampleLog {
   // appends follow the last good record); a corrupt record is reported, not truncated.
   static absl::StatusOr<SampleLogRecovery> Recover(const std::string& path);
 
-  // Write + SyncData + MarkSynced (DropUnsynced on failure) for one record.
-  absl::Status Append(const SampleRecord& record);
-
-  // The group-commit steps. Write, MarkSynced and DropUnsynced are called by one thread
-  // at a time (the session's lock); SyncData may run beside Write (it reads only the fd).
+  // The steps of an append, split for the session's group commit. Write, MarkSynced and
+  // DropUnsynced are called by one thread at a time (the session's lock); SyncData may run
+  // beside Write (it reads only the fd).
   //
   // Appends one encoded record (EncodeSampleRecord) without syncing. On failure the
   // file is cut back to its length before this record and the error returned.

@@ -51,6 +51,12 @@ std::string FormatDouble(double v) {
   return s.str();
 }
 
+// A record that failed to write or sync: refused, and safe to retry under the same id.
+absl::Status NotDurable(const absl::Status& cause) {
+  return absl::UnavailableError(absl::StrCat(
+      "sample not durable, not applied (retry with the same request_id): ", cause.message()));
+}
+
 }  // namespace
 
 absl::Status FaultPoint(const FaultHook& hook, absl::string_view step) {
@@ -454,8 +460,7 @@ absl::StatusOr<AccumulateOutcome> Session::Accumulate(const std::string& request
     if (absl::Status s = log_->Write(encoded); !s.ok()) {
       if (metrics != nullptr) metrics->WalFsyncFailure();
       Log(LogLevel::kError, absl::StrCat("training session ", id_, ": ", s.message()));
-      return absl::UnavailableError(absl::StrCat(
-          "sample not durable, not applied (retry with the same request_id): ", s.message()));
+      return NotDurable(s);
     }
     WalTicket ticket;
     pending_.push_back(PendingRecord{request_id, n, *std::move(moments),
@@ -497,8 +502,7 @@ void Session::SyncPendingLocked() {
     if (metrics != nullptr) metrics->WalFsyncFailure();
     Log(LogLevel::kError, absl::StrCat("training session ", id_, ": ", synced.message(), " (",
                                        pending_.size(), " pending records not applied)"));
-    const absl::Status refused = absl::UnavailableError(absl::StrCat(
-        "sample not durable, not applied (retry with the same request_id): ", synced.message()));
+    const absl::Status refused = NotDurable(synced);
     for (PendingRecord& p : pending_) {
       p.ticket->status = refused;
       p.ticket->done = true;
