@@ -102,12 +102,12 @@ absl::Status LowerBatchNormMoments(const Node& n, LoweringContext& ctx) {
 // The clamp observed_batch_norm.h applies for the BN's fused activation, if it is one.
 bool ClampOf(const FusedNode& f, BatchNormAffine* affine) {
   if (f.post_ops.empty()) return true;
-  if (f.post_ops.size() != 1 || f.post_ops[0].sum) return false;
-  const Activation& a = f.post_ops[0].act;
-  if (a.alg == dnnl::algorithm::eltwise_relu && a.alpha == 0.f) {
+  if (FusedRelu(f)) {
     affine->lo = 0.f;
     return true;
   }
+  if (f.post_ops.size() != 1 || f.post_ops[0].sum) return false;
+  const Activation& a = f.post_ops[0].act;
   if (a.alg == dnnl::algorithm::eltwise_clip) {
     affine->lo = a.alpha;
     affine->hi = a.beta;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/kernels/blocked_layout.h"
 
 namespace normserve {
 namespace {
@@ -45,20 +46,6 @@ std::vector<float> Activations(int64_t count, unsigned seed) {
   return v;
 }
 
-// Plain [N][C][S] to [N][ceil(C/b)][S][b], padding channels filled with garbage (they must
-// not be read).
-std::vector<float> ToBlocked(const std::vector<float>& plain, int64_t batch, int64_t channels,
-                             int64_t spatial, int64_t block) {
-  const int64_t blocks = (channels + block - 1) / block;
-  std::vector<float> out(batch * blocks * spatial * block, 1e30f);
-  for (int64_t n = 0; n < batch; ++n)
-    for (int64_t c = 0; c < channels; ++c)
-      for (int64_t s = 0; s < spatial; ++s)
-        out[((n * blocks + c / block) * spatial + s) * block + c % block] =
-            plain[(n * channels + c) * spatial + s];
-  return out;
-}
-
 void ExpectMatches(const std::vector<ChannelMoments>& got, const Reference& want, int64_t spatial) {
   ASSERT_EQ(got.size(), want.mean.size());
   for (size_t n = 0; n < got.size(); ++n) {
@@ -90,7 +77,8 @@ TEST(ChannelMoments, BlockedAndChannelsLastReadInPlace) {
     const Reference want = TwoPass(x, batch, channels, spatial);
     for (int64_t block : {int64_t{8}, int64_t{16}, channels}) {  // channels: channels-last
       SCOPED_TRACE(testing::Message() << "channels " << channels << " block " << block);
-      const std::vector<float> b = ToBlocked(x, batch, channels, spatial, block);
+      // The padding channels hold garbage: they must not be read.
+      const std::vector<float> b = ToBlocked(x, batch, channels, spatial, block, 1e30f);
       ExpectMatches(BlockedChannelMomentsOf(b.data(), batch, channels, spatial, block), want,
                     spatial);
     }

@@ -14,28 +14,10 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/kernels/blocked_layout.h"
 
 namespace normserve {
 namespace {
-
-// Plain [N][C][S] to [N][ceil(C/b)][S][b]; padding channels hold `pad`.
-std::vector<float> ToBlocked(const std::vector<float>& plain, int64_t batch, int64_t channels,
-                             int64_t spatial, int64_t block, float pad) {
-  const int64_t blocks = (channels + block - 1) / block;
-  std::vector<float> out(batch * blocks * spatial * block, pad);
-  for (int64_t n = 0; n < batch; ++n)
-    for (int64_t c = 0; c < channels; ++c)
-      for (int64_t s = 0; s < spatial; ++s)
-        out[((n * blocks + c / block) * spatial + s) * block + c % block] =
-            plain[(n * channels + c) * spatial + s];
-  return out;
-}
-
-int64_t BlockedIndex(int64_t n, int64_t c, int64_t s, int64_t channels, int64_t spatial,
-                     int64_t block) {
-  const int64_t blocks = (channels + block - 1) / block;
-  return ((n * blocks + c / block) * spatial + s) * block + c % block;
-}
 
 // Each channel's values have their own mean (up to 100) against a spread of 0.5 to 3: a
 // one-pass sum of squares would cancel badly.
